@@ -1,0 +1,69 @@
+"""A cache of parsed datasets as uncompressed .npz, keyed by the source's path, size and mtime."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from facial_emotion.data.dataset import FaceDataset
+
+CACHE_VERSION = "1"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("FACIAL_EMOTION_CACHE") or Path.home() / ".cache" / "facial-emotion"
+    return Path(root) / "datasets"
+
+
+def _fingerprint(path: Path) -> str:
+    """Path + size + mtime of the file, or of every file below a folder."""
+    h = hashlib.sha1(f"{CACHE_VERSION}:{path.resolve()}".encode())
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:20]
+
+
+def cached(path: Path, variant: str, parse: Callable[[], FaceDataset]) -> FaceDataset:
+    target = cache_dir() / f"{path.name}-{variant}-{_fingerprint(path)}.npz"
+    if target.exists():
+        try:
+            with np.load(target, allow_pickle=False) as z:
+                ds = FaceDataset(
+                    images=z["images"],
+                    labels=z["labels"],
+                    split=z["split"],
+                    class_names=tuple(z["class_names"].tolist()),
+                    source=str(path),
+                    skipped=int(z["skipped"]),
+                    rows=z["rows"] if "rows" in z else None,
+                )
+                return ds
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache file is rebuilt below
+    ds = parse()
+    arrays = dict(
+        images=ds.images,
+        labels=ds.labels,
+        split=ds.split,
+        class_names=np.array(ds.class_names),
+        skipped=np.array(ds.skipped),
+    )
+    if ds.rows is not None:
+        arrays["rows"] = ds.rows
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Write beside the target, then rename: a killed run never leaves a half-written cache.
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp.npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, target)
+    except OSError:
+        pass  # the cache is an optimisation; a read-only home must not stop the run
+    return ds

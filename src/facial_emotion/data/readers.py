@@ -1,0 +1,301 @@
+"""Readers for FER-2013 csv(.gz), the Kaggle folder layout, FER+ votes and plain emotion folders.
+
+``load_dataset(path)`` detects the layout from the path and returns a ``FaceDataset``. Parsed
+results are cached as ``.npz`` (see ``cache.py``) so a second run skips 300 MB of text.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facial_emotion.data.cache import cached
+from facial_emotion.data.dataset import FACE_SIZE, DatasetError, FaceDataset
+from facial_emotion.labels import (
+    EMOTIONS,
+    FER2013_USAGES,
+    FERPLUS_8_CLASSES,
+    FERPLUS_COLUMNS,
+    FERPLUS_TO_EMOTION,
+    INDEX,
+    emotion_from_folder,
+)
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
+FERPLUS_FILENAME = "fer2013new.csv"
+PIXELS = FACE_SIZE * FACE_SIZE
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def _is_emotion_folder_root(path: Path) -> bool:
+    return any(p.is_dir() and emotion_from_folder(p.name) for p in path.iterdir())
+
+
+def detect_layout(path: Path) -> str:
+    """'fer2013-csv', 'folders-split' (ROOT/<split>/<emotion>/*) or 'folders' (ROOT/<emotion>/*)."""
+    if not path.exists():
+        raise DatasetError(f"dataset path not found: {path}")
+    if path.is_file():
+        name = path.name.lower()
+        if name.endswith((".csv", ".csv.gz")):
+            try:
+                with _open_text(path) as f:
+                    header = f.readline().strip().split(",")
+            except (OSError, UnicodeDecodeError, EOFError) as e:
+                raise DatasetError(f"cannot read {path}: {e}") from None
+            if header[:2] == ["emotion", "pixels"]:
+                return "fer2013-csv"
+            raise DatasetError(
+                f"{path}: unknown csv layout (header {','.join(header)!r}); "
+                "expected FER-2013's 'emotion,pixels,Usage'"
+            )
+        raise DatasetError(f"{path}: unknown dataset file type (expected .csv, .csv.gz or a folder)")
+    subdirs = [p for p in path.iterdir() if p.is_dir()]
+    if _is_emotion_folder_root(path):
+        return "folders"
+    if any(_is_emotion_folder_root(p) for p in subdirs):
+        return "folders-split"
+    raise DatasetError(
+        f"{path}: unknown dataset layout; expected a FER-2013 csv, ROOT/<split>/<emotion>/ images "
+        f"or ROOT/<emotion>/ images with emotion folders named {', '.join(EMOTIONS)}"
+    )
+
+
+# --- FER-2013 csv -------------------------------------------------------------------------------
+
+
+def _parse_pixels(text: str) -> np.ndarray | None:
+    try:
+        values = np.array(text.split(), dtype=np.int32)
+    except ValueError:
+        return None
+    if values.size != PIXELS or values.min() < 0 or values.max() > 255:
+        return None
+    return values.astype(np.uint8).reshape(FACE_SIZE, FACE_SIZE)
+
+
+def read_fer2013_csv(path: Path, skip_bad: bool = False) -> FaceDataset:
+    """Rows ``emotion,pixels,Usage``; a bad row raises naming its line, or is skipped with skip_bad."""
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    usages: list[str] = []
+    rows: list[int] = []  # 0-based data-row index, to align FER+ votes
+    skipped = 0
+    warnings: list[str] = []
+    try:
+        with _open_text(path) as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if not header or header[:2] != ["emotion", "pixels"]:
+                raise DatasetError(f"{path}: missing header 'emotion,pixels,Usage'")
+            for row_index, row in enumerate(reader):
+                line = row_index + 2
+                problem = None
+                if len(row) < 2:
+                    problem = "expected 'emotion,pixels,Usage'"
+                    pixels = None
+                else:
+                    pixels = _parse_pixels(row[1])
+                    usage = row[2].strip() if len(row) > 2 else "Training"
+                    if not row[0].strip().isdigit() or int(row[0]) >= len(EMOTIONS):
+                        problem = f"unknown emotion label {row[0]!r} (expected 0-6)"
+                    elif pixels is None:
+                        problem = f"pixels must be {PIXELS} integers 0-255"
+                    elif usage not in FER2013_USAGES:
+                        problem = f"unknown Usage {usage!r} (expected {', '.join(FER2013_USAGES)})"
+                if problem:
+                    if not skip_bad:
+                        raise DatasetError(f"{path}: line {line}: {problem} (use --skip-bad to skip such rows)")
+                    skipped += 1
+                    if len(warnings) < 20:
+                        warnings.append(f"line {line}: {problem}")
+                    continue
+                assert pixels is not None
+                images.append(pixels)
+                labels.append(int(row[0]))
+                usages.append(usage)
+                rows.append(row_index)
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as e:
+        raise DatasetError(f"cannot read {path}: {e}") from None
+    if not images:
+        raise DatasetError(f"{path}: no usable rows")
+    return FaceDataset(
+        images=np.stack(images),
+        labels=np.array(labels, dtype=np.int64),
+        split=np.array(usages),
+        rows=np.array(rows, dtype=np.int64),
+        class_names=EMOTIONS,
+        source=str(path),
+        skipped=skipped,
+        warnings=warnings,
+    )
+
+
+# --- FER+ votes ---------------------------------------------------------------------------------
+
+
+def read_ferplus_votes(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Votes (rows, 10) in FERPLUS_COLUMNS order, Usage per row, and whether the row names an image."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if not header or [h.strip() for h in header[2:12]] != list(FERPLUS_COLUMNS):
+                raise DatasetError(f"{path}: not a FER+ votes file (expected columns Usage,Image name,{','.join(FERPLUS_COLUMNS)})")
+            votes, usage, has_image = [], [], []
+            for line, row in enumerate(reader, start=2):
+                try:
+                    votes.append([int(v) for v in row[2:12]])
+                except ValueError:
+                    raise DatasetError(f"{path}: line {line}: vote counts must be integers") from None
+                if len(row) < 12:
+                    raise DatasetError(f"{path}: line {line}: expected 12 columns")
+                usage.append(row[0].strip())
+                has_image.append(bool(row[1].strip()))
+    except OSError as e:
+        raise DatasetError(f"cannot read {path}: {e}") from None
+    return np.array(votes, dtype=np.float32), np.array(usage), np.array(has_image)
+
+
+def apply_ferplus(ds: FaceDataset, votes_path: Path, classes: int = 7) -> FaceDataset:
+    """Replace FER-2013 labels by FER+ votes: soft = vote distribution, label = majority.
+
+    Rows without an image name, or with no vote for any kept class, are dropped.
+    With ``classes=7`` contempt votes are dropped; with 8 it is kept as an extra class.
+    """
+    votes, usage, has_image = read_ferplus_votes(votes_path)
+    rows = ds.rows
+    if rows is None or rows.max(initial=-1) >= len(votes):
+        raise DatasetError(f"{votes_path}: has {len(votes)} rows, not row-aligned with {ds.source}")
+    if not np.array_equal(usage[rows], ds.split):
+        raise DatasetError(f"{votes_path}: Usage column differs from {ds.source}: files are not row-aligned")
+    class_names = EMOTIONS if classes == 7 else FERPLUS_8_CLASSES
+    columns = [FERPLUS_COLUMNS.index(c) for c in FERPLUS_COLUMNS if c in FERPLUS_TO_EMOTION or (classes == 8 and c == "contempt")]
+    target = np.zeros((len(rows), len(class_names)), dtype=np.float32)
+    for col in columns:
+        name = FERPLUS_COLUMNS[col]
+        target[:, class_names.index(FERPLUS_TO_EMOTION.get(name, name))] = votes[rows, col]
+    total = target.sum(axis=1)
+    keep = has_image[rows] & (total > 0)
+    soft = target[keep] / total[keep, None]
+    out = FaceDataset(
+        images=ds.images[keep],
+        labels=soft.argmax(axis=1).astype(np.int64),
+        split=ds.split[keep],
+        soft=soft,
+        rows=rows[keep],
+        class_names=class_names,
+        source=f"{ds.source} + {votes_path.name}",
+        skipped=ds.skipped + int((~keep).sum()),
+        warnings=ds.warnings,
+    )
+    return out
+
+
+# --- image folders ------------------------------------------------------------------------------
+
+
+def _read_face(path: Path) -> np.ndarray | None:
+    data = np.fromfile(str(path), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
+    if img is None:
+        return None
+    if img.shape != (FACE_SIZE, FACE_SIZE):
+        img = cv2.resize(img, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
+    return img
+
+
+def read_emotion_folders(root: Path, split_name: str, images: list, labels: list, splits: list, warnings: list) -> int:
+    """Append every image of ROOT/<emotion>/* ; return how many were unreadable."""
+    bad = 0
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        emotion = emotion_from_folder(folder.name)
+        if emotion is None:
+            warnings.append(f"ignored folder {folder} (not an emotion name)")
+            continue
+        for file in sorted(folder.iterdir()):
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            face = _read_face(file)
+            if face is None:
+                bad += 1
+                log.warning("unreadable image skipped: %s", file)
+                warnings.append(f"unreadable image skipped: {file}")
+                continue
+            images.append(face)
+            labels.append(INDEX[emotion])
+            splits.append(split_name)
+    return bad
+
+
+def read_folders(path: Path, layout: str) -> FaceDataset:
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    splits: list[str] = []
+    warnings: list[str] = []
+    if layout == "folders":
+        bad = read_emotion_folders(path, "all", images, labels, splits, warnings)
+    else:
+        bad = 0
+        for sub in sorted(p for p in path.iterdir() if p.is_dir() and _is_emotion_folder_root(p)):
+            bad += read_emotion_folders(sub, sub.name, images, labels, splits, warnings)
+    if not images:
+        raise DatasetError(f"{path}: no readable images found")
+    return FaceDataset(
+        images=np.stack(images),
+        labels=np.array(labels, dtype=np.int64),
+        split=np.array(splits),
+        class_names=EMOTIONS,
+        source=str(path),
+        skipped=bad,
+        warnings=warnings,
+    )
+
+
+# --- entry point --------------------------------------------------------------------------------
+
+
+def load_dataset(
+    path: str | Path,
+    labels: str = "fer2013",
+    skip_bad: bool = False,
+    ferplus_path: str | Path | None = None,
+    ferplus_classes: int = 7,
+    use_cache: bool = True,
+) -> FaceDataset:
+    """Load any supported dataset. ``labels='ferplus'`` needs a FER-2013 csv plus the FER+ votes
+    (``ferplus_path``, default: ``fer2013new.csv`` beside the csv)."""
+    path = Path(path).expanduser()
+    layout = detect_layout(path)
+    if labels not in ("fer2013", "ferplus"):
+        raise DatasetError(f"unknown label source {labels!r} (expected fer2013 or ferplus)")
+    if labels == "ferplus" and layout != "fer2013-csv":
+        raise DatasetError("FER+ labels need the FER-2013 csv they are row-aligned with")
+
+    def parse() -> FaceDataset:
+        if layout == "fer2013-csv":
+            return read_fer2013_csv(path, skip_bad=skip_bad)
+        return read_folders(path, layout)
+
+    ds = cached(path, f"{layout}-skip{int(skip_bad)}", parse) if use_cache else parse()
+    if labels == "ferplus":
+        votes = Path(ferplus_path) if ferplus_path else path.parent / FERPLUS_FILENAME
+        if not votes.exists():
+            raise DatasetError(f"FER+ votes file not found: {votes} (pass --ferplus PATH)")
+        ds = apply_ferplus(ds, votes, classes=ferplus_classes)
+    if len(ds) == 0:
+        raise DatasetError(f"{path}: dataset is empty")
+    return ds

@@ -1,0 +1,1 @@
+"""Metrics, confusion matrices, reports and plots."""

@@ -1,0 +1,82 @@
+"""Plots as PNG files (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    from facial_emotion.model_file import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_training_curves(history: list[dict[str, Any]], path: Path) -> None:
+    plt = _figure()
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, [h["train_loss"] for h in history], label="train")
+    if "val_loss" in history[0]:
+        ax1.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    ax1.set(title="Loss", xlabel="epoch")
+    ax1.legend()
+    ax2.plot(epochs, [h["train_acc"] for h in history], label="train (augmented)")
+    if "val_acc" in history[0]:
+        ax2.plot(epochs, [h["val_acc"] for h in history], label="validation")
+    if "val_acc_ema" in history[0]:
+        ax2.plot(epochs, [h["val_acc_ema"] for h in history], label="validation (EMA)")
+    ax2.set(title="Accuracy", xlabel="epoch")
+    ax2.legend()
+    ax2.grid(alpha=0.3)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_confusion_matrix(cm: np.ndarray, classes: list[str], path: Path, normalize: bool, title: str) -> None:
+    plt = _figure()
+    data = cm.astype(float)
+    if normalize:
+        data = data / np.maximum(data.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    im = ax.imshow(data, cmap="Blues")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            text = f"{data[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if data[i, j] > data.max() / 2 else "black")
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_mistakes(faces: np.ndarray, captions: list[str], path: Path, title: str) -> None:
+    plt = _figure()
+    n = len(faces)
+    cols = 8
+    rows = max(1, (n + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.9))
+    for ax in np.atleast_1d(axes).ravel():
+        ax.axis("off")
+    for ax, face, cap in zip(np.atleast_1d(axes).ravel(), faces, captions, strict=False):
+        ax.imshow(face, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(cap, fontsize=7)
+    fig.suptitle(title)
+    _save(fig, path)
+    plt.close(fig)

@@ -1,0 +1,98 @@
+"""The one model file format: an ONNX graph with our metadata inside, plus a JSON copy beside it.
+
+The graph takes float32 pixels 0..255 shaped (N, 1, crop, crop) and returns logits (N, classes);
+normalisation is part of the graph. ``metadata`` says how to make that input from a face:
+resize the aligned face to ``face_size`` (48) gray, then take the centre ``crop`` (or ten crops
+for test-time augmentation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from facial_emotion.labels import EMOTIONS
+
+METADATA_KEY = "facial_emotion"
+FORMAT_VERSION = 1
+BUILTIN_MODEL_NAME = "emotion.onnx"
+
+
+class ModelFileError(Exception):
+    """The model file is missing, unreadable or not one of ours."""
+
+
+def builtin_model_path() -> Path:
+    return Path(str(resources.files("facial_emotion") / "weights" / BUILTIN_MODEL_NAME))
+
+
+def default_model_path() -> Path:
+    """$FACIAL_EMOTION_MODEL if set, else the model shipped inside the package."""
+    env = os.environ.get("FACIAL_EMOTION_MODEL")
+    return Path(env) if env else builtin_model_path()
+
+
+def make_metadata(**fields: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "classes": list(EMOTIONS),
+        "face_size": 48,
+        "crop": 40,
+        "channels": 1,
+        "input": "float32 N x 1 x crop x crop, gray pixel values 0..255 (normalisation is in the graph)",
+        "output": "logits N x classes",
+    }
+    meta.update(fields)
+    return meta
+
+
+def validate_metadata(meta: dict[str, Any], source: str) -> dict[str, Any]:
+    for key in ("classes", "face_size", "crop"):
+        if key not in meta:
+            raise ModelFileError(f"{source}: metadata lacks {key!r}")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise ModelFileError(f"{source}: model format {meta['format_version']} is newer than this package supports")
+    return meta
+
+
+def read_metadata_from_session_meta(custom: dict[str, str], source: str) -> dict[str, Any]:
+    """From onnxruntime's ``get_modelmeta().custom_metadata_map``."""
+    if METADATA_KEY not in custom:
+        raise ModelFileError(f"{source}: not a facial-emotion model (no {METADATA_KEY!r} metadata)")
+    try:
+        meta = json.loads(custom[METADATA_KEY])
+    except json.JSONDecodeError as e:
+        raise ModelFileError(f"{source}: damaged metadata: {e}") from None
+    return validate_metadata(meta, source)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file beside ``path`` then rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary readable files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_model(path: Path, onnx_bytes: bytes, meta: dict[str, Any]) -> None:
+    """Store ``meta`` inside the ONNX file (metadata_props) and as ``<name>.json`` beside it."""
+    import onnx  # training-side dependency: only writing a model needs it
+
+    model = onnx.load_from_string(onnx_bytes)
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key = METADATA_KEY
+    entry.value = json.dumps(meta, sort_keys=True)
+    model.producer_name = "facial-emotion"
+    atomic_write_bytes(path, model.SerializeToString())
+    atomic_write_bytes(path.with_suffix(".json"), (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())

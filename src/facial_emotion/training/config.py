@@ -1,0 +1,39 @@
+"""Everything that defines a training run, saved in every checkpoint and in the exported model."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from facial_emotion.training.augment import AugmentConfig
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""
+    labels: str = "fer2013"  # fer2013 | ferplus (train on FER+ majority / vote distributions)
+    ferplus_mix: float = 0.0  # >0: target = (1-mix) * one-hot FER-2013 label + mix * FER+ votes
+    train_split: str = ""  # comma list; default Training / train / all-but-validation
+    val_split: str = ""  # default PublicTest / test / a 10 % hold-out of the training split
+    arch: str = "vgg-s"
+    epochs: int = 60
+    batch_size: int = 128
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    label_smoothing: float = 0.1
+    mixup: float = 0.0  # Beta(a, a); 0 = off
+    ema_decay: float = 0.999  # 0 = off
+    precision: str = "auto"  # auto | bf16 | fp32
+    seed: int = 0
+    threads: int = 0  # 0 = torch default
+    limit: int = 0  # use only the first N training faces (tests, smoke runs)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        d = dict(d)
+        aug = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("augment", {}).items()})
+        return cls(**d, augment=aug)

@@ -1,0 +1,96 @@
+"""Export a checkpoint to the project's ONNX model file (optionally int8-quantized)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from facial_emotion.model_file import make_metadata, write_model
+from facial_emotion.training.checkpoint import load_checkpoint
+from facial_emotion.training.config import TrainConfig
+from facial_emotion.training.nets import create_model
+from facial_emotion.labels import EMOTIONS, FERPLUS_8_CLASSES
+
+
+def model_from_checkpoint(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    state = load_checkpoint(path)
+    cfg = TrainConfig.from_dict(state["config"])
+    model = create_model(cfg.arch, state.get("num_classes", len(EMOTIONS)))
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, state
+
+
+def onnx_bytes(model: torch.nn.Module, crop: int) -> bytes:
+    dummy = torch.full((2, 1, crop, crop), 128.0)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (dummy,),
+            buf,
+            input_names=["pixels"],
+            output_names=["logits"],
+            dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    return buf.getvalue()
+
+
+def quantize_int8(fp32: bytes) -> bytes:
+    """Dynamic-range int8 quantization of weights (onnxruntime's quantizer)."""
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as d:
+        src, dst = Path(d) / "fp32.onnx", Path(d) / "int8.onnx"
+        src.write_bytes(fp32)
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+        return dst.read_bytes()
+
+
+def export_checkpoint(
+    checkpoint: Path,
+    out: Path,
+    dataset_name: str = "",
+    history: list[dict[str, Any]] | None = None,
+    int8: bool = False,
+) -> Path:
+    model, state = model_from_checkpoint(checkpoint)
+    cfg = TrainConfig.from_dict(state["config"])
+    crop = cfg.augment.crop
+    data = onnx_bytes(model, crop)
+    if int8:
+        data = quantize_int8(data)
+    best = state.get("best", {})
+    classes = list(EMOTIONS if state.get("num_classes", 7) == 7 else FERPLUS_8_CLASSES)
+    meta = make_metadata(
+        classes=classes,
+        crop=crop,
+        arch=cfg.arch,
+        dataset=dataset_name or cfg.data,
+        labels=cfg.labels,
+        train_split=cfg.train_split or "default",
+        val_split=cfg.val_split or "default",
+        val_accuracy=best.get("val_acc"),
+        best_epoch=best.get("epoch"),
+        weights=best.get("weights"),
+        epochs=cfg.epochs,
+        recipe=cfg.to_dict(),
+        quantized="int8" if int8 else "none",
+        date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        parameters=sum(p.numel() for p in model.parameters()),
+    )
+    if history:
+        meta["train_seconds"] = round(sum(h.get("epoch_s", 0) for h in history), 1)
+        meta["train_img_per_s"] = round(sum(h.get("img_per_s", 0) for h in history) / len(history), 1)
+    write_model(out, data, meta)
+    return out

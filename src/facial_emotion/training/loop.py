@@ -1,0 +1,281 @@
+"""The training loop: data in RAM as uint8, batched tensor augmentation, SGD Nesterov one-cycle,
+bf16 autocast where the CPU has AMX, EMA weights, per-epoch validation, atomic checkpoints,
+``--resume``, CSV/JSON logs and curves, and ONNX export of the best weights at the end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from facial_emotion.data import DatasetError, FaceDataset, load_dataset
+from facial_emotion.training.augment import augment, center_crop
+from facial_emotion.training.checkpoint import load_checkpoint, save_checkpoint
+from facial_emotion.training.config import TrainConfig
+from facial_emotion.training.nets import create_model
+
+log = logging.getLogger(__name__)
+
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+def cpu_has_amx_bf16() -> bool:
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def resolve_precision(precision: str) -> str:
+    """bf16 autocast only pays off with AMX; on AVX2-only CPUs it is ~10x slower than fp32."""
+    if precision == "auto":
+        return "bf16" if cpu_has_amx_bf16() else "fp32"
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"unknown precision {precision!r}")
+    return precision
+
+
+def default_splits(ds: FaceDataset) -> tuple[list[str], list[str]]:
+    names = set(ds.splits)
+    for train, val in (("Training", "PublicTest"), ("train", "test"), ("train", "val")):
+        if train in names:
+            return [train], [val] if val in names else []
+    return sorted(names), []
+
+
+def split_dataset(ds: FaceDataset, cfg: TrainConfig) -> tuple[FaceDataset, FaceDataset | None]:
+    train_names, val_names = default_splits(ds)
+    if cfg.train_split:
+        train_names = [s.strip() for s in cfg.train_split.split(",") if s.strip()]
+    if cfg.val_split:
+        val_names = [] if cfg.val_split == "none" else [s.strip() for s in cfg.val_split.split(",")]
+    train = ds.select_split(*train_names)
+    if val_names:
+        return train, ds.select_split(*val_names)
+    if cfg.val_split == "none":
+        return train, None
+    # No validation split in the data: hold out a deterministic, stratified 10 % of training.
+    rng = np.random.default_rng(cfg.seed)
+    hold = np.zeros(len(train), dtype=bool)
+    for c in np.unique(train.labels):
+        idx = np.flatnonzero(train.labels == c)
+        hold[rng.choice(idx, size=max(1, len(idx) // 10), replace=False)] = True
+    if hold.all() or not hold.any():
+        return train, None
+    return train.subset(~hold), train.subset(hold)
+
+
+def build_targets(train: FaceDataset, cfg: TrainConfig, num_classes: int) -> torch.Tensor:
+    """Soft targets per face: label smoothing, FER+ votes, or a mix of FER-2013 labels and votes."""
+    onehot = np.eye(num_classes, dtype=np.float32)[train.labels]
+    smoothed = onehot * (1 - cfg.label_smoothing) + cfg.label_smoothing / num_classes
+    if train.soft is None:
+        return torch.from_numpy(smoothed)
+    if cfg.labels == "ferplus":  # FER+ votes are the labels
+        return torch.from_numpy(train.soft.astype(np.float32))
+    return torch.from_numpy(smoothed)  # votes are attached by the loader only via ferplus_mix
+
+
+def attach_ferplus_mix(train: FaceDataset, targets: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """target = (1 - mix) * target + mix * FER+ vote distribution, for faces FER+ has votes for."""
+    votes_path = Path(cfg.data).parent / "fer2013new.csv"
+    from facial_emotion.data.readers import read_ferplus_votes
+    from facial_emotion.labels import EMOTIONS, FERPLUS_COLUMNS, FERPLUS_TO_EMOTION
+
+    rows = train.rows
+    if rows is None or not votes_path.exists():
+        raise DatasetError("--ferplus-mix needs a FER-2013 csv with fer2013new.csv beside it")
+    votes, _, has_image = read_ferplus_votes(votes_path)
+    dist = np.zeros((len(rows), len(EMOTIONS)), dtype=np.float32)
+    for col, name in enumerate(FERPLUS_COLUMNS):
+        if name in FERPLUS_TO_EMOTION:
+            dist[:, EMOTIONS.index(FERPLUS_TO_EMOTION[name])] = votes[rows, col]
+    total = dist.sum(1)
+    ok = has_image[rows] & (total > 0)
+    dist[ok] /= total[ok, None]
+    mixed = targets.clone()
+    okt = torch.from_numpy(ok)
+    mixed[okt] = (1 - cfg.ferplus_mix) * targets[okt] + cfg.ferplus_mix * torch.from_numpy(dist[ok])
+    return mixed
+
+
+@torch.no_grad()
+def evaluate_torch(model: torch.nn.Module, val: FaceDataset, crop: int, autocast: bool, batch: int = 512) -> tuple[float, float]:
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    images = torch.from_numpy(val.images)
+    labels = torch.from_numpy(val.labels)
+    for i in range(0, len(val), batch):
+        x = center_crop(images[i : i + batch], crop).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits = model(x).float()
+        y = labels[i : i + batch]
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+    return correct / len(val), loss_sum / len(val)
+
+
+def _write_logs(out: Path, history: list[dict[str, Any]]) -> None:
+    from facial_emotion.evaluation.plots import plot_training_curves
+    from facial_emotion.model_file import atomic_write_bytes
+
+    if not history:
+        return
+    keys = list(history[0].keys())
+    lines = [",".join(keys)] + [",".join(str(h[k]) for k in keys) for h in history]
+    atomic_write_bytes(out / "metrics.csv", ("\n".join(lines) + "\n").encode())
+    atomic_write_bytes(out / "metrics.json", json.dumps(history, indent=1).encode())
+    plot_training_curves(history, out / "curves.png")
+
+
+def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train, checkpoint every epoch, export the best weights to ``out/model.onnx``; returns a summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    state: dict[str, Any] | None = None
+    if resume:
+        if not (out / LAST).exists():
+            raise DatasetError(f"--resume: no checkpoint {out / LAST}")
+        state = load_checkpoint(out / LAST)
+        cfg = TrainConfig.from_dict(state["config"])
+        log.info("resuming %s at epoch %d", out, state["epoch"] + 1)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    precision = resolve_precision(cfg.precision)
+    use_autocast = precision == "bf16"
+
+    ds = load_dataset(cfg.data, labels=cfg.labels)
+    train_ds, val_ds = split_dataset(ds, cfg)
+    if cfg.limit:
+        train_ds = train_ds.subset(np.arange(len(train_ds)) < cfg.limit)
+    num_classes = ds.num_classes
+    if len(train_ds) < cfg.batch_size:
+        raise DatasetError(f"only {len(train_ds)} training faces; need at least one batch of {cfg.batch_size}")
+    targets = build_targets(train_ds, cfg, num_classes)
+    if cfg.ferplus_mix > 0:
+        targets = attach_ferplus_mix(train_ds, targets, cfg)
+    images = torch.from_numpy(train_ds.images)
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.arch, num_classes).to(memory_format=torch.channels_last)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) if cfg.ema_decay else None
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=True,
+    )
+    steps_per_epoch = len(train_ds) // cfg.batch_size
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15, div_factor=20, final_div_factor=500
+    )
+    start_epoch, history, best = 0, [], {"val_acc": -1.0, "epoch": -1}
+    if state is not None:
+        model.load_state_dict(state["model"])
+        if ema is not None and state.get("ema"):
+            ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, history, best = state["epoch"] + 1, state["history"], state["best"]
+
+    log.info(
+        "training %s on %d faces (%s), validating on %s, precision %s, %d threads",
+        cfg.arch, len(train_ds), ",".join(train_ds.splits), f"{len(val_ds)} faces" if val_ds else "nothing",
+        precision, torch.get_num_threads(),
+    )
+    for epoch in range(start_epoch, cfg.epochs):
+        # Every random draw of an epoch comes from generators seeded by (seed, epoch): a resumed
+        # run repeats exactly what the uninterrupted run would have done.
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        order = torch.randperm(len(train_ds), generator=gen)
+        model.train()
+        t0 = time.time()
+        seen, loss_sum, correct = 0, 0.0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False, unit="batch")
+        for step in bar:
+            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            x = augment(images[idx], cfg.augment, gen).contiguous(memory_format=torch.channels_last)
+            y = targets[idx]
+            if cfg.mixup > 0:
+                lam = float(torch.distributions.Beta(cfg.mixup, cfg.mixup).sample())
+                perm = torch.randperm(len(idx), generator=gen)
+                x = lam * x + (1 - lam) * x[perm]
+                y = lam * y + (1 - lam) * y[perm]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_autocast):
+                logits = model(x)
+            loss = torch.sum(-y * F.log_softmax(logits.float(), dim=1), dim=1).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            seen += len(idx)
+            loss_sum += loss.item() * len(idx)
+            correct += (logits.argmax(1) == y.argmax(1)).sum().item()
+            elapsed = time.time() - t0
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", img_s=f"{seen / elapsed:.0f}")
+        bar.close()
+        epoch_s = time.time() - t0
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": round(scheduler.get_last_lr()[0], 6),
+            "train_loss": round(loss_sum / seen, 4),
+            "train_acc": round(correct / seen, 4),
+            "img_per_s": round(seen / epoch_s, 1),
+            "epoch_s": round(epoch_s, 1),
+        }
+        which = "model"
+        if val_ds is not None:
+            acc, vloss = evaluate_torch(model, val_ds, cfg.augment.crop, use_autocast)
+            row.update(val_loss=round(vloss, 4), val_acc=round(acc, 4))
+            if ema is not None:
+                eacc, _ = evaluate_torch(ema.module, val_ds, cfg.augment.crop, use_autocast)
+                row["val_acc_ema"] = round(eacc, 4)
+                if eacc > acc:
+                    acc, which = eacc, "ema"
+        else:
+            acc = -math.inf if epoch + 1 < cfg.epochs else 0.0
+            which = "ema" if ema is not None else "model"
+        history.append(row)
+        improved = acc > best["val_acc"] or val_ds is None
+        if improved:
+            weights = (ema.module if which == "ema" else model).state_dict()
+            best = {"val_acc": acc, "epoch": epoch + 1, "weights": which}
+            save_checkpoint({"config": cfg.to_dict(), "model": weights, "best": best, "num_classes": num_classes}, out / BEST)
+        save_checkpoint(
+            {
+                "config": cfg.to_dict(),
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "history": history,
+                "best": best,
+                "num_classes": num_classes,
+            },
+            out / LAST,
+        )
+        _write_logs(out, history)
+        log.info("epoch %d/%d %s%s", epoch + 1, cfg.epochs, " ".join(f"{k}={v}" for k, v in row.items() if k != "epoch"),
+                 " *" if improved else "")
+
+    from facial_emotion.training.export import export_checkpoint
+
+    export_checkpoint(out / BEST, out / "model.onnx", dataset_name=ds.source, history=history)
+    return {"out": str(out), "best": best, "epochs": len(history), "model": str(out / "model.onnx")}

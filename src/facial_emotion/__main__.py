@@ -1,0 +1,5 @@
+import sys
+
+from facial_emotion.cli import main
+
+sys.exit(main())

@@ -1,0 +1,388 @@
+"""The ``facial-emotion`` command. One thin function per subcommand; heavy imports happen inside
+them, so ``analyze`` never loads torch and ``--help`` is instant.
+
+Exit codes: 0 success, 1 some inputs failed (others were still processed), 2 usage or data error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from facial_emotion import __version__
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line, exit code 2."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Every exception type that means 'bad input', not 'bug'."""
+    from facial_emotion.data import DatasetError
+    from facial_emotion.inference.decode import ImageError
+    from facial_emotion.inference.detectors import DetectorError
+    from facial_emotion.inference.video import VideoError
+    from facial_emotion.model_file import ModelFileError
+
+    return (UserError, DatasetError, ImageError, DetectorError, VideoError, ModelFileError, FileNotFoundError)
+
+
+def _print_json(obj: object) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+# --- train / evaluate / export ---------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    try:
+        from facial_emotion.training.config import TrainConfig
+        from facial_emotion.training.loop import train
+        from facial_emotion.training.nets import ARCHITECTURES
+    except ImportError as e:
+        raise UserError(f"training needs the [train] extra ({e.name} is missing): pip install 'facial-emotion[train]'") from None
+    if args.arch not in ARCHITECTURES:
+        raise UserError(f"unknown architecture {args.arch!r}; choose from {', '.join(sorted(ARCHITECTURES))}")
+    cfg = TrainConfig(
+        data=str(args.data),
+        labels=args.labels,
+        ferplus_mix=args.ferplus_mix,
+        train_split=args.train_split,
+        val_split=args.val_split,
+        arch=args.arch,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing,
+        mixup=args.mixup,
+        ema_decay=args.ema,
+        precision=args.precision,
+        seed=args.seed,
+        threads=args.threads,
+        limit=args.limit,
+    )
+    result = train(cfg, Path(args.out), resume=args.resume, progress=not args.quiet)
+    best = result["best"]
+    print(f"best validation accuracy {best['val_acc']:.2%} (epoch {best['epoch']}, {best['weights']} weights)")
+    print(f"model: {result['model']}")
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from facial_emotion.evaluation.evaluate import evaluate, write_report
+
+    results, part, probs = evaluate(args.data, args.model, args.split, tta=args.tta, skip_bad=args.skip_bad, threads=args.threads)
+    if args.report:
+        for path in write_report(results, part, probs, Path(args.report)):
+            print(f"wrote {path}", file=sys.stderr)
+    if args.json:
+        _print_json(results)
+    else:
+        print(f"{results['dataset']} [{results['split']}]: {results['n']} faces, accuracy {results['accuracy']:.2%}"
+              f" ({'ten-crop TTA' if args.tta else 'centre crop'}), macro F1 {results['macro_f1']:.3f}")
+        print(f"{'emotion':<10}{'precision':>10}{'recall':>8}{'f1':>8}{'support':>9}")
+        for c, r in results["per_class"].items():
+            print(f"{c:<10}{r['precision']:>10.3f}{r['recall']:>8.3f}{r['f1']:>8.3f}{r['support']:>9}")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from facial_emotion.training.export import export_checkpoint
+    except ImportError as e:
+        raise UserError(f"export needs the [train] extra ({e.name} is missing)") from None
+    if not Path(args.checkpoint).is_file():
+        raise UserError(f"{args.checkpoint}: checkpoint not found")
+    out = export_checkpoint(Path(args.checkpoint), Path(args.out), int8=args.int8)
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+    return EXIT_OK
+
+
+# --- analyze / video / webcam -----------------------------------------------------------------------
+
+
+def _expand_inputs(items: list[str]) -> list[str]:
+    import glob
+
+    from facial_emotion.data.readers import IMAGE_SUFFIXES
+
+    out: list[str] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        elif any(ch in item for ch in "*?[") and not p.exists():
+            matches = sorted(glob.glob(item, recursive=True))
+            out += matches if matches else [item]  # an unmatched glob is reported as not found
+        else:
+            out.append(item)
+    return out
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from facial_emotion.inference.decode import ImageError, load_image
+    from facial_emotion.inference.draw import annotate
+    from facial_emotion.inference.pipeline import EmotionRecognizer
+    from facial_emotion.model_file import atomic_write_bytes
+
+    recognizer = EmotionRecognizer(args.model, detector=args.detector, tta=args.tta, threads=args.threads)
+    paths = _expand_inputs(args.paths)
+    if not paths:
+        raise UserError("no input images found")
+    results = []
+    for path in paths:
+        entry: dict = {"path": path, "faces": [], "error": None}
+        try:
+            image = load_image(path)
+            faces = recognizer.analyze_frame(image)
+            entry["faces"] = [f.to_dict() for f in faces]
+            if args.annotate:
+                import cv2
+
+                ok, buf = cv2.imencode(".jpg", annotate(image, faces), [cv2.IMWRITE_JPEG_QUALITY, 92])
+                out = Path(args.annotate) / (Path(path).stem + ".annotated.jpg")
+                atomic_write_bytes(out, buf.tobytes())
+                entry["annotated"] = str(out)
+        except ImageError as e:
+            entry["error"] = str(e)
+            print(f"error: {e}", file=sys.stderr)
+        results.append(entry)
+    if args.csv:
+        _write_analyze_csv(results, Path(args.csv), recognizer.classes)
+    if args.json:
+        _print_json(results)
+    else:
+        for entry in results:
+            if entry["error"]:
+                print(f"{entry['path']}: ERROR {entry['error']}")
+                continue
+            print(f"{entry['path']}: {len(entry['faces'])} face(s)")
+            for i, f in enumerate(entry["faces"], 1):
+                top = sorted(f["scores"].items(), key=lambda kv: -kv[1])[1:3]
+                others = ", ".join(f"{k} {v:.0%}" for k, v in top)
+                print(f"  #{i} box={tuple(f['box'])} {f['emotion']:<9}{f['confidence']:>5.0%}   ({others})")
+    return EXIT_PARTIAL if any(e["error"] for e in results) else EXIT_OK
+
+
+def _write_analyze_csv(results: list[dict], path: Path, classes: list[str]) -> None:
+    import csv
+    import io
+
+    from facial_emotion.model_file import atomic_write_bytes
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "face", "x", "y", "w", "h", "emotion", "confidence", *classes, "error"])
+    for e in results:
+        if e["error"] or not e["faces"]:
+            w.writerow([e["path"], "", "", "", "", "", "", "", *[""] * len(classes), e["error"] or ""])
+        for i, f in enumerate(e["faces"], 1):
+            w.writerow([e["path"], i, *f["box"], f["emotion"], f["confidence"], *(f["scores"][c] for c in classes), ""])
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    from facial_emotion.inference.pipeline import EmotionRecognizer
+    from facial_emotion.inference.video import analyze_video, plot_timeline, write_timeline_csv
+
+    if args.every < 1:
+        raise UserError("--every must be at least 1")
+    recognizer = EmotionRecognizer(args.model, detector=args.detector, tta=args.tta, threads=args.threads)
+    result = analyze_video(
+        recognizer,
+        args.file,
+        every=args.every,
+        smoothing=args.smoothing,
+        annotated_out=Path(args.out) if args.out else None,
+        progress=not args.json and sys.stderr.isatty(),
+    )
+    if args.timeline:
+        write_timeline_csv(result, Path(args.timeline), recognizer.classes)
+    if args.plot:
+        plot_timeline(result, Path(args.plot), recognizer.classes)
+    if args.json:
+        _print_json(result.to_dict())
+        return EXIT_OK
+    d = result.to_dict()
+    print(f"{args.file}: {d['frames_read']} frames read, {d['frames_analyzed']} analysed in {d['processing_seconds']:.1f} s"
+          f" ({d['processing_fps']} fps; video is {d['video_fps']} fps)")
+    for face in d["faces"]:
+        share = ", ".join(f"{k} {v:.0%}" for k, v in sorted(face["share"].items(), key=lambda kv: -kv[1]) if v >= 0.05)
+        print(f"  face #{face['track_id']}: {face['frames']} frames, mostly {face['dominant_emotion']} ({share})")
+    if not d["faces"]:
+        print("  no faces found")
+    return EXIT_OK
+
+
+def cmd_webcam(args: argparse.Namespace) -> int:
+    import os
+
+    import cv2
+
+    from facial_emotion.inference.pipeline import EmotionRecognizer
+    from facial_emotion.inference.video import VideoError, analyze_video
+
+    source = args.source if args.source is not None else str(args.camera)
+    headless = not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") and sys.platform.startswith("linux")
+    if headless and not args.no_window:
+        raise UserError("no display to show the camera window (set DISPLAY, or use --no-window / the 'video' command)")
+    recognizer = EmotionRecognizer(args.model, detector=args.detector, threads=args.threads)
+
+    def show(index: int, frame, faces, fps: float) -> bool:
+        if args.no_window:
+            return True
+        try:
+            cv2.imshow("facial-emotion (q quits)", frame)
+        except cv2.error:
+            raise VideoError("cannot open a window: this OpenCV build has no GUI (pip install opencv-python)") from None
+        return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
+
+    try:
+        result = analyze_video(recognizer, source, every=1, smoothing=args.smoothing, on_frame=show, max_frames=args.max_frames)
+    except VideoError as e:
+        raise UserError(f"{e} — is a camera connected? try --camera N") from None
+    finally:
+        if not args.no_window:
+            try:
+                cv2.destroyAllWindows()
+            except cv2.error:
+                pass
+    print(f"{result.frames_read} frames, {result.frames_read / max(result.seconds, 1e-9):.1f} fps")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from facial_emotion.service.app import create_app
+    except ImportError as e:
+        raise UserError(f"serve needs the [serve] extra ({e.name} is missing): pip install 'facial-emotion[serve]'") from None
+    app = create_app(model=args.model, detector=args.detector, cors_origins=args.cors_origin or [])
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return EXIT_OK
+
+
+# --- parser -------------------------------------------------------------------------------------------
+
+
+def _common_inference(p: argparse.ArgumentParser, tta: bool = True) -> None:
+    p.add_argument("--model", help="ONNX model file (default: the built-in model or $FACIAL_EMOTION_MODEL)")
+    p.add_argument("--detector", default=None, help="haar (default) or yunet[:MODEL.onnx]")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    if tta:
+        p.add_argument("--tta", action="store_true", help="ten-crop test-time augmentation (slower, a bit more accurate)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facial-emotion",
+        description="Recognise the seven basic facial emotions in photos, videos and cameras, offline on a CPU.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("train", help="train a model on FER-2013 / FER+ / your folders and export it to ONNX")
+    p.add_argument("--data", required=True, help="fer2013.csv(.gz), a Kaggle-layout folder, or ROOT/<emotion>/ images")
+    p.add_argument("--labels", choices=["fer2013", "ferplus"], default="fer2013")
+    p.add_argument("--ferplus-mix", type=float, default=0.0, help="blend FER+ vote distributions into the targets (0..1)")
+    p.add_argument("--arch", default="vgg-s", help="architecture (vgg-s, vgg-m, vgg-l, resnet-s, resnet-m, resnet18)")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(a, a); 0 = off")
+    p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights; 0 = off")
+    p.add_argument("--train-split", default="", help="comma list of splits to train on (default Training / train)")
+    p.add_argument("--val-split", default="", help="split to validate on (default PublicTest / test / 10%% hold-out; 'none')")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto", help="auto = bf16 where the CPU has AMX")
+    p.add_argument("--out", default="runs/train", help="run folder: checkpoints, logs, curves, model.onnx")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--limit", type=int, default=0, help="train on the first N faces only (smoke tests)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy, per-class report and confusion matrix of a model on a dataset")
+    p.add_argument("--data", required=True)
+    p.add_argument("--model", help="ONNX model file (default: the built-in model)")
+    p.add_argument("--split", help="csv Usage or sub-folder (default: PrivateTest, else PublicTest, else test)")
+    p.add_argument("--tta", action="store_true", help="ten-crop test-time augmentation")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--report", metavar="DIR", help="write confusion matrices, report.md/json and a mistakes grid")
+    p.add_argument("--skip-bad", action="store_true", help="skip malformed csv rows instead of failing")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="export a training checkpoint to the ONNX model file")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True, help="MODEL.onnx (metadata is also written to MODEL.json)")
+    p.add_argument("--int8", action="store_true", help="int8 dynamic quantization of the weights")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("analyze", help="find every face in photos and tell its emotion")
+    p.add_argument("paths", nargs="+", help="image files, folders or globs")
+    _common_inference(p)
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--csv", metavar="FILE", help="also write a CSV, one row per face")
+    p.add_argument("--annotate", metavar="DIR", help="write annotated copies into DIR")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("video", help="analyse a video: tracked faces, timeline, summary, annotated copy")
+    p.add_argument("file")
+    _common_inference(p)
+    p.add_argument("--every", type=int, default=1, help="analyse every N-th frame")
+    p.add_argument("--smoothing", type=float, default=0.6, help="temporal smoothing of scores per face (0 = off, <1)")
+    p.add_argument("--out", help="annotated video (.mp4 / .avi)")
+    p.add_argument("--timeline", help="CSV, one row per analysed frame and face")
+    p.add_argument("--plot", help="PNG of each face's emotions over time")
+    p.add_argument("--json", action="store_true", help="print one JSON document (summary and timeline)")
+    p.set_defaults(func=cmd_video)
+
+    p = sub.add_parser("webcam", help="live camera with boxes, labels and fps; q quits")
+    p.add_argument("--camera", type=int, default=0, help="camera index")
+    p.add_argument("--source", help="any OpenCV capture source instead of a camera (file, URL)")
+    _common_inference(p, tta=False)
+    p.add_argument("--smoothing", type=float, default=0.6)
+    p.add_argument("--no-window", action="store_true", help="do not show a window (measure only)")
+    p.add_argument("--max-frames", type=int, default=None)
+    p.set_defaults(func=cmd_webcam)
+
+    p = sub.add_parser("serve", help="web service and browser page (needs the [serve] extra)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model")
+    p.add_argument("--detector", default=None)
+    p.add_argument("--cors-origin", action="append", help="allow this browser origin (repeatable); default none")
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose or args.command == "train" else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except _user_errors() as e:
+        print(f"facial-emotion {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

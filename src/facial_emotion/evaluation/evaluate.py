@@ -1,0 +1,78 @@
+"""Evaluate a model file on a labelled dataset with the inference classifier (no torch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facial_emotion.data import DatasetError, FaceDataset, load_dataset
+from facial_emotion.evaluation.metrics import summarize
+from facial_emotion.inference.classifier import EmotionClassifier
+
+TEST_SPLIT_PREFERENCE = ("PrivateTest", "PublicTest", "test", "val", "all")
+
+
+def default_test_split(ds: FaceDataset) -> str:
+    for name in TEST_SPLIT_PREFERENCE:
+        if name in ds.splits:
+            return name
+    raise DatasetError(f"{ds.source}: no test split; pass --split (available: {', '.join(ds.splits)})")
+
+
+def evaluate(
+    data: str | Path,
+    model: str | Path | None = None,
+    split: str | None = None,
+    tta: bool = False,
+    skip_bad: bool = False,
+    threads: int | None = None,
+) -> tuple[dict[str, Any], FaceDataset, np.ndarray]:
+    """Returns (results, the evaluated faces, their probabilities)."""
+    classifier = EmotionClassifier(model, threads=threads)
+    ds = load_dataset(data, skip_bad=skip_bad)
+    split = split or default_test_split(ds)
+    part = ds.select_split(split)
+    if list(classifier.classes[: len(part.class_names)]) != list(part.class_names):
+        raise DatasetError(f"model classes {classifier.classes} differ from the dataset's {list(part.class_names)}")
+    probs = classifier.predict(part.images, tta=tta)
+    preds = probs[:, : len(part.class_names)].argmax(axis=1)
+    results = summarize(part.labels, preds, list(part.class_names))
+    results.update(model=str(classifier.path), split=split, tta=tta, dataset=str(data), skipped=ds.skipped)
+    return results, part, probs
+
+
+def write_report(results: dict[str, Any], part: FaceDataset, probs: np.ndarray, out: Path, mistakes: int = 32) -> list[Path]:
+    """Confusion matrices (counts, row-normalised), the classification report (Markdown + JSON)
+    and a grid of the most confident mistakes."""
+    from facial_emotion.evaluation.plots import plot_confusion_matrix, plot_mistakes
+    from facial_emotion.model_file import atomic_write_bytes
+
+    out.mkdir(parents=True, exist_ok=True)
+    classes = list(part.class_names)
+    cm = np.array(results["confusion_matrix"])
+    title = f"{Path(str(results['dataset'])).name} [{results['split']}] acc {results['accuracy']:.2%}"
+    plot_confusion_matrix(cm, classes, out / "confusion_matrix.png", normalize=False, title=title)
+    plot_confusion_matrix(cm, classes, out / "confusion_matrix_normalized.png", normalize=True, title=title)
+    atomic_write_bytes(out / "report.json", (json.dumps(results, indent=2) + "\n").encode())
+    lines = [
+        f"# Evaluation: {results['dataset']} [{results['split']}]",
+        "",
+        f"- model: `{results['model']}`",
+        f"- faces: {results['n']}, test-time augmentation: {'ten-crop' if results['tta'] else 'none'}",
+        f"- **accuracy: {results['accuracy']:.2%}**, macro F1: {results['macro_f1']:.4f}",
+        "",
+        "| emotion | precision | recall | F1 | support |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for c, r in results["per_class"].items():
+        lines.append(f"| {c} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |")
+    atomic_write_bytes(out / "report.md", ("\n".join(lines) + "\n").encode())
+    preds = probs[:, : len(classes)].argmax(axis=1)
+    wrong = np.flatnonzero(preds != part.labels)
+    worst = wrong[np.argsort(-probs[wrong, preds[wrong]])][:mistakes]
+    captions = [f"true {classes[part.labels[i]]}\npred {classes[preds[i]]} {probs[i, preds[i]]:.0%}" for i in worst]
+    plot_mistakes(part.images[worst], captions, out / "mistakes.png", "Most confident mistakes")
+    return [out / n for n in ("confusion_matrix.png", "confusion_matrix_normalized.png", "report.md", "report.json", "mistakes.png")]

@@ -1,0 +1,1 @@
+"""Inference: decode -> detect -> align -> classify (onnxruntime). Never imports torch or training."""

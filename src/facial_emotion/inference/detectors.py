@@ -1,0 +1,120 @@
+"""Face detectors behind one small interface.
+
+- ``haar`` (default): OpenCV's frontal-face Haar cascade, shipped inside the opencv-python(-headless)
+  4.x wheels, so it works offline right after ``pip install``. Runs on a frame downscaled to at most
+  ``max_side`` pixels for speed.
+- ``yunet``: OpenCV's YuNet DNN (``cv2.FaceDetectorYN``), more accurate on turned, small and dim
+  faces, with 5 landmarks used to level the eyes. Its ONNX file is not bundled: give its path as
+  ``yunet:/path/face_detection_yunet_2023mar.onnx`` or in ``$FACIAL_EMOTION_YUNET``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+
+class DetectorError(Exception):
+    """The detector cannot be created (unknown name, missing model file)."""
+
+
+@dataclass
+class Detection:
+    box: tuple[int, int, int, int]  # x, y, w, h in pixels of the full frame
+    score: float
+    landmarks: np.ndarray | None = None  # (5, 2): right eye, left eye, nose, mouth corners (YuNet)
+
+
+class FaceDetector(Protocol):
+    name: str
+
+    def detect(self, bgr: np.ndarray) -> list[Detection]: ...
+
+
+def _downscale(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    h, w = img.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale < 1.0:
+        img = cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    return img, scale
+
+
+class HaarDetector:
+    name = "haar"
+
+    def __init__(self, max_side: int = 640, min_face: float = 0.05, min_neighbors: int = 5):
+        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+        self.cascade = cv2.CascadeClassifier(str(path))
+        if self.cascade.empty():
+            raise DetectorError(f"cannot load the Haar cascade {path} (needs opencv-python-headless 4.x)")
+        self.max_side = max_side
+        self.min_face = min_face  # smallest face, as a fraction of the shorter image side
+        self.min_neighbors = min_neighbors
+
+    def detect(self, bgr: np.ndarray) -> list[Detection]:
+        small, scale = _downscale(bgr, self.max_side)
+        gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY))
+        side = max(20, int(min(gray.shape) * self.min_face))
+        boxes, _, weights = self.cascade.detectMultiScale3(
+            gray, scaleFactor=1.1, minNeighbors=self.min_neighbors, minSize=(side, side), outputRejectLevels=True
+        )
+        out = []
+        for (x, y, w, h), weight in zip(boxes, np.ravel(weights), strict=False):
+            out.append(
+                Detection(
+                    box=(round(x / scale), round(y / scale), round(w / scale), round(h / scale)),
+                    # Haar's level weight is unbounded; squash it into 0..1 for a comparable score.
+                    score=float(1 / (1 + np.exp(-(float(weight) - 2.0)))),
+                )
+            )
+        return out
+
+
+class YuNetDetector:
+    name = "yunet"
+
+    def __init__(self, model_path: str | os.PathLike, max_side: int = 640, score_threshold: float = 0.7):
+        path = Path(model_path)
+        if not path.is_file():
+            raise DetectorError(f"YuNet model file not found: {path}")
+        self.detector = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold, 0.3, 5000)
+        self.max_side = max_side
+
+    def detect(self, bgr: np.ndarray) -> list[Detection]:
+        small, scale = _downscale(bgr, self.max_side)
+        h, w = small.shape[:2]
+        self.detector.setInputSize((w, h))
+        _, faces = self.detector.detect(small)
+        out = []
+        for f in faces if faces is not None else []:
+            x, y, bw, bh = (f[:4] / scale).tolist()
+            out.append(
+                Detection(
+                    box=(round(x), round(y), round(bw), round(bh)),
+                    score=float(f[14]),
+                    landmarks=(f[4:14].reshape(5, 2) / scale).astype(np.float32),
+                )
+            )
+        return out
+
+
+def create_detector(spec: str | FaceDetector | None = None) -> FaceDetector:
+    """'haar' (default), 'yunet' (model from $FACIAL_EMOTION_YUNET) or 'yunet:/path/model.onnx'."""
+    if spec is None:
+        spec = os.environ.get("FACIAL_EMOTION_DETECTOR", "haar")
+    if not isinstance(spec, str):
+        return spec
+    name, _, arg = spec.partition(":")
+    if name == "haar":
+        return HaarDetector()
+    if name == "yunet":
+        path = arg or os.environ.get("FACIAL_EMOTION_YUNET", "")
+        if not path:
+            raise DetectorError("the yunet detector needs its model file: --detector yunet:/path/to/model.onnx or $FACIAL_EMOTION_YUNET")
+        return YuNetDetector(path)
+    raise DetectorError(f"unknown detector {spec!r} (choose haar or yunet[:MODEL.onnx])")

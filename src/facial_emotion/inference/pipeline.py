@@ -1,0 +1,110 @@
+"""``EmotionRecognizer``: the one pipeline behind the Python API, the CLI, video and the service."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from facial_emotion.inference.align import crop_face
+from facial_emotion.inference.classifier import EmotionClassifier
+from facial_emotion.inference.decode import ImageInput, load_image
+from facial_emotion.inference.detectors import Detection, FaceDetector, create_detector
+
+
+@dataclass
+class Face:
+    box: tuple[int, int, int, int]  # x, y, w, h in pixels of the (EXIF-upright) image
+    emotion: str
+    confidence: float
+    scores: dict[str, float]  # every class's probability; they sum to 1
+    detector_score: float = 1.0
+    track_id: int | None = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "box": list(self.box),
+            "emotion": self.emotion,
+            "confidence": round(self.confidence, 4),
+            "scores": {k: round(v, 4) for k, v in self.scores.items()},
+            "detector_score": round(self.detector_score, 4),
+        }
+        if self.track_id is not None:
+            d["track_id"] = self.track_id
+        return d
+
+
+class EmotionRecognizer:
+    """Detect every face in an image and classify its emotion.
+
+    ``model``: path of a facial-emotion ONNX file (default: the built-in model, or $FACIAL_EMOTION_MODEL).
+    ``detector``: 'haar' (default), 'yunet[:MODEL.onnx]' or any object with ``detect(bgr)``.
+    ``tta``: average ten crops per face (slower, about one point more accurate).
+    Arrays are taken as OpenCV gives them: gray, BGR or BGRA.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | None = None,
+        detector: str | FaceDetector | None = None,
+        tta: bool = False,
+        threads: int | None = None,
+    ):
+        self.classifier = EmotionClassifier(model, threads=threads)
+        self.detector = create_detector(detector)
+        self.tta = tta
+
+    @property
+    def classes(self) -> list[str]:
+        return self.classifier.classes
+
+    @property
+    def model_info(self) -> dict[str, Any]:
+        return self.classifier.metadata
+
+    def detect(self, bgr: np.ndarray) -> list[Detection]:
+        return self.detector.detect(bgr)
+
+    def classify(self, faces48: np.ndarray) -> np.ndarray:
+        """uint8 (N, 48, 48) aligned gray faces -> probabilities (N, classes)."""
+        return self.classifier.predict(faces48, tta=self.tta)
+
+    def _faces(self, dets: list[Detection], probs: np.ndarray) -> list[Face]:
+        faces = []
+        for det, p in zip(dets, probs, strict=True):
+            k = int(p.argmax())
+            faces.append(
+                Face(
+                    box=det.box,
+                    emotion=self.classes[k],
+                    confidence=float(p[k]),
+                    scores={c: float(v) for c, v in zip(self.classes, p, strict=True)},
+                    detector_score=det.score,
+                )
+            )
+        return faces
+
+    def analyze_frame(self, bgr: np.ndarray) -> list[Face]:
+        """A decoded BGR frame -> its faces, all classified in one batched call."""
+        return self.analyze_frames([bgr])[0]
+
+    def analyze_frames(self, frames: list[np.ndarray]) -> list[list[Face]]:
+        dets = [self.detect(f) for f in frames]
+        crops = [crop_face(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), d) for f, ds in zip(frames, dets, strict=True) for d in ds]
+        probs = self.classify(np.stack(crops)) if crops else np.zeros((0, len(self.classes)), np.float32)
+        out, i = [], 0
+        for ds in dets:
+            out.append(self._faces(ds, probs[i : i + len(ds)]))
+            i += len(ds)
+        return out
+
+    def analyze(self, image: ImageInput) -> list[Face]:
+        """A path, bytes, numpy array or PIL image -> its faces. Raises ImageError for bad input."""
+        return self.analyze_frame(load_image(image))
+
+    def analyze_batch(self, images: list[ImageInput]) -> list[list[Face]]:
+        """Several images; their faces are classified together in one call. Raises on the first bad input."""
+        return self.analyze_frames([load_image(im) for im in images])

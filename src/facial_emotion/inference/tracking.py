@@ -1,0 +1,95 @@
+"""Stable face ids across video frames (greedy IoU matching) and temporal smoothing of scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from facial_emotion.inference.pipeline import Face
+
+
+def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
+    inter = ix * iy
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class Track:
+    track_id: int
+    box: tuple[int, int, int, int]
+    scores: np.ndarray
+    last_seen: int
+    frames: int = 1
+    totals: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+class FaceTracker:
+    """Gives each face the id of the track it overlaps most (IoU >= ``min_iou``); new faces get
+    new ids; tracks unseen for ``max_age`` processed frames are dropped. ``smoothing`` in [0, 1)
+    is the weight of the past in an exponential moving average of each track's scores."""
+
+    def __init__(self, classes: list[str], min_iou: float = 0.3, max_age: int = 15, smoothing: float = 0.0):
+        self.classes = classes
+        self.min_iou = min_iou
+        self.max_age = max_age
+        self.smoothing = smoothing
+        self.tracks: dict[int, Track] = {}
+        self.finished: list[Track] = []
+        self.next_id = 1
+        self.frame = 0
+
+    def update(self, faces: list[Face]) -> list[Face]:
+        self.frame += 1
+        pairs = sorted(
+            ((iou(f.box, t.box), i, tid) for i, f in enumerate(faces) for tid, t in self.tracks.items()),
+            reverse=True,
+        )
+        assigned: dict[int, int] = {}
+        used: set[int] = set()
+        for overlap, i, tid in pairs:
+            if overlap < self.min_iou:
+                break
+            if i in assigned or tid in used:
+                continue
+            assigned[i] = tid
+            used.add(tid)
+        for i, face in enumerate(faces):
+            p = np.array([face.scores[c] for c in self.classes], dtype=np.float64)
+            tid = assigned.get(i)
+            if tid is None:
+                tid = self.next_id
+                self.next_id += 1
+                self.tracks[tid] = Track(tid, face.box, p, self.frame, 0, np.zeros(len(self.classes)))
+            track = self.tracks[tid]
+            track.scores = self.smoothing * track.scores + (1 - self.smoothing) * p if track.frames else p
+            track.box, track.last_seen = face.box, self.frame
+            track.frames += 1
+            k = int(track.scores.argmax())
+            track.totals[k] += 1
+            face.track_id = tid
+            face.scores = {c: float(v) for c, v in zip(self.classes, track.scores, strict=True)}
+            face.emotion, face.confidence = self.classes[k], float(track.scores[k])
+        for tid in [t for t, tr in self.tracks.items() if self.frame - tr.last_seen > self.max_age]:
+            self.finished.append(self.tracks.pop(tid))
+        return faces
+
+    def summary(self) -> list[dict]:
+        """Per face: frames seen, dominant emotion and the share of its frames per emotion."""
+        out = []
+        for t in sorted([*self.finished, *self.tracks.values()], key=lambda t: t.track_id):
+            share = t.totals / max(1, t.totals.sum())
+            out.append(
+                {
+                    "track_id": t.track_id,
+                    "frames": int(t.frames),
+                    "dominant_emotion": self.classes[int(share.argmax())],
+                    "share": {c: round(float(s), 4) for c, s in zip(self.classes, share, strict=True)},
+                }
+            )
+        return out

@@ -1,0 +1,269 @@
+"""The FastAPI app: ``POST /v1/analyze``, ``WS /v1/stream``, ``GET /v1/model``, ``GET /healthz`` and the page at ``/``.
+
+Safety defaults: uploads are capped in bytes and in pixels, only images are accepted, every request
+has a deadline, nothing is written to disk, no CORS unless origins are given, and every error is a
+short JSON ``{"error": "..."}``, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Query, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from facial_emotion import __version__
+from facial_emotion.inference import decode
+from facial_emotion.inference.decode import ImageError
+from facial_emotion.labels import COLORS_RGB, DISPLAY_NAMES
+from facial_emotion.service import stream as stream_module
+from facial_emotion.service.engine import Busy, Engine, is_too_large
+from facial_emotion.service.upload import UploadError, read_image
+
+log = logging.getLogger("facial_emotion.service")
+STATIC_DIR = Path(__file__).parent / "static"
+DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_upload_bytes: int
+    max_pixels: int
+    request_timeout: float
+    cors_origins: tuple[str, ...]
+
+
+# --- response schemas (for the OpenAPI docs; responses are built as plain dicts for speed) ---------
+
+
+class FaceOut(BaseModel):
+    box: list[int] = Field(description="x, y, width, height in pixels of the (EXIF-upright) image")
+    emotion: str
+    confidence: float
+    scores: dict[str, float] = Field(description="probability of every emotion; they sum to 1")
+    detector_score: float
+    track_id: int | None = Field(None, description="stream only: stable id of this face across frames")
+
+
+class AnalyzeOut(BaseModel):
+    faces: list[FaceOut]
+    width: int
+    height: int
+    model: dict[str, Any]
+    elapsed_ms: float
+    annotated_jpeg_base64: str | None = Field(None, description="with ?annotate=true: the image with boxes, as JPEG")
+
+
+class ErrorOut(BaseModel):
+    error: str
+
+
+_IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
+_ANALYZE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "required": ["file"], "properties": {"file": _IMAGE_BODY["schema"]}}
+            },
+            "image/jpeg": _IMAGE_BODY,
+            "image/png": _IMAGE_BODY,
+            "application/octet-stream": _IMAGE_BODY,
+        },
+    }
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": text}
+    for code, text in {
+        400: "malformed request",
+        413: "upload or image too large",
+        415: "not an image",
+        422: "corrupt or unreadable image",
+        503: "server busy",
+        504: "timed out",
+    }.items()
+}
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class SecurityHeaders:
+    """Plain ASGI middleware (works for streaming responses too): no sniffing, no referrers, no
+    caching of results, and a strict CSP for our own page: it loads nothing from anywhere else."""
+
+    PAGE_CSP = (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+        "media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'none'"
+    )
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+                if path == "/" or path.startswith("/static/"):
+                    headers += [
+                        (b"content-security-policy", self.PAGE_CSP.encode()),
+                        (b"permissions-policy", b"camera=(self), microphone=(), geolocation=()"),
+                        (b"cache-control", b"no-cache"),
+                    ]
+                elif path.startswith("/v1/"):
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(
+    model: str | os.PathLike | None = None,
+    detector: Any = None,
+    cors_origins: Iterable[str] = (),
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
+    max_pixels: int | None = None,
+    request_timeout: float = 30.0,
+    workers: int | None = None,
+    threads: int | None = 1,
+) -> FastAPI:
+    """The service's ASGI app. The model is loaded here, so a bad model path fails at start-up.
+
+    ``workers``: images analysed at once (default: the number of cores, at most 4), each with its own
+    face detector; ``threads``: onnxruntime threads per analysis (1 suits several workers).
+    """
+    settings = Settings(
+        max_upload_bytes=int(max_upload_bytes),
+        max_pixels=int(max_pixels or decode.MAX_PIXELS),
+        request_timeout=float(request_timeout),
+        cors_origins=tuple(cors_origins or ()),
+    )
+    engine = Engine(model, detector, workers=workers, threads=threads, max_pixels=settings.max_pixels)
+    rec = engine.recognizer
+    info = rec.model_info
+    model_id = {"name": rec.classifier.path.name, "arch": info.get("arch"), "date": info.get("date")}
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        engine.close()
+
+    app = FastAPI(
+        title="facial-emotion",
+        version=__version__,
+        description="Recognise the seven basic facial emotions in photos and live camera frames.",
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.settings = settings
+    app.add_middleware(SecurityHeaders)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"], allow_headers=["*"]
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in exc.errors())
+        return error(422, f"invalid request: {problems}")
+
+    @app.exception_handler(Exception)
+    async def internal_error(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error", exc_info=exc)  # the details go to the log, not to the client
+        return error(500, "internal server error")
+
+    @app.post(
+        "/v1/analyze",
+        summary="Faces and emotions in one image",
+        description="Send the image as multipart field `file` or as the raw request body (image/* or "
+        "application/octet-stream). Images without faces give `faces: []`.",
+        response_model=None,
+        responses={200: {"model": AnalyzeOut}, **_ERRORS},
+        openapi_extra=_ANALYZE_BODY,
+    )
+    async def analyze(
+        request: Request, annotate: bool = Query(False, description="add the annotated image as base64 JPEG")
+    ) -> JSONResponse:
+        async def work() -> dict[str, Any]:
+            data, name = await read_image(request, settings.max_upload_bytes)
+            return await engine.run(engine.analyze_bytes, data, name, annotate)
+
+        try:
+            result = await asyncio.wait_for(work(), settings.request_timeout)
+        except UploadError as e:
+            return error(e.status, str(e))
+        except ImageError as e:
+            return error(413 if is_too_large(e) else 422, str(e))
+        except Busy as e:
+            return error(503, str(e), {"retry-after": "1"})
+        except asyncio.TimeoutError:
+            return error(504, f"request timed out after {settings.request_timeout:g} s")
+        result["model"] = model_id
+        return JSONResponse(result)
+
+    @app.websocket("/v1/stream")
+    async def stream(ws: WebSocket) -> None:
+        """Binary JPEG frames in; one JSON reply per analysed frame; stale frames are skipped."""
+        await stream_module.stream(ws, engine, settings)
+
+    @app.get("/v1/model", summary="Model card: classes, names, colours, input size, accuracy")
+    async def model_card() -> dict[str, Any]:
+        classes = rec.classes
+        return {
+            "name": rec.classifier.path.name,
+            "version": __version__,
+            "arch": info.get("arch"),
+            "date": info.get("date"),
+            "labels": info.get("labels"),
+            "val_accuracy": info.get("val_accuracy"),
+            "val_split": info.get("val_split"),
+            "parameters": info.get("parameters"),
+            "quantized": info.get("quantized"),
+            "classes": classes,
+            "display_names": {c: DISPLAY_NAMES.get(c, c.title()) for c in classes},
+            "colors": {c: "#{:02x}{:02x}{:02x}".format(*COLORS_RGB.get(c, (200, 200, 200))) for c in classes},
+            "input_size": {"face": rec.classifier.face_size, "crop": rec.classifier.crop, "channels": 1},
+            "detector": getattr(rec.detector, "name", type(rec.detector).__name__),
+            "limits": {
+                "max_upload_bytes": settings.max_upload_bytes,
+                "max_pixels": settings.max_pixels,
+                "request_timeout_s": settings.request_timeout,
+            },
+        }
+
+    @app.get("/healthz", summary="Liveness: the model is loaded")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "workers": engine.workers, "pending": engine.pending}
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

@@ -1,0 +1,50 @@
+"""Run the service in a background thread of this process (tests, notebooks, demos).
+
+    >>> with BackgroundServer(create_app()) as server:
+    ...     httpx.get(f"{server.url}/healthz")
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+
+class BackgroundServer:
+    """uvicorn on 127.0.0.1 and a free port picked by the OS (no race: we bind the socket ourselves)."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", startup_timeout: float = 30.0):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        self.ws_url = f"ws://{host}:{self.port}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", ws_max_size=32 * 1024 * 1024)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.startup_timeout = startup_timeout
+
+    def start(self) -> BackgroundServer:
+        self.thread.start()
+        deadline = time.monotonic() + self.startup_timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the service did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

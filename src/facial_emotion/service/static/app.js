@@ -1,0 +1,403 @@
+// facial-emotion page: a Photo tab (upload -> boxes, labels and bars on a canvas) and a Live tab
+// (camera frames as JPEG over a WebSocket -> boxes over the video, fps, a one-minute chart).
+// Hand-written, no libraries: the page must work offline and load nothing from elsewhere.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+// Filled from GET /v1/model so names and colours have one definition (the server's).
+const model = { classes: [], names: {}, colors: {}, maxUpload: 10 * 1024 * 1024 };
+const name = (e) => model.names[e] || e;
+const color = (e) => model.colors[e] || "#aaaaaa";
+const pct = (p) => `${Math.round(p * 100)}%`;
+
+async function loadModel() {
+  try {
+    const r = await fetch("/v1/model");
+    const card = await r.json();
+    if (!r.ok) throw new Error(card.error || r.statusText);
+    model.classes = card.classes;
+    model.names = card.display_names;
+    model.colors = card.colors;
+    model.maxUpload = card.limits.max_upload_bytes;
+    const acc = card.val_accuracy == null ? "" : ` · ${(card.val_accuracy * 100).toFixed(1)}% validation accuracy`;
+    $("model-info").textContent = `Model ${card.arch || card.name}${acc} · detector ${card.detector}`;
+    $("version").textContent = `facial-emotion ${card.version}`;
+    $("max-size").textContent = `${Math.round(card.limits.max_upload_bytes / 1048576)} MB`;
+    $("legend").replaceChildren(...model.classes.map((c) => {
+      const li = document.createElement("li");
+      li.innerHTML = `<span class="swatch"></span>`;
+      li.firstChild.style.background = color(c);
+      li.append(name(c));
+      return li;
+    }));
+  } catch (err) {
+    $("model-info").textContent = `Cannot load the model card: ${err.message}`;
+  }
+}
+
+// --- tabs (WAI-ARIA tabs pattern: arrow keys move between tabs) ----------------------------------
+
+const tabs = [$("tab-photo"), $("tab-live")];
+
+function selectTab(tab) {
+  for (const t of tabs) {
+    const on = t === tab;
+    t.setAttribute("aria-selected", String(on));
+    t.tabIndex = on ? 0 : -1;
+    $(t.getAttribute("aria-controls")).hidden = !on;
+  }
+  if (tab.id !== "tab-live") stopLive(); // do not keep the camera on behind the user's back
+}
+
+for (const t of tabs) {
+  t.addEventListener("click", () => selectTab(t));
+  t.addEventListener("keydown", (ev) => {
+    const i = tabs.indexOf(t);
+    const next = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: tabs.length - 1 }[ev.key];
+    if (next === undefined) return;
+    ev.preventDefault();
+    const target = tabs[(next + tabs.length) % tabs.length];
+    selectTab(target);
+    target.focus();
+  });
+}
+
+// --- drawing helpers shared by both tabs ----------------------------------------------------------
+
+function drawLabel(ctx, text, x, y, fill, size) {
+  ctx.font = `600 ${size}px system-ui, sans-serif`;
+  const w = ctx.measureText(text).width + size * 0.6;
+  const h = size * 1.4;
+  const top = y - h >= 0 ? y - h : y; // above the box, or inside it at the top edge
+  ctx.fillStyle = fill;
+  ctx.fillRect(x, top, w, h);
+  ctx.fillStyle = "#111";
+  ctx.textBaseline = "middle";
+  ctx.fillText(text, x + size * 0.3, top + h / 2);
+}
+
+function drawFace(ctx, face, k, bars) {
+  const [x, y, w, h] = face.box.map((v) => v * k);
+  const c = color(face.emotion);
+  const size = Math.max(12, Math.min(28, ctx.canvas.width / 50));
+  ctx.lineWidth = Math.max(2, size / 6);
+  ctx.strokeStyle = c;
+  ctx.strokeRect(x, y, w, h);
+  const id = face.track_id != null ? `#${face.track_id} ` : "";
+  drawLabel(ctx, `${id}${name(face.emotion)} ${pct(face.confidence)}`, x, y, c, size);
+  if (!bars) return;
+  // Probability bars beside the box (right if there is room, else left).
+  const bw = size * 7, row = size * 1.1;
+  const bx = x + w + bw + 8 < ctx.canvas.width ? x + w + 6 : Math.max(0, x - bw - 6);
+  const sorted = Object.entries(face.scores).sort((a, b) => b[1] - a[1]);
+  ctx.font = `${size * 0.75}px system-ui, sans-serif`;
+  sorted.forEach(([e, p], i) => {
+    const by = y + i * row;
+    ctx.fillStyle = "rgba(20,20,20,0.75)";
+    ctx.fillRect(bx, by, bw, row - 2);
+    ctx.fillStyle = color(e);
+    ctx.fillRect(bx, by, bw * p, row - 2);
+    ctx.fillStyle = "#fff";
+    ctx.textBaseline = "middle";
+    ctx.fillText(`${name(e)} ${pct(p)}`, bx + 4, by + (row - 2) / 2);
+  });
+}
+
+function barsList(scores) {
+  const ul = document.createElement("ul");
+  ul.className = "bars";
+  for (const [e, p] of Object.entries(scores).sort((a, b) => b[1] - a[1])) {
+    const li = document.createElement("li");
+    li.innerHTML = `<span class="bar-name"></span><span class="bar" aria-hidden="true"><span></span></span><span class="bar-value"></span>`;
+    li.children[0].textContent = name(e);
+    li.children[1].firstChild.style.width = pct(p);
+    li.children[1].firstChild.style.background = color(e);
+    li.children[2].textContent = pct(p);
+    ul.append(li);
+  }
+  return ul;
+}
+
+// --- Photo tab ------------------------------------------------------------------------------------
+
+const MAX_CANVAS_SIDE = 1600; // enough for the screen; keeps big photos from using 100s of MB
+
+function photoStatus(text, isError = false) {
+  $("photo-status").textContent = text;
+  $("photo-status").classList.toggle("error", isError);
+}
+
+async function analyzePhoto(file) {
+  if (!file) return;
+  if (file.size > model.maxUpload) {
+    photoStatus(`${file.name} is too large (${(file.size / 1048576).toFixed(1)} MB; limit ${Math.round(model.maxUpload / 1048576)} MB).`, true);
+    return;
+  }
+  photoStatus(`Analysing ${file.name}…`);
+  // Browsers cannot show every format the server reads (TIFF...): then ask the server to draw.
+  let bitmap = null;
+  try { bitmap = await createImageBitmap(file, { imageOrientation: "from-image" }); } catch { bitmap = null; }
+  const body = new FormData();
+  body.append("file", file, file.name);
+  let result;
+  try {
+    const r = await fetch(`/v1/analyze${bitmap ? "" : "?annotate=true"}`, { method: "POST", body });
+    result = await r.json();
+    if (!r.ok) throw new Error(result.error || `${r.status} ${r.statusText}`);
+  } catch (err) {
+    photoStatus(`Could not analyse ${file.name}: ${err.message}`, true);
+    $("photo-result").hidden = true;
+    return;
+  }
+  const drawBoxes = bitmap !== null;
+  if (!bitmap) {
+    const jpeg = Uint8Array.from(atob(result.annotated_jpeg_base64), (ch) => ch.charCodeAt(0));
+    bitmap = await createImageBitmap(new Blob([jpeg], { type: "image/jpeg" }));
+  }
+  showPhoto(bitmap, result, drawBoxes);
+  const n = result.faces.length;
+  photoStatus(n ? `${n} face${n === 1 ? "" : "s"} found in ${file.name}.` : `No face found in ${file.name}.`);
+}
+
+function showPhoto(bitmap, result, drawBoxes) {
+  const canvas = $("photo-canvas");
+  const scale = Math.min(1, MAX_CANVAS_SIDE / Math.max(bitmap.width, bitmap.height));
+  canvas.width = Math.round(bitmap.width * scale);
+  canvas.height = Math.round(bitmap.height * scale);
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  const k = canvas.width / result.width; // boxes are in the server's (EXIF-upright) pixels
+  if (drawBoxes) for (const f of result.faces) drawFace(ctx, f, k, result.faces.length <= 6);
+
+  const faces = result.faces;
+  $("face-count").textContent = String(faces.length);
+  $("face-word").textContent = faces.length === 1 ? "face" : "faces";
+  $("face-list").replaceChildren(...faces.map((f, i) => {
+    const li = document.createElement("li");
+    li.dataset.testid = "face-item";
+    li.dataset.emotion = f.emotion;
+    li.innerHTML = `<p class="face-title"><span class="swatch"></span><strong></strong></p>`;
+    li.querySelector(".swatch").style.background = color(f.emotion);
+    li.querySelector("strong").textContent = `Face ${i + 1}: ${name(f.emotion)} ${pct(f.confidence)}`;
+    li.append(barsList(f.scores));
+    return li;
+  }));
+  canvas.setAttribute("aria-label", faces.length
+    ? `Photo with ${faces.length} face${faces.length === 1 ? "" : "s"}: ${faces.map((f) => name(f.emotion)).join(", ")}`
+    : "Photo with no face found");
+  $("photo-result").hidden = false;
+}
+
+const drop = $("drop");
+$("pick").addEventListener("click", () => $("file").click());
+$("file").addEventListener("change", (ev) => { analyzePhoto(ev.target.files[0]); ev.target.value = ""; });
+drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (ev) => {
+  ev.preventDefault();
+  drop.classList.remove("over");
+  analyzePhoto(ev.dataTransfer.files[0]);
+});
+document.addEventListener("paste", (ev) => { // a screenshot pasted anywhere on the Photo tab
+  const file = [...(ev.clipboardData?.files || [])].find((f) => f.type.startsWith("image/"));
+  if (file && !$("panel-photo").hidden) analyzePhoto(file);
+});
+
+// --- Live tab -------------------------------------------------------------------------------------
+
+const FRAME_WIDTH = 640;   // frames are downscaled before sending: faster upload and detection
+const MAX_IN_FLIGHT = 2;   // one frame analysed while the next travels; the server drops anything older
+const HISTORY_MS = 60_000;
+
+const live = {
+  running: false, stream: null, ws: null, inFlight: 0, lastReply: 0, retry: 0,
+  result: null, resultAt: 0, replies: [], history: [], chartDrawn: 0,
+  grab: document.createElement("canvas"),
+};
+
+function liveStatus(text, isError = false) {
+  $("live-status").textContent = text;
+  $("live-status").classList.toggle("error", isError);
+}
+
+async function startLive() {
+  if (!navigator.mediaDevices?.getUserMedia) {
+    liveStatus("This browser gives no camera access here (it needs https or localhost).", true);
+    return;
+  }
+  liveStatus("Starting the camera…");
+  try {
+    live.stream = await navigator.mediaDevices.getUserMedia({
+      video: { width: { ideal: 640 }, height: { ideal: 480 }, facingMode: "user" }, audio: false,
+    });
+  } catch (err) {
+    const why = err.name === "NotAllowedError" ? "permission was denied" : err.message;
+    liveStatus(`Cannot open the camera: ${why}.`, true);
+    return;
+  }
+  const video = $("video");
+  video.srcObject = live.stream;
+  await video.play().catch(() => {});
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  live.ws = new WebSocket(`${proto}://${location.host}/v1/stream?smooth=0.4`);
+  live.ws.onopen = () => { liveStatus("Live: analysing the camera."); pump(); };
+  live.ws.onmessage = onReply;
+  live.ws.onclose = (ev) => { if (live.running) { liveStatus(`Connection closed (${ev.code}). Press Start to retry.`, true); stopLive(false); } };
+  live.running = true;
+  live.inFlight = 0;
+  live.lastReply = performance.now();
+  $("live-toggle").textContent = "Stop camera";
+  requestAnimationFrame(drawLive);
+}
+
+function stopLive(resetStatus = true) {
+  if (!live.running && !live.stream) return;
+  live.running = false;
+  live.ws?.close();
+  live.ws = null;
+  live.stream?.getTracks().forEach((t) => t.stop());
+  live.stream = null;
+  $("video").srcObject = null;
+  live.result = null;
+  $("live-toggle").textContent = "Start camera";
+  $("live-faces").replaceChildren();
+  $("fps").textContent = "–";
+  const overlay = $("overlay");
+  overlay.getContext("2d").clearRect(0, 0, overlay.width, overlay.height);
+  if (resetStatus) liveStatus("Camera off.");
+}
+
+function pump() {
+  if (!live.running || !live.ws || live.ws.readyState !== WebSocket.OPEN || document.hidden) return;
+  if (performance.now() - live.lastReply > 5000) live.inFlight = 0; // a lost reply must not stall us
+  while (live.inFlight < MAX_IN_FLIGHT) {
+    if (!sendFrame()) { // video not ready yet: try again soon (one timer at a time)
+      live.retry ||= setTimeout(() => { live.retry = 0; pump(); }, 100);
+      return;
+    }
+  }
+}
+
+function sendFrame() {
+  const video = $("video");
+  if (!video.videoWidth) return false;
+  const w = Math.min(FRAME_WIDTH, video.videoWidth);
+  const h = Math.round((video.videoHeight * w) / video.videoWidth);
+  const grab = live.grab;
+  grab.width = w;
+  grab.height = h;
+  grab.getContext("2d").drawImage(video, 0, 0, w, h);
+  live.inFlight++;
+  grab.toBlob((blob) => {
+    if (blob && live.ws && live.ws.readyState === WebSocket.OPEN) live.ws.send(blob);
+    else live.inFlight = Math.max(0, live.inFlight - 1);
+  }, "image/jpeg", 0.8);
+  return true;
+}
+
+function onReply(ev) {
+  const now = performance.now();
+  const msg = JSON.parse(ev.data);
+  // The server answers only the newest frame; the ones it skipped get no reply of their own.
+  live.inFlight = Math.max(0, live.inFlight - 1 - (msg.dropped || 0));
+  live.lastReply = now;
+  if (msg.type === "result") {
+    live.result = msg;
+    live.resultAt = now;
+    live.replies.push(now);
+    while (live.replies[0] < now - 2000) live.replies.shift();
+    $("fps").textContent = `${(live.replies.length / 2).toFixed(1)} fps`;
+    $("latency").textContent = `${Math.round(msg.latency_ms)} ms`;
+    $("dropped").textContent = String(msg.dropped_total);
+    showLiveFaces(msg.faces);
+    record(now, msg.faces);
+  } else if (msg.error) {
+    liveStatus(`Server: ${msg.error}`, true);
+  }
+  pump();
+}
+
+function showLiveFaces(faces) {
+  $("live-faces").replaceChildren(...faces.map((f) => {
+    const li = document.createElement("li");
+    li.dataset.testid = "live-face";
+    li.dataset.emotion = f.emotion;
+    li.innerHTML = `<span class="swatch"></span>`;
+    li.firstChild.style.background = color(f.emotion);
+    li.append(`${f.track_id != null ? `#${f.track_id} ` : ""}${name(f.emotion)} ${pct(f.confidence)}`);
+    return li;
+  }));
+  if (!faces.length) {
+    const li = document.createElement("li");
+    li.className = "muted";
+    li.textContent = "No face in view.";
+    $("live-faces").append(li);
+  }
+}
+
+// Overlay: redrawn every animation frame so boxes follow the video's displayed size.
+function drawLive() {
+  if (!live.running) return;
+  const overlay = $("overlay");
+  const dpr = window.devicePixelRatio || 1;
+  const w = Math.round(overlay.clientWidth * dpr), h = Math.round(overlay.clientHeight * dpr);
+  if (overlay.width !== w || overlay.height !== h) { overlay.width = w; overlay.height = h; }
+  const ctx = overlay.getContext("2d");
+  ctx.clearRect(0, 0, w, h);
+  const r = live.result;
+  if (r && performance.now() - live.resultAt < 1500) { // stale boxes would point at nobody
+    // The video is letterboxed (object-fit: contain) when the camera's shape differs from the stage's.
+    const k = Math.min(w / r.width, h / r.height);
+    ctx.save();
+    ctx.translate((w - r.width * k) / 2, (h - r.height * k) / 2);
+    for (const f of r.faces) drawFace(ctx, f, k, false);
+    ctx.restore();
+  }
+  if (performance.now() - live.chartDrawn > 250) { drawChart(); live.chartDrawn = performance.now(); }
+  if (live.inFlight === 0 || performance.now() - live.lastReply > 5000) pump(); // restart an idle pipeline
+  requestAnimationFrame(drawLive);
+}
+
+// --- the one-minute chart: the biggest face's probabilities over time ---------------------------
+
+function record(now, faces) {
+  const main = faces.reduce((a, f) => (!a || f.box[2] * f.box[3] > a.box[2] * a.box[3] ? f : a), null);
+  live.history.push({ t: now, scores: main ? main.scores : null });
+  while (live.history.length && live.history[0].t < now - HISTORY_MS) live.history.shift();
+}
+
+function drawChart() {
+  const canvas = $("chart");
+  const dpr = window.devicePixelRatio || 1;
+  const w = Math.round(canvas.clientWidth * dpr), h = Math.round(canvas.clientHeight * dpr);
+  if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, w, h);
+  ctx.strokeStyle = "rgba(128,128,128,0.35)";
+  ctx.lineWidth = 1;
+  for (const level of [0, 0.5, 1]) {
+    const y = h - level * (h - 4) - 2;
+    ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(w, y); ctx.stroke();
+  }
+  const now = performance.now();
+  const x = (t) => w - ((now - t) / HISTORY_MS) * w;
+  ctx.lineWidth = 2 * dpr;
+  for (const c of model.classes) {
+    ctx.strokeStyle = color(c);
+    ctx.beginPath();
+    let pen = false;
+    for (const p of live.history) {
+      if (!p.scores) { pen = false; continue; } // a gap where no face was seen
+      const y = h - p.scores[c] * (h - 4) - 2;
+      if (pen) ctx.lineTo(x(p.t), y); else ctx.moveTo(x(p.t), y);
+      pen = true;
+    }
+    ctx.stroke();
+  }
+}
+
+$("live-toggle").addEventListener("click", () => (live.running ? stopLive() : startLive()));
+document.addEventListener("visibilitychange", () => { if (!document.hidden) pump(); });
+
+loadModel();

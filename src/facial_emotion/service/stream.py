@@ -1,0 +1,138 @@
+"""``WS /v1/stream``: live camera frames in, faces out, always working on the newest frame.
+
+A receiver loop keeps only the latest frame in a one-slot mailbox; a worker loop analyses whatever is
+newest when it becomes free. A slow CPU therefore answers fewer frames instead of falling ever
+further behind, and each reply says how many frames were skipped since the previous one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from facial_emotion.inference.decode import ImageError
+from facial_emotion.inference.tracking import FaceTracker
+from facial_emotion.service.engine import Busy
+from facial_emotion.service.upload import looks_like_image
+
+if TYPE_CHECKING:
+    from facial_emotion.service.app import Settings
+    from facial_emotion.service.engine import Engine
+
+log = logging.getLogger("facial_emotion.service")
+
+
+class LatestFrame:
+    """One-slot mailbox: ``put`` replaces a frame nobody has taken yet, counting it as dropped."""
+
+    def __init__(self) -> None:
+        self.frame: tuple[int, bytes, float] | None = None
+        self.received = 0
+        self.dropped = 0
+        self._ready = asyncio.Event()
+
+    def put(self, data: bytes) -> None:
+        self.received += 1
+        if self.frame is not None:
+            self.dropped += 1
+        self.frame = (self.received, data, time.perf_counter())
+        self._ready.set()
+
+    async def take(self) -> tuple[tuple[int, bytes, float], int]:
+        await self._ready.wait()
+        self._ready.clear()
+        frame, dropped = self.frame, self.dropped
+        self.frame, self.dropped = None, 0
+        assert frame is not None
+        return frame, dropped
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: Iterable[str]) -> bool:
+    """Browsers send Origin with every WebSocket and no CORS applies, so without this check any web
+    page could use a local server's camera analysis. Same-origin and configured origins only."""
+    if not origin:
+        return True  # not a browser (scripts, tests)
+    allowed = set(allowed)
+    return "*" in allowed or origin in allowed or urlsplit(origin).netloc == (host or "")
+
+
+async def stream(ws: WebSocket, engine: Engine, settings: Settings) -> None:
+    if not origin_allowed(ws.headers.get("origin"), ws.headers.get("host"), settings.cors_origins):
+        await ws.close(code=1008, reason="origin not allowed")
+        return
+    await ws.accept()
+    try:
+        smoothing = min(0.95, max(0.0, float(ws.query_params.get("smooth", "0"))))
+    except ValueError:
+        smoothing = 0.0
+    tracker = FaceTracker(engine.recognizer.classes, smoothing=smoothing)
+    slot = LatestFrame()
+    send_lock = asyncio.Lock()  # the receiver and the worker both reply
+
+    async def send(obj: dict[str, Any]) -> None:
+        async with send_lock:
+            await ws.send_text(json.dumps(obj))
+
+    worker = asyncio.create_task(_work(slot, tracker, send, engine, settings))
+    try:
+        while True:
+            msg = await ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                break
+            data = msg.get("bytes")
+            if data is None:
+                await send({"type": "error", "error": "send each camera frame as one binary message (JPEG)"})
+            elif len(data) > settings.max_upload_bytes:
+                await send({"type": "error", "error": f"frame too large: limit {settings.max_upload_bytes} bytes"})
+                await ws.close(code=1009)
+                break
+            elif not looks_like_image(data):
+                await send({"type": "error", "frame": slot.received + 1, "error": "frame is not an image"})
+                slot.received += 1
+            else:
+                slot.put(data)
+            if worker.done():
+                break
+    except WebSocketDisconnect:
+        pass
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await worker
+
+
+async def _work(slot: LatestFrame, tracker: FaceTracker, send: Any, engine: Engine, settings: Settings) -> None:
+    dropped_total = 0
+    while True:
+        (seq, data, t_recv), dropped = await slot.take()
+        dropped_total += dropped
+        reply: dict[str, Any]
+        try:
+            result = await asyncio.wait_for(
+                engine.run(engine.analyze_bytes, data, f"frame {seq}", False, tracker.update), settings.request_timeout
+            )
+            reply = {"type": "result", "frame": seq, **result}
+        except (ImageError, Busy) as e:
+            reply = {"type": "error", "frame": seq, "error": str(e)}
+        except asyncio.TimeoutError:
+            reply = {"type": "error", "frame": seq, "error": f"frame timed out after {settings.request_timeout:g} s"}
+        except Exception:
+            log.exception("stream frame %d failed", seq)
+            reply = {"type": "error", "frame": seq, "error": "internal server error"}
+        reply.update(
+            dropped=dropped,
+            dropped_total=dropped_total,
+            latency_ms=round((time.perf_counter() - t_recv) * 1000, 1),
+        )
+        try:
+            await send(reply)
+        except Exception:  # WebSocketDisconnect, or a send after close: the client went away
+            return

@@ -1,0 +1,140 @@
+"""Dataset readers on generated files in every supported layout, including bad rows."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import synthetic_faces, write_fer_csv, write_ferplus
+
+from facial_emotion.data import DatasetError, detect_layout, load_dataset
+from facial_emotion.labels import EMOTIONS
+
+
+def test_csv_reads_faces_labels_and_usage(tiny_csv: Path) -> None:
+    ds = load_dataset(tiny_csv)
+    images, labels = synthetic_faces(350)
+    assert ds.images.dtype == np.uint8 and ds.images.shape == (350, 48, 48)
+    np.testing.assert_array_equal(ds.images, images)
+    np.testing.assert_array_equal(ds.labels, labels)
+    assert ds.splits == ["PublicTest", "Training"]
+    assert len(ds.select_split("PublicTest")) == 70
+
+
+def test_csv_gz_matches_plain_csv(tiny_csv: Path, tmp_path: Path) -> None:
+    gz = tmp_path / "copy.csv.gz"
+    gz.write_bytes(gzip.compress(tiny_csv.read_bytes()))
+    a, b = load_dataset(tiny_csv), load_dataset(gz)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_cache_returns_identical_data(tiny_csv: Path) -> None:
+    first = load_dataset(tiny_csv)
+    second = load_dataset(tiny_csv)  # from the .npz cache
+    np.testing.assert_array_equal(first.images, second.images)
+    np.testing.assert_array_equal(first.rows, second.rows)
+    assert list(second.split) == list(first.split)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("3,1 2 3,Training", "pixels must be 2304"),
+        ("9,{px},Training", "unknown emotion label '9'"),
+        ("x,{px},Training", "unknown emotion label 'x'"),
+        ("2,{px},Validation", "unknown Usage 'Validation'"),
+        ("2,{bad},Training", "pixels must be 2304"),
+    ],
+)
+def test_bad_csv_row_names_its_line_or_is_skipped(tmp_path: Path, row: str, message: str) -> None:
+    images, labels = synthetic_faces(5)
+    path = write_fer_csv(tmp_path / "bad.csv", images, labels, ["Training"] * 5)
+    px = " ".join(["7"] * 2304)
+    bad = " ".join(["7"] * 2303 + ["300"])
+    lines = path.read_text().splitlines()
+    lines.insert(3, row.format(px=px, bad=bad))
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=rf"line 4: {message}"):
+        load_dataset(path, use_cache=False)
+    ds = load_dataset(path, skip_bad=True, use_cache=False)
+    assert len(ds) == 5 and ds.skipped == 1
+
+
+def test_missing_path_empty_and_unknown_layouts(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="not found"):
+        load_dataset(tmp_path / "nope.csv")
+    (tmp_path / "empty.csv").write_text("emotion,pixels,Usage\n")
+    with pytest.raises(DatasetError, match="no usable rows"):
+        load_dataset(tmp_path / "empty.csv", use_cache=False)
+    (tmp_path / "other.csv").write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(DatasetError, match="unknown csv layout"):
+        load_dataset(tmp_path / "other.csv")
+    (tmp_path / "folder" / "cats").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="unknown dataset layout"):
+        load_dataset(tmp_path / "folder")
+
+
+def test_kaggle_layout_reads_splits_and_converts_any_size(tiny_kaggle: Path) -> None:
+    assert detect_layout(tiny_kaggle) == "folders-split"
+    ds = load_dataset(tiny_kaggle)
+    assert ds.splits == ["test", "train"]
+    assert len(ds) == 140 and ds.images.shape[1:] == (48, 48)
+    images, labels = synthetic_faces(140, seed=1)
+    # PNGs are lossless: the face read back is the face written, with its label from the folder.
+    by_pixels = {img.tobytes(): lab for img, lab in zip(images, labels, strict=True)}
+    hits = [by_pixels[img.tobytes()] == lab for img, lab in zip(ds.images, ds.labels, strict=True) if img.tobytes() in by_pixels]
+    assert len(hits) >= 90 and all(hits)
+
+
+def test_unreadable_images_are_warned_counted_and_skipped(tiny_kaggle: Path) -> None:
+    broken = tiny_kaggle / "train" / "happy" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (tiny_kaggle / "train" / "sad" / "empty.png").write_bytes(b"")
+    ds = load_dataset(tiny_kaggle, use_cache=False)
+    assert len(ds) == 140 and ds.skipped == 2
+    assert any("broken.jpg" in w for w in ds.warnings)
+
+
+def test_plain_emotion_folders(tmp_path: Path) -> None:
+    images, labels = synthetic_faces(21)
+    for i, (img, lab) in enumerate(zip(images, labels, strict=True)):
+        folder = tmp_path / "mine" / ("Happiness" if EMOTIONS[lab] == "happy" else EMOTIONS[lab])
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{i}.png"), img)
+    ds = load_dataset(tmp_path / "mine")
+    assert ds.splits == ["all"] and len(ds) == 21
+    assert sorted(np.bincount(ds.labels).tolist()) == [3] * 7
+
+
+def test_ferplus_soft_and_majority_labels(tiny_csv: Path) -> None:
+    usages = ["Training"] * 280 + ["PublicTest"] * 70
+    write_ferplus(tiny_csv.parent / "fer2013new.csv", 350, usages, blank_rows={0, 5})
+    ds7 = load_dataset(tiny_csv, labels="ferplus")
+    assert len(ds7) == 348  # the two rows without an image name are dropped
+    assert ds7.soft is not None and ds7.soft.shape == (348, 7)
+    np.testing.assert_allclose(ds7.soft.sum(1), 1, atol=1e-6)
+    np.testing.assert_array_equal(ds7.labels, ds7.soft.argmax(1))
+    ds8 = load_dataset(tiny_csv, labels="ferplus", ferplus_classes=8)
+    assert ds8.soft.shape[1] == 8 and ds8.class_names[-1] == "contempt"
+
+
+def test_ferplus_must_be_row_aligned(tiny_csv: Path) -> None:
+    write_ferplus(tiny_csv.parent / "fer2013new.csv", 100, ["Training"] * 100)
+    with pytest.raises(DatasetError, match="not row-aligned"):
+        load_dataset(tiny_csv, labels="ferplus")
+
+
+def test_real_fer2013_csv_and_kaggle_agree() -> None:
+    from conftest import need_shared
+
+    csv_path = need_shared("datasets", "fer2013", "fer2013.csv.gz")
+    kaggle = need_shared("datasets", "fer2013-kaggle")
+    ds = load_dataset(csv_path)
+    assert len(ds) == 32298
+    assert ds.select_split("PublicTest").class_counts().tolist() == [467, 56, 496, 895, 653, 415, 607]
+    folders = load_dataset(kaggle)
+    assert folders.select_split("test").class_counts().tolist() == [467, 56, 496, 895, 653, 415, 607]

@@ -1,0 +1,139 @@
+"""A tiny end-to-end run (train -> export -> evaluate), ONNX/PyTorch agreement, resume, determinism."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="training tests need the [train] extra")
+
+from facial_emotion.inference.classifier import EmotionClassifier  # noqa: E402
+from facial_emotion.training.augment import AugmentConfig, augment  # noqa: E402
+from facial_emotion.training.config import TrainConfig  # noqa: E402
+from facial_emotion.training.export import export_checkpoint, model_from_checkpoint  # noqa: E402
+from facial_emotion.training.loop import train  # noqa: E402
+from facial_emotion.training.nets import ARCHITECTURES, create_model  # noqa: E402
+
+
+def small_config(data: Path, **kw) -> TrainConfig:
+    return TrainConfig(data=str(data), arch="vgg-s", epochs=2, batch_size=32, lr=0.05, **kw)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from conftest import synthetic_faces, write_fer_csv
+
+    root = tmp_path_factory.mktemp("run")
+    images, labels = synthetic_faces(350)
+    data = write_fer_csv(root / "fer2013.csv", images, labels, ["Training"] * 280 + ["PublicTest"] * 70)
+    out = root / "run"
+    train(small_config(data, threads=2), out, progress=False)
+    return out
+
+
+def test_run_writes_checkpoints_logs_curves_and_model(trained_run: Path) -> None:
+    for name in ("last.pt", "best.pt", "metrics.csv", "metrics.json", "curves.png", "model.onnx", "model.json"):
+        assert (trained_run / name).stat().st_size > 0, name
+    history = json.loads((trained_run / "metrics.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(h["img_per_s"] > 0 and 0 <= h["val_acc"] <= 1 for h in history)
+    meta = json.loads((trained_run / "model.json").read_text())
+    assert meta["classes"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert meta["crop"] == 40 and meta["face_size"] == 48 and meta["recipe"]["arch"] == "vgg-s"
+    assert meta["val_accuracy"] == pytest.approx(max(max(h["val_acc"], h.get("val_acc_ema", 0)) for h in history), abs=1e-4)
+
+
+def test_onnx_agrees_with_pytorch(trained_run: Path) -> None:
+    model, _ = model_from_checkpoint(trained_run / "best.pt")
+    faces = np.random.default_rng(0).integers(0, 256, size=(16, 48, 48), dtype=np.uint8)
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.from_numpy(faces[:, 4:44, 4:44]).float().unsqueeze(1)), 1).numpy()
+    got = EmotionClassifier(trained_run / "model.onnx").predict(faces)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_int8_export_is_close_to_fp32(trained_run: Path, tmp_path: Path) -> None:
+    out = export_checkpoint(trained_run / "best.pt", tmp_path / "int8.onnx", int8=True)
+    faces = np.random.default_rng(1).integers(0, 256, size=(32, 48, 48), dtype=np.uint8)
+    fp32 = EmotionClassifier(trained_run / "model.onnx").predict(faces)
+    int8 = EmotionClassifier(out).predict(faces)
+    assert json.loads(out.with_suffix(".json").read_text())["quantized"] == "int8"
+    assert np.abs(fp32 - int8).max() < 0.1
+
+
+def test_learns_the_synthetic_task_and_evaluate_json_contract(trained_run: Path) -> None:
+    data = trained_run.parent / "fer2013.csv"
+    proc = subprocess.run(
+        [sys.executable, "-m", "facial_emotion", "evaluate", "--data", str(data), "--model", str(trained_run / "model.onnx"), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)  # exactly one JSON document on stdout
+    assert set(result) >= {"accuracy", "n", "per_class", "confusion_matrix", "model", "split"}
+    assert result["split"] == "PublicTest" and result["n"] == 70
+    cm = np.array(result["confusion_matrix"])
+    assert cm.shape == (7, 7) and cm.sum() == 70
+    assert result["accuracy"] == pytest.approx(np.trace(cm) / 70, abs=1e-4)
+    assert list(result["per_class"]) == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    for i, r in enumerate(result["per_class"].values()):
+        assert r["support"] == cm[i].sum()
+        assert set(r) == {"precision", "recall", "f1", "support"}
+    assert result["accuracy"] > 0.4  # 7 visible classes after 2 tiny epochs: far above chance (0.14)
+
+
+def test_resume_continues_a_killed_run_to_the_same_result(tmp_path: Path) -> None:
+    from conftest import synthetic_faces, write_fer_csv
+
+    images, labels = synthetic_faces(160)
+    data = write_fer_csv(tmp_path / "fer2013.csv", images, labels, ["Training"] * 128 + ["PublicTest"] * 32)
+    straight = tmp_path / "straight"
+    train(TrainConfig(data=str(data), epochs=2, batch_size=32, lr=0.05, threads=1), straight, progress=False)
+    # A run "killed" after its first epoch: train 2 epochs, then roll the checkpoint back to epoch 1.
+    interrupted = tmp_path / "interrupted"
+    cfg = TrainConfig(data=str(data), epochs=2, batch_size=32, lr=0.05, threads=1)
+    script = (
+        "import sys; from pathlib import Path; from facial_emotion.training.config import TrainConfig;"
+        "from facial_emotion.training import loop;"
+        "orig = loop.save_checkpoint\n"
+        "def save(state, path):\n"
+        "    orig(state, path)\n"
+        "    if path.name == 'last.pt' and state['epoch'] == 0: raise SystemExit(9)\n"
+        "loop.save_checkpoint = save\n"
+        f"loop.train(TrainConfig.from_dict({cfg.to_dict()!r}), Path({str(interrupted)!r}), progress=False)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 9, proc.stderr
+    assert torch.load(interrupted / "last.pt", weights_only=False)["epoch"] == 0  # epoch 1 of 2 was saved
+    train(cfg, interrupted, resume=True, progress=False)
+    a = torch.load(straight / "last.pt", weights_only=False)["model"]
+    b = torch.load(interrupted / "last.pt", weights_only=False)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+
+
+def test_every_architecture_builds_and_runs() -> None:
+    x = torch.full((2, 1, 40, 40), 128.0)
+    for name in ARCHITECTURES:
+        assert create_model(name).eval()(x).shape == (2, 7), name
+
+
+def test_augment_is_seeded_and_shaped() -> None:
+    faces = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (8, 48, 48), dtype=np.uint8))
+    a = augment(faces, AugmentConfig(), torch.Generator().manual_seed(3))
+    b = augment(faces, AugmentConfig(), torch.Generator().manual_seed(3))
+    assert a.shape == (8, 1, 40, 40) and torch.equal(a, b)
+    assert 0 <= float(a.min()) and float(a.max()) <= 255
+
+
+def test_cli_train_bad_input_is_one_clear_error(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "facial_emotion", "train", "--data", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "not found" in proc.stderr and "Traceback" not in proc.stderr

@@ -25,7 +25,7 @@ class DetectorError(Exception):
 
 @dataclass
 class Detection:
-    box: tuple[int, int, int, int]  # x, y, w, h in pixels of the full frame
+    box: tuple[int, int, int, int]  # x, y, w, h in pixels of the full frame; may reach past its edges
     score: float
     landmarks: np.ndarray | None = None  # (5, 2): right eye, left eye, nose, mouth corners (YuNet)
 
@@ -47,7 +47,7 @@ def _downscale(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
 class HaarDetector:
     name = "haar"
 
-    def __init__(self, max_side: int = 640, min_face: float = 0.05, min_neighbors: int = 5):
+    def __init__(self, max_side: int = 640, min_face: float = 0.05, min_neighbors: int = 5, pad: float = 0.15):
         path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
         self.cascade = cv2.CascadeClassifier(str(path))
         if self.cascade.empty():
@@ -55,11 +55,18 @@ class HaarDetector:
         self.max_side = max_side
         self.min_face = min_face  # smallest face, as a fraction of the shorter image side
         self.min_neighbors = min_neighbors
+        # Haar needs the whole face in view; padding the frame with its own border lets it find
+        # faces cut by the image edge (measured on obama_partial_face.jpg: found only with padding).
+        self.pad = pad
 
     def detect(self, bgr: np.ndarray) -> list[Detection]:
         small, scale = _downscale(bgr, self.max_side)
-        gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY))
+        gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         side = max(20, int(min(gray.shape) * self.min_face))
+        pad = int(max(gray.shape) * self.pad)
+        if pad:
+            gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        gray = cv2.equalizeHist(gray)
         boxes, _, weights = self.cascade.detectMultiScale3(
             gray, scaleFactor=1.1, minNeighbors=self.min_neighbors, minSize=(side, side), outputRejectLevels=True
         )
@@ -67,7 +74,7 @@ class HaarDetector:
         for (x, y, w, h), weight in zip(boxes, np.ravel(weights), strict=False):
             out.append(
                 Detection(
-                    box=(round(x / scale), round(y / scale), round(w / scale), round(h / scale)),
+                    box=(round((x - pad) / scale), round((y - pad) / scale), round(w / scale), round(h / scale)),
                     # Haar's level weight is unbounded; squash it into 0..1 for a comparable score.
                     score=float(1 / (1 + np.exp(-(float(weight) - 2.0)))),
                 )

@@ -66,19 +66,23 @@ class EmotionRecognizer:
         return self.classifier.metadata
 
     def detect(self, bgr: np.ndarray) -> list[Detection]:
-        return self.detector.detect(bgr)
+        """Faces in reading order (left to right, then top to bottom), so output order is stable."""
+        return sorted(self.detector.detect(bgr), key=lambda d: (d.box[0], d.box[1]))
 
     def classify(self, faces48: np.ndarray) -> np.ndarray:
         """uint8 (N, 48, 48) aligned gray faces -> probabilities (N, classes)."""
         return self.classifier.predict(faces48, tta=self.tta)
 
-    def _faces(self, dets: list[Detection], probs: np.ndarray) -> list[Face]:
+    def _faces(self, dets: list[Detection], probs: np.ndarray, shape: tuple[int, ...]) -> list[Face]:
         faces = []
+        h, w = shape[:2]
         for det, p in zip(dets, probs, strict=True):
             k = int(p.argmax())
+            x, y, bw, bh = det.box  # a face cut by the border is reported by its visible part
+            x0, y0, x1, y1 = max(0, x), max(0, y), min(w, x + bw), min(h, y + bh)
             faces.append(
                 Face(
-                    box=det.box,
+                    box=(x0, y0, x1 - x0, y1 - y0),
                     emotion=self.classes[k],
                     confidence=float(p[k]),
                     scores={c: float(v) for c, v in zip(self.classes, p, strict=True)},
@@ -96,8 +100,8 @@ class EmotionRecognizer:
         crops = [crop_face(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), d) for f, ds in zip(frames, dets, strict=True) for d in ds]
         probs = self.classify(np.stack(crops)) if crops else np.zeros((0, len(self.classes)), np.float32)
         out, i = [], 0
-        for ds in dets:
-            out.append(self._faces(ds, probs[i : i + len(ds)]))
+        for frame, ds in zip(frames, dets, strict=True):
+            out.append(self._faces(ds, probs[i : i + len(ds)], frame.shape))
             i += len(ds)
         return out
 

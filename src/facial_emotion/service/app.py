@@ -163,7 +163,6 @@ def create_app(
     engine = Engine(model, detector, workers=workers, threads=threads, max_pixels=settings.max_pixels)
     rec = engine.recognizer
     info = rec.model_info
-    model_id = {"name": rec.classifier.path.name, "arch": info.get("arch"), "date": info.get("date")}
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -224,7 +223,7 @@ def create_app(
             return error(503, str(e), {"retry-after": "1"})
         except asyncio.TimeoutError:
             return error(504, f"request timed out after {settings.request_timeout:g} s")
-        result["model"] = model_id
+        result["model"] = engine.model_id
         return JSONResponse(result)
 
     @app.websocket("/v1/stream")

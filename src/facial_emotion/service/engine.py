@@ -73,6 +73,8 @@ class Engine:
             clone = copy.copy(base)  # shares the classifier and its onnxruntime session
             clone.detector = create_detector(detector)
             self.recognizers.append(clone)
+        info = base.model_info
+        self.model_id = {"name": base.classifier.path.name, "arch": info.get("arch"), "date": info.get("date")}
         self.max_pixels = max_pixels
         self.max_pending = max_pending  # beyond this, refuse at once rather than queue for minutes
         self.pending = 0

@@ -119,7 +119,7 @@ async def _work(slot: LatestFrame, tracker: FaceTracker, send: Any, engine: Engi
             result = await asyncio.wait_for(
                 engine.run(engine.analyze_bytes, data, f"frame {seq}", False, tracker.update), settings.request_timeout
             )
-            reply = {"type": "result", "frame": seq, **result}
+            reply = {"type": "result", "frame": seq, **result, "model": engine.model_id}
         except (ImageError, Busy) as e:
             reply = {"type": "error", "frame": seq, "error": str(e)}
         except asyncio.TimeoutError:

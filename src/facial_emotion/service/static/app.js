@@ -237,6 +237,9 @@ async function startLive() {
     return;
   }
   const video = $("video");
+  video.onloadedmetadata = () => { // fit the stage to the camera's shape: no black bands
+    if (video.videoWidth) $("stage").style.aspectRatio = `${video.videoWidth} / ${video.videoHeight}`;
+  };
   video.srcObject = live.stream;
   await video.play().catch(() => {});
   const proto = location.protocol === "https:" ? "wss" : "ws";
@@ -376,9 +379,13 @@ function drawChart() {
   ctx.clearRect(0, 0, w, h);
   ctx.strokeStyle = "rgba(128,128,128,0.35)";
   ctx.lineWidth = 1;
+  ctx.fillStyle = getComputedStyle(canvas).color;
+  ctx.font = `${11 * dpr}px system-ui, sans-serif`;
   for (const level of [0, 0.5, 1]) {
     const y = h - level * (h - 4) - 2;
     ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(w, y); ctx.stroke();
+    ctx.textBaseline = level === 1 ? "top" : "bottom";
+    ctx.fillText(`${level * 100}%`, 4, level === 1 ? y + 2 : y - 2);
   }
   const now = performance.now();
   const x = (t) => w - ((now - t) / HISTORY_MS) * w;

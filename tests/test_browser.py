@@ -1,0 +1,174 @@
+"""The page in a real browser: Debian's Chromium driven by Playwright, against the real service.
+
+Photo: upload a photo through the file input and see its faces. Live: Chromium's fake camera plays
+a y4m made from woman2.mp4; the page must draw labelled boxes. Screenshots go to
+$FACIAL_EMOTION_ARTIFACTS (default <repo>/test-artifacts) for a human to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import cv2
+import pytest
+
+pytest.importorskip("fastapi", reason="the service needs the [serve] extra")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from facial_emotion.model_file import default_model_path  # noqa: E402
+from facial_emotion.service import create_app  # noqa: E402
+from facial_emotion.service.background import BackgroundServer  # noqa: E402
+
+pytestmark = [pytest.mark.browser, pytest.mark.shared]
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FACIAL_EMOTION_SHARED", REPO.parent / "shared"))
+MEDIA = SHARED / "media"
+CHROMIUM = Path(os.environ.get("FACIAL_EMOTION_CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = Path(os.environ.get("FACIAL_EMOTION_ARTIFACTS", REPO / "test-artifacts"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--use-fake-ui-for-media-stream",  # grant the camera without a prompt
+    "--use-fake-device-for-media-stream",
+]
+
+
+def write_y4m(video: Path, out: Path, frames: int = 60, width: int = 640) -> Path:
+    """The first ``frames`` frames of ``video`` as a y4m file, Chromium's fake-camera format."""
+    cap = cv2.VideoCapture(str(video))
+    with out.open("wb") as f:
+        written = 0
+        while written < frames:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            h = round(frame.shape[0] * width / frame.shape[1]) // 2 * 2  # 4:2:0 needs even sizes
+            frame = cv2.resize(frame, (width, h), interpolation=cv2.INTER_AREA)
+            if written == 0:
+                f.write(f"YUV4MPEG2 W{width} H{h} F30:1 Ip A1:1 C420jpeg\n".encode())
+            f.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
+            written += 1
+    cap.release()
+    assert written == frames, f"{video} gave only {written} frames"
+    return out
+
+
+@pytest.fixture(scope="module")
+def server():
+    if not CHROMIUM.is_file():
+        pytest.skip(f"!!! SKIPPED: no Chromium at {CHROMIUM} (apt-get install chromium) !!!")
+    if not (MEDIA / "two_people.jpg").is_file():
+        pytest.skip(f"!!! SKIPPED: real media not found in {MEDIA} (set FACIAL_EMOTION_SHARED) !!!")
+    if not default_model_path().is_file():
+        pytest.skip(f"!!! SKIPPED: no model at {default_model_path()} (build it or set FACIAL_EMOTION_MODEL) !!!")
+    with BackgroundServer(create_app()) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def browser(server, tmp_path_factory):
+    camera = write_y4m(MEDIA / "woman2.mp4", tmp_path_factory.mktemp("camera") / "woman2.y4m")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={camera}"],
+        )
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    problems: list[str] = []  # script errors and console errors (a CSP violation shows up here)
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    pg.goto(server.url)
+    sync_api.expect(pg.get_by_test_id("model-info")).to_contain_text("Model", timeout=20_000)
+    yield pg
+    context.close()
+    # Chromium logs every 4xx fetch as a console error; the API's answers to bad photos are expected.
+    problems = [m for m in problems if not re.search(r"status of 4(13|15|22) ", m)]
+    assert not problems, problems
+
+
+def upload(page, path: Path) -> None:
+    page.get_by_test_id("photo-input").set_input_files(str(path))
+
+
+def test_photo_two_faces(page):
+    upload(page, MEDIA / "two_people.jpg")
+    sync_api.expect(page.get_by_test_id("face-count")).to_have_text("2", timeout=60_000)
+    items = page.get_by_test_id("face-item")
+    sync_api.expect(items).to_have_count(2)
+    for i in range(2):
+        sync_api.expect(items.nth(i).locator(".bars li")).to_have_count(7)
+    canvas = page.get_by_test_id("photo-canvas")
+    assert canvas.evaluate("c => c.width") > 0
+    sync_api.expect(canvas).to_have_attribute("aria-label", re.compile(r"^Photo with 2 faces"))
+    page.screenshot(path=ARTIFACTS / "photo-two-people.png", full_page=True)
+
+
+def test_photo_no_face_and_error(page):
+    upload(page, MEDIA / "no-faces.jpg")
+    sync_api.expect(page.get_by_test_id("photo-status")).to_contain_text("No face", timeout=60_000)
+    sync_api.expect(page.get_by_test_id("face-count")).to_have_text("0")
+    sync_api.expect(page.get_by_test_id("face-item")).to_have_count(0)
+    page.get_by_test_id("photo-input").set_input_files(
+        {"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"this is not a picture"}
+    )
+    status = page.get_by_test_id("photo-status")
+    sync_api.expect(status).to_contain_text("Could not analyse notes.jpg", timeout=30_000)
+    sync_api.expect(status).to_have_class(re.compile(r"\berror\b"))
+
+
+def test_tabs_work_with_the_keyboard(page):
+    page.get_by_test_id("tab-photo").focus()
+    page.keyboard.press("ArrowRight")
+    sync_api.expect(page.get_by_test_id("tab-live")).to_have_attribute("aria-selected", "true")
+    sync_api.expect(page.get_by_test_id("tab-live")).to_be_focused()
+    sync_api.expect(page.locator("#panel-live")).to_be_visible()
+    sync_api.expect(page.locator("#panel-photo")).to_be_hidden()
+    page.keyboard.press("ArrowLeft")
+    sync_api.expect(page.get_by_test_id("tab-photo")).to_have_attribute("aria-selected", "true")
+
+
+def test_live_camera_draws_labelled_boxes(page):
+    page.get_by_test_id("tab-live").click()
+    page.get_by_test_id("live-start").click()
+    faces = page.get_by_test_id("live-face")
+    sync_api.expect(faces.first).to_be_visible(timeout=90_000)
+    sync_api.expect(faces.first).to_contain_text("%")
+    sync_api.expect(page.get_by_test_id("live-fps")).to_contain_text("fps", timeout=30_000)
+    page.wait_for_timeout(3000)  # let the chart collect a few seconds
+    # The overlay canvas has something drawn on it (boxes and labels), not only transparent pixels.
+    drawn = page.get_by_test_id("live-overlay").evaluate(
+        """c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                  let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
+    )
+    assert drawn > 100
+    page.screenshot(path=ARTIFACTS / "live-woman2.png", full_page=True)
+    page.get_by_test_id("live-start").click()  # stop
+    sync_api.expect(page.get_by_test_id("live-start")).to_have_text("Start camera")
+
+
+def test_phone_layout(browser, server):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
+    pg = context.new_page()
+    pg.goto(server.url)
+    upload(pg, MEDIA / "two_people.jpg")
+    sync_api.expect(pg.get_by_test_id("face-count")).to_have_text("2", timeout=60_000)
+    assert pg.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "horizontal scrolling on a phone"
+    pg.screenshot(path=ARTIFACTS / "phone-photo.png", full_page=True)
+    context.close()

@@ -1,0 +1,103 @@
+"""Every kind of image input, good and bad, through ``load_image``."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import need_shared
+from PIL import Image
+
+from facial_emotion.inference import decode
+from facial_emotion.inference.decode import ImageError, load_image
+
+
+def _png_bytes(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def test_rgba_png_from_shared_is_bgr_uint8() -> None:
+    img = load_image(need_shared("media", "32bit.png"))
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+
+
+def test_channel_orders_agree() -> None:
+    rgb = np.zeros((20, 30, 3), np.uint8)
+    rgb[..., 0] = 200  # red
+    from_pil = load_image(Image.fromarray(rgb))
+    from_png = load_image(_png_bytes(Image.fromarray(rgb)))
+    from_bgr_array = load_image(rgb[..., ::-1].copy())
+    for out in (from_pil, from_png, from_bgr_array):
+        assert out[0, 0].tolist() == [0, 0, 200]  # BGR: red is the last channel
+
+
+def test_gray_16bit_cmyk_and_palette() -> None:
+    gray = Image.fromarray(np.full((10, 12), 77, np.uint8))
+    assert load_image(_png_bytes(gray))[0, 0].tolist() == [77, 77, 77]
+    deep = Image.fromarray(np.full((10, 12), 65535, np.uint16))
+    assert load_image(_png_bytes(deep))[0, 0].tolist() == [255, 255, 255]
+    assert load_image(np.full((4, 4), 30000, np.uint16))[0, 0, 0] == 30000 // 257
+    cmyk = Image.new("CMYK", (8, 8), (0, 255, 255, 0))  # red in CMYK
+    out = load_image(_png_bytes(cmyk, "JPEG"))
+    assert out[4, 4, 2] > 200 and out[4, 4, 0] < 60
+    assert load_image(_png_bytes(Image.new("P", (5, 5)))).shape == (5, 5, 3)
+    assert load_image(np.zeros((6, 6, 4), np.uint8)).shape == (6, 6, 3)
+
+
+def test_exif_orientation_is_honoured() -> None:
+    wide = Image.new("RGB", (40, 20), (0, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to view": the upright image is 20 wide, 40 tall
+    data = _png_bytes(wide, "JPEG", exif=exif.tobytes())
+    assert load_image(data).shape[:2] == (40, 20)
+
+
+def test_bad_inputs_give_one_clear_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.jpg"
+    text.write_text("this is not an image")
+    good = _png_bytes(Image.new("RGB", (64, 64), (10, 20, 30)), "JPEG")
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(good[: len(good) // 2])
+    cases = {
+        tmp_path / "missing.jpg": "file not found",
+        tmp_path: "is a folder",
+        empty: "empty file",
+        text: "not an image",
+        truncated: "corrupt or truncated",
+    }
+    for path, message in cases.items():
+        with pytest.raises(ImageError, match=message) as info:
+            load_image(path)
+        assert str(path) in str(info.value)
+    with pytest.raises(ImageError, match="unsupported input type"):
+        load_image(3.14)
+
+
+def test_huge_images_are_refused_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decode, "MAX_PIXELS", 10_000)
+    data = _png_bytes(Image.new("L", (200, 200)))
+    with pytest.raises(ImageError, match="too large"):
+        load_image(data)
+    with pytest.raises(ImageError, match="too large"):
+        load_image(np.zeros((200, 200), np.uint8))
+
+
+def test_decompression_bomb_is_refused() -> None:
+    # A 20000 x 20000 PNG of zeros compresses to a few hundred KB but would decode to 400 MP.
+    bomb = Image.new("1", (20000, 20000))
+    data = _png_bytes(bomb)
+    assert len(data) < 2_000_000
+    with pytest.raises(ImageError, match="too large"):
+        load_image(data)
+
+
+def test_opencv_fallback_decodes_what_pillow_does_not() -> None:
+    ok, buf = cv2.imencode(".pgm", np.full((9, 9), 5, np.uint8))
+    assert ok and load_image(buf.tobytes()).shape == (9, 9, 3)

@@ -1,0 +1,84 @@
+"""``video`` and ``webcam`` on real video files: timeline rows, tracking, annotated output, bad videos."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+from conftest import need_shared
+
+from facial_emotion import EmotionRecognizer
+from facial_emotion.inference.video import VideoError, analyze_video
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "facial_emotion", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_video_timeline_summary_and_annotated_copy(tmp_path: Path) -> None:
+    video = need_shared("media", "woman2.mp4")
+    out, timeline, plot = tmp_path / "annotated.mp4", tmp_path / "timeline.csv", tmp_path / "timeline.png"
+    proc = run_cli("video", str(video), "--every", "5", "--out", str(out), "--timeline", str(timeline), "--plot", str(plot), "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    cap = cv2.VideoCapture(str(video))
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    assert doc["frames_read"] == total and doc["frames_analyzed"] == (total + 4) // 5
+    rows = list(csv.DictReader(timeline.open()))
+    # one row per processed frame and face
+    assert len(rows) == len(doc["timeline"]) > 0
+    assert {int(r["frame"]) % 5 for r in rows} == {0}
+    per_frame: dict[int, int] = {}
+    for r in rows:
+        per_frame[int(r["frame"])] = per_frame.get(int(r["frame"]), 0) + 1
+    assert len(per_frame) >= 0.8 * doc["frames_analyzed"]  # the face is found in most frames
+    # the single face keeps one id through the clip
+    main_id = max(doc["faces"], key=lambda f: f["frames"])
+    assert main_id["frames"] >= 0.8 * doc["frames_analyzed"]
+    assert sum(main_id["share"].values()) == pytest.approx(1, abs=1e-3)
+    # the annotated copy is a valid video with every frame
+    cap = cv2.VideoCapture(str(out))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == total
+    ok, frame = cap.read()
+    cap.release()
+    assert ok and frame is not None
+    assert cv2.imread(str(plot)) is not None
+
+
+def test_tracking_ids_stable_with_two_faces() -> None:
+    video = need_shared("media", "short_hamilton_clip.mp4")
+    result = analyze_video(EmotionRecognizer(), str(video), every=3)
+    assert result.frames_analyzed > 0
+    ids_per_frame: dict[int, list[int]] = {}
+    for r in result.timeline:
+        ids_per_frame.setdefault(r.frame, []).append(r.face.track_id)
+    assert all(len(ids) == len(set(ids)) for ids in ids_per_frame.values())  # never two faces with one id
+
+
+def test_bad_videos_fail_clearly(tmp_path: Path) -> None:
+    zero = tmp_path / "zero.mp4"
+    zero.write_bytes(b"")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00\x01 definitely not a video" * 100)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(need_shared("media", "woman2.mp4").read_bytes()[:2000])
+    for path in (zero, junk, cut, tmp_path / "missing.mp4"):
+        with pytest.raises(VideoError):
+            analyze_video(EmotionRecognizer(), str(path))
+        proc = run_cli("video", str(path))
+        assert proc.returncode == 2 and str(path.name) in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_webcam_runs_on_a_capture_source_and_says_when_no_camera(tmp_path: Path) -> None:
+    video = need_shared("media", "woman2.mp4")
+    proc = run_cli("webcam", "--source", str(video), "--no-window", "--max-frames", "20")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("20 frames")
+    proc = run_cli("webcam", "--camera", "7", "--no-window")
+    assert proc.returncode == 2 and "camera" in proc.stderr and "Traceback" not in proc.stderr

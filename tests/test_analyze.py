@@ -17,11 +17,20 @@ import facial_emotion
 from facial_emotion import EMOTIONS, EmotionRecognizer
 from facial_emotion.model_file import builtin_model_path
 
-FACES_EXPECTED = {"two_people.jpg": 2, "justin.jpg": 1, "no-faces.jpg": 0, "32bit.png": 1, "obama-720p.jpg": 1, "obama_partial_face.jpg": 1}
+FACES_EXPECTED = {
+    "two_people.jpg": 2,
+    "justin.jpg": 1,
+    "no-faces.jpg": 0,
+    "32bit.png": 1,
+    "obama-720p.jpg": 1,
+    "obama_partial_face.jpg": 1,
+}
 
 
 def run_cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "facial_emotion", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "facial_emotion", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -100,17 +109,33 @@ def test_cli_bad_files_are_reported_and_the_rest_processed(tmp_path: Path) -> No
     nofaces = need_shared("media", "no-faces.jpg")
     out_csv = tmp_path / "faces.csv"
     annotated = tmp_path / "annotated"
-    proc = run_cli("analyze", str(broken), str(good), str(zero), str(text), str(nofaces), str(tmp_path / "missing.jpg"),
-                   "--json", "--csv", str(out_csv), "--annotate", str(annotated))
+    proc = run_cli(
+        "analyze",
+        str(broken),
+        str(good),
+        str(zero),
+        str(text),
+        str(nofaces),
+        str(tmp_path / "missing.jpg"),
+        "--json",
+        "--csv",
+        str(out_csv),
+        "--annotate",
+        str(annotated),
+    )
     assert proc.returncode == 1  # some inputs failed
     assert "Traceback" not in proc.stderr
     doc = {Path(e["path"]).name: e for e in json.loads(proc.stdout)}
     assert len(doc["justin.jpg"]["faces"]) == 1 and doc["justin.jpg"]["error"] is None
-    assert doc["no-faces.jpg"]["faces"] == [] and doc["no-faces.jpg"]["error"] is None  # no face is not an error
+    assert (
+        doc["no-faces.jpg"]["faces"] == [] and doc["no-faces.jpg"]["error"] is None
+    )  # no face is not an error
     for name in ("broken.jpg", "zero.png", "readme.jpg", "missing.jpg"):
         assert doc[name]["error"] and name in doc[name]["error"]
     rows = list(csv.DictReader(out_csv.open()))
-    assert [r["emotion"] for r in rows if Path(r["path"]).name == "justin.jpg"] == [doc["justin.jpg"]["faces"][0]["emotion"]]
+    assert [r["emotion"] for r in rows if Path(r["path"]).name == "justin.jpg"] == [
+        doc["justin.jpg"]["faces"][0]["emotion"]
+    ]
     img = cv2.imread(str(annotated / "justin.annotated.jpg"))
     assert img is not None and img.shape == cv2.imread(str(good)).shape
 

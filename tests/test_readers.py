@@ -86,7 +86,11 @@ def test_kaggle_layout_reads_splits_and_converts_any_size(tiny_kaggle: Path) -> 
     images, labels = synthetic_faces(140, seed=1)
     # PNGs are lossless: the face read back is the face written, with its label from the folder.
     by_pixels = {img.tobytes(): lab for img, lab in zip(images, labels, strict=True)}
-    hits = [by_pixels[img.tobytes()] == lab for img, lab in zip(ds.images, ds.labels, strict=True) if img.tobytes() in by_pixels]
+    hits = [
+        by_pixels[img.tobytes()] == lab
+        for img, lab in zip(ds.images, ds.labels, strict=True)
+        if img.tobytes() in by_pixels
+    ]
     assert len(hits) >= 90 and all(hits)
 
 

@@ -37,7 +37,15 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_run_writes_checkpoints_logs_curves_and_model(trained_run: Path) -> None:
-    for name in ("last.pt", "best.pt", "metrics.csv", "metrics.json", "curves.png", "model.onnx", "model.json"):
+    for name in (
+        "last.pt",
+        "best.pt",
+        "metrics.csv",
+        "metrics.json",
+        "curves.png",
+        "model.onnx",
+        "model.json",
+    ):
         assert (trained_run / name).stat().st_size > 0, name
     history = json.loads((trained_run / "metrics.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
@@ -45,14 +53,18 @@ def test_run_writes_checkpoints_logs_curves_and_model(trained_run: Path) -> None
     meta = json.loads((trained_run / "model.json").read_text())
     assert meta["classes"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
     assert meta["crop"] == 40 and meta["face_size"] == 48 and meta["recipe"]["arch"] == "vgg-s"
-    assert meta["val_accuracy"] == pytest.approx(max(max(h["val_acc"], h.get("val_acc_ema", 0)) for h in history), abs=1e-4)
+    assert meta["val_accuracy"] == pytest.approx(
+        max(max(h["val_acc"], h.get("val_acc_ema", 0)) for h in history), abs=1e-4
+    )
 
 
 def test_onnx_agrees_with_pytorch(trained_run: Path) -> None:
     model, _ = model_from_checkpoint(trained_run / "best.pt")
     faces = np.random.default_rng(0).integers(0, 256, size=(16, 48, 48), dtype=np.uint8)
     with torch.no_grad():
-        expected = torch.softmax(model(torch.from_numpy(faces[:, 4:44, 4:44]).float().unsqueeze(1)), 1).numpy()
+        expected = torch.softmax(
+            model(torch.from_numpy(faces[:, 4:44, 4:44]).float().unsqueeze(1)), 1
+        ).numpy()
     got = EmotionClassifier(trained_run / "model.onnx").predict(faces)
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
@@ -69,8 +81,20 @@ def test_int8_export_is_close_to_fp32(trained_run: Path, tmp_path: Path) -> None
 def test_learns_the_synthetic_task_and_evaluate_json_contract(trained_run: Path) -> None:
     data = trained_run.parent / "fer2013.csv"
     proc = subprocess.run(
-        [sys.executable, "-m", "facial_emotion", "evaluate", "--data", str(data), "--model", str(trained_run / "model.onnx"), "--json"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "facial_emotion",
+            "evaluate",
+            "--data",
+            str(data),
+            "--model",
+            str(trained_run / "model.onnx"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)  # exactly one JSON document on stdout
@@ -127,13 +151,24 @@ def test_augment_is_seeded_and_shaped() -> None:
     a = augment(faces, AugmentConfig(), torch.Generator().manual_seed(3))
     b = augment(faces, AugmentConfig(), torch.Generator().manual_seed(3))
     assert a.shape == (8, 1, 40, 40) and torch.equal(a, b)
-    assert 0 <= float(a.min()) and float(a.max()) <= 255
+    assert float(a.min()) >= 0 and float(a.max()) <= 255
 
 
 def test_cli_train_bad_input_is_one_clear_error(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "facial_emotion", "train", "--data", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "facial_emotion",
+            "train",
+            "--data",
+            str(tmp_path / "missing.csv"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "not found" in proc.stderr and "Traceback" not in proc.stderr

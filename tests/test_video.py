@@ -17,13 +17,27 @@ from facial_emotion.inference.video import VideoError, analyze_video
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "facial_emotion", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "facial_emotion", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_video_timeline_summary_and_annotated_copy(tmp_path: Path) -> None:
     video = need_shared("media", "woman2.mp4")
     out, timeline, plot = tmp_path / "annotated.mp4", tmp_path / "timeline.csv", tmp_path / "timeline.png"
-    proc = run_cli("video", str(video), "--every", "5", "--out", str(out), "--timeline", str(timeline), "--plot", str(plot), "--json")
+    proc = run_cli(
+        "video",
+        str(video),
+        "--every",
+        "5",
+        "--out",
+        str(out),
+        "--timeline",
+        str(timeline),
+        "--plot",
+        str(plot),
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     cap = cv2.VideoCapture(str(video))

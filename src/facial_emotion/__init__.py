@@ -1,8 +1,8 @@
 """facial-emotion: the seven basic facial emotions in photos, videos and cameras, offline on a CPU.
 
-    >>> from facial_emotion import EmotionRecognizer
-    >>> faces = EmotionRecognizer().analyze("photo.jpg")
-    >>> [(f.box, f.emotion, f.confidence) for f in faces]
+>>> from facial_emotion import EmotionRecognizer
+>>> faces = EmotionRecognizer().analyze("photo.jpg")
+>>> [(f.box, f.emotion, f.confidence) for f in faces]
 """
 
 from facial_emotion.inference.decode import ImageError, load_image

@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 some inputs failed (others were still processed), 2 usa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -45,7 +46,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         from facial_emotion.training.loop import train
         from facial_emotion.training.nets import ARCHITECTURES
     except ImportError as e:
-        raise UserError(f"training needs the [train] extra ({e.name} is missing): pip install 'facial-emotion[train]'") from None
+        raise UserError(
+            f"training needs the [train] extra ({e.name} is missing): pip install 'facial-emotion[train]'"
+        ) from None
     if args.arch not in ARCHITECTURES:
         raise UserError(f"unknown architecture {args.arch!r}; choose from {', '.join(sorted(ARCHITECTURES))}")
     cfg = TrainConfig(
@@ -69,7 +72,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     result = train(cfg, Path(args.out), resume=args.resume, progress=not args.quiet)
     best = result["best"]
-    print(f"best validation accuracy {best['val_acc']:.2%} (epoch {best['epoch']}, {best['weights']} weights)")
+    print(
+        f"best validation accuracy {best['val_acc']:.2%} (epoch {best['epoch']}, {best['weights']} weights)"
+    )
     print(f"model: {result['model']}")
     return EXIT_OK
 
@@ -77,15 +82,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from facial_emotion.evaluation.evaluate import evaluate, write_report
 
-    results, part, probs = evaluate(args.data, args.model, args.split, tta=args.tta, skip_bad=args.skip_bad, threads=args.threads)
+    results, part, probs = evaluate(
+        args.data, args.model, args.split, tta=args.tta, skip_bad=args.skip_bad, threads=args.threads
+    )
     if args.report:
         for path in write_report(results, part, probs, Path(args.report)):
             print(f"wrote {path}", file=sys.stderr)
     if args.json:
         _print_json(results)
     else:
-        print(f"{results['dataset']} [{results['split']}]: {results['n']} faces, accuracy {results['accuracy']:.2%}"
-              f" ({'ten-crop TTA' if args.tta else 'centre crop'}), macro F1 {results['macro_f1']:.3f}")
+        print(
+            f"{results['dataset']} [{results['split']}]: {results['n']} faces, accuracy {results['accuracy']:.2%}"
+            f" ({'ten-crop TTA' if args.tta else 'centre crop'}), macro F1 {results['macro_f1']:.3f}"
+        )
         print(f"{'emotion':<10}{'precision':>10}{'recall':>8}{'f1':>8}{'support':>9}")
         for c, r in results["per_class"].items():
             print(f"{c:<10}{r['precision']:>10.3f}{r['recall']:>8.3f}{r['f1']:>8.3f}{r['support']:>9}")
@@ -183,7 +192,17 @@ def _write_analyze_csv(results: list[dict], path: Path, classes: list[str]) -> N
         if e["error"] or not e["faces"]:
             w.writerow([e["path"], "", "", "", "", "", "", "", *[""] * len(classes), e["error"] or ""])
         for i, f in enumerate(e["faces"], 1):
-            w.writerow([e["path"], i, *f["box"], f["emotion"], f["confidence"], *(f["scores"][c] for c in classes), ""])
+            w.writerow(
+                [
+                    e["path"],
+                    i,
+                    *f["box"],
+                    f["emotion"],
+                    f["confidence"],
+                    *(f["scores"][c] for c in classes),
+                    "",
+                ]
+            )
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
@@ -210,11 +229,17 @@ def cmd_video(args: argparse.Namespace) -> int:
         _print_json(result.to_dict())
         return EXIT_OK
     d = result.to_dict()
-    print(f"{args.file}: {d['frames_read']} frames read, {d['frames_analyzed']} analysed in {d['processing_seconds']:.1f} s"
-          f" ({d['processing_fps']} fps; video is {d['video_fps']} fps)")
+    print(
+        f"{args.file}: {d['frames_read']} frames read, {d['frames_analyzed']} analysed in {d['processing_seconds']:.1f} s"
+        f" ({d['processing_fps']} fps; video is {d['video_fps']} fps)"
+    )
     for face in d["faces"]:
-        share = ", ".join(f"{k} {v:.0%}" for k, v in sorted(face["share"].items(), key=lambda kv: -kv[1]) if v >= 0.05)
-        print(f"  face #{face['track_id']}: {face['frames']} frames, mostly {face['dominant_emotion']} ({share})")
+        share = ", ".join(
+            f"{k} {v:.0%}" for k, v in sorted(face["share"].items(), key=lambda kv: -kv[1]) if v >= 0.05
+        )
+        print(
+            f"  face #{face['track_id']}: {face['frames']} frames, mostly {face['dominant_emotion']} ({share})"
+        )
     if not d["faces"]:
         print("  no faces found")
     return EXIT_OK
@@ -229,9 +254,15 @@ def cmd_webcam(args: argparse.Namespace) -> int:
     from facial_emotion.inference.video import VideoError, analyze_video
 
     source = args.source if args.source is not None else str(args.camera)
-    headless = not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") and sys.platform.startswith("linux")
+    headless = (
+        not os.environ.get("DISPLAY")
+        and not os.environ.get("WAYLAND_DISPLAY")
+        and sys.platform.startswith("linux")
+    )
     if headless and not args.no_window:
-        raise UserError("no display to show the camera window (set DISPLAY, or use --no-window / the 'video' command)")
+        raise UserError(
+            "no display to show the camera window (set DISPLAY, or use --no-window / the 'video' command)"
+        )
     recognizer = EmotionRecognizer(args.model, detector=args.detector, threads=args.threads)
 
     def show(index: int, frame, faces, fps: float) -> bool:
@@ -240,19 +271,21 @@ def cmd_webcam(args: argparse.Namespace) -> int:
         try:
             cv2.imshow("facial-emotion (q quits)", frame)
         except cv2.error:
-            raise VideoError("cannot open a window: this OpenCV build has no GUI (pip install opencv-python)") from None
+            raise VideoError(
+                "cannot open a window: this OpenCV build has no GUI (pip install opencv-python)"
+            ) from None
         return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
 
     try:
-        result = analyze_video(recognizer, source, every=1, smoothing=args.smoothing, on_frame=show, max_frames=args.max_frames)
+        result = analyze_video(
+            recognizer, source, every=1, smoothing=args.smoothing, on_frame=show, max_frames=args.max_frames
+        )
     except VideoError as e:
         raise UserError(f"{e} — is a camera connected? try --camera N") from None
     finally:
         if not args.no_window:
-            try:
+            with contextlib.suppress(cv2.error):
                 cv2.destroyAllWindows()
-            except cv2.error:
-                pass
     print(f"{result.frames_read} frames, {result.frames_read / max(result.seconds, 1e-9):.1f} fps")
     return EXIT_OK
 
@@ -263,7 +296,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         from facial_emotion.service.app import create_app
     except ImportError as e:
-        raise UserError(f"serve needs the [serve] extra ({e.name} is missing): pip install 'facial-emotion[serve]'") from None
+        raise UserError(
+            f"serve needs the [serve] extra ({e.name} is missing): pip install 'facial-emotion[serve]'"
+        ) from None
     app = create_app(model=args.model, detector=args.detector, cors_origins=args.cors_origin or [])
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return EXIT_OK
@@ -277,7 +312,9 @@ def _common_inference(p: argparse.ArgumentParser, tta: bool = True) -> None:
     p.add_argument("--detector", default=None, help="haar (default) or yunet[:MODEL.onnx]")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
     if tta:
-        p.add_argument("--tta", action="store_true", help="ten-crop test-time augmentation (slower, a bit more accurate)")
+        p.add_argument(
+            "--tta", action="store_true", help="ten-crop test-time augmentation (slower, a bit more accurate)"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -290,10 +327,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("train", help="train a model on FER-2013 / FER+ / your folders and export it to ONNX")
-    p.add_argument("--data", required=True, help="fer2013.csv(.gz), a Kaggle-layout folder, or ROOT/<emotion>/ images")
+    p.add_argument(
+        "--data", required=True, help="fer2013.csv(.gz), a Kaggle-layout folder, or ROOT/<emotion>/ images"
+    )
     p.add_argument("--labels", choices=["fer2013", "ferplus"], default="fer2013")
-    p.add_argument("--ferplus-mix", type=float, default=0.0, help="blend FER+ vote distributions into the targets (0..1)")
-    p.add_argument("--arch", default="vgg-s", help="architecture (vgg-s, vgg-m, vgg-l, resnet-s, resnet-m, resnet18)")
+    p.add_argument(
+        "--ferplus-mix", type=float, default=0.0, help="blend FER+ vote distributions into the targets (0..1)"
+    )
+    p.add_argument(
+        "--arch", default="vgg-s", help="architecture (vgg-s, vgg-m, vgg-l, resnet-s, resnet-m, resnet18)"
+    )
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the one-cycle schedule")
@@ -301,9 +344,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(a, a); 0 = off")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights; 0 = off")
-    p.add_argument("--train-split", default="", help="comma list of splits to train on (default Training / train)")
-    p.add_argument("--val-split", default="", help="split to validate on (default PublicTest / test / 10%% hold-out; 'none')")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto", help="auto = bf16 where the CPU has AMX")
+    p.add_argument(
+        "--train-split", default="", help="comma list of splits to train on (default Training / train)"
+    )
+    p.add_argument(
+        "--val-split",
+        default="",
+        help="split to validate on (default PublicTest / test / 10%% hold-out; 'none')",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="auto = bf16 where the CPU has AMX",
+    )
     p.add_argument("--out", default="runs/train", help="run folder: checkpoints, logs, curves, model.onnx")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--seed", type=int, default=0)
@@ -312,13 +366,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="accuracy, per-class report and confusion matrix of a model on a dataset")
+    p = sub.add_parser(
+        "evaluate", help="accuracy, per-class report and confusion matrix of a model on a dataset"
+    )
     p.add_argument("--data", required=True)
     p.add_argument("--model", help="ONNX model file (default: the built-in model)")
-    p.add_argument("--split", help="csv Usage or sub-folder (default: PrivateTest, else PublicTest, else test)")
+    p.add_argument(
+        "--split", help="csv Usage or sub-folder (default: PrivateTest, else PublicTest, else test)"
+    )
     p.add_argument("--tta", action="store_true", help="ten-crop test-time augmentation")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--report", metavar="DIR", help="write confusion matrices, report.md/json and a mistakes grid")
+    p.add_argument(
+        "--report", metavar="DIR", help="write confusion matrices, report.md/json and a mistakes grid"
+    )
     p.add_argument("--skip-bad", action="store_true", help="skip malformed csv rows instead of failing")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_evaluate)
@@ -341,7 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     _common_inference(p)
     p.add_argument("--every", type=int, default=1, help="analyse every N-th frame")
-    p.add_argument("--smoothing", type=float, default=0.6, help="temporal smoothing of scores per face (0 = off, <1)")
+    p.add_argument(
+        "--smoothing", type=float, default=0.6, help="temporal smoothing of scores per face (0 = off, <1)"
+    )
     p.add_argument("--out", help="annotated video (.mp4 / .avi)")
     p.add_argument("--timeline", help="CSV, one row per analysed frame and face")
     p.add_argument("--plot", help="PNG of each face's emotions over time")
@@ -362,7 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model")
     p.add_argument("--detector", default=None)
-    p.add_argument("--cors-origin", action="append", help="allow this browser origin (repeatable); default none")
+    p.add_argument(
+        "--cors-origin", action="append", help="allow this browser origin (repeatable); default none"
+    )
     p.set_defaults(func=cmd_serve)
     return parser
 
@@ -370,8 +434,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose or args.command == "train" else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose or args.command == "train" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
     try:
         return args.func(args)
     except _user_errors() as e:

@@ -55,7 +55,9 @@ def validate_metadata(meta: dict[str, Any], source: str) -> dict[str, Any]:
         if key not in meta:
             raise ModelFileError(f"{source}: metadata lacks {key!r}")
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise ModelFileError(f"{source}: model format {meta['format_version']} is newer than this package supports")
+        raise ModelFileError(
+            f"{source}: model format {meta['format_version']} is newer than this package supports"
+        )
     return meta
 
 
@@ -95,4 +97,6 @@ def write_model(path: Path, onnx_bytes: bytes, meta: dict[str, Any]) -> None:
     entry.value = json.dumps(meta, sort_keys=True)
     model.producer_name = "facial-emotion"
     atomic_write_bytes(path, model.SerializeToString())
-    atomic_write_bytes(path.with_suffix(".json"), (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(
+        path.with_suffix(".json"), (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
+    )

@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,13 +43,13 @@ def cached(path: Path, variant: str, parse: Callable[[], FaceDataset]) -> FaceDa
                     class_names=tuple(z["class_names"].tolist()),
                     source=str(path),
                     skipped=int(z["skipped"]),
-                    rows=z["rows"] if "rows" in z else None,
+                    rows=z.get("rows", None),
                 )
                 return ds
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache file is rebuilt below
     ds = parse()
-    arrays = dict(
+    arrays: dict[str, Any] = dict(
         images=ds.images,
         labels=ds.labels,
         split=ds.split,
@@ -62,7 +63,7 @@ def cached(path: Path, variant: str, parse: Callable[[], FaceDataset]) -> FaceDa
         # Write beside the target, then rename: a killed run never leaves a half-written cache.
         fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp.npz")
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]
         os.replace(tmp, target)
     except OSError:
         pass  # the cache is an optimisation; a read-only home must not stop the run

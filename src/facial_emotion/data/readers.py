@@ -118,7 +118,9 @@ def read_fer2013_csv(path: Path, skip_bad: bool = False) -> FaceDataset:
                         problem = f"unknown Usage {usage!r} (expected {', '.join(FER2013_USAGES)})"
                 if problem:
                     if not skip_bad:
-                        raise DatasetError(f"{path}: line {line}: {problem} (use --skip-bad to skip such rows)")
+                        raise DatasetError(
+                            f"{path}: line {line}: {problem} (use --skip-bad to skip such rows)"
+                        )
                     skipped += 1
                     if len(warnings) < 20:
                         warnings.append(f"line {line}: {problem}")
@@ -154,7 +156,9 @@ def read_ferplus_votes(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             reader = csv.reader(f)
             header = next(reader, None)
             if not header or [h.strip() for h in header[2:12]] != list(FERPLUS_COLUMNS):
-                raise DatasetError(f"{path}: not a FER+ votes file (expected columns Usage,Image name,{','.join(FERPLUS_COLUMNS)})")
+                raise DatasetError(
+                    f"{path}: not a FER+ votes file (expected columns Usage,Image name,{','.join(FERPLUS_COLUMNS)})"
+                )
             votes, usage, has_image = [], [], []
             for line, row in enumerate(reader, start=2):
                 try:
@@ -183,7 +187,11 @@ def apply_ferplus(ds: FaceDataset, votes_path: Path, classes: int = 7) -> FaceDa
     if not np.array_equal(usage[rows], ds.split):
         raise DatasetError(f"{votes_path}: Usage column differs from {ds.source}: files are not row-aligned")
     class_names = EMOTIONS if classes == 7 else FERPLUS_8_CLASSES
-    columns = [FERPLUS_COLUMNS.index(c) for c in FERPLUS_COLUMNS if c in FERPLUS_TO_EMOTION or (classes == 8 and c == "contempt")]
+    columns = [
+        FERPLUS_COLUMNS.index(c)
+        for c in FERPLUS_COLUMNS
+        if c in FERPLUS_TO_EMOTION or (classes == 8 and c == "contempt")
+    ]
     target = np.zeros((len(rows), len(class_names)), dtype=np.float32)
     for col in columns:
         name = FERPLUS_COLUMNS[col]
@@ -218,7 +226,9 @@ def _read_face(path: Path) -> np.ndarray | None:
     return img
 
 
-def read_emotion_folders(root: Path, split_name: str, images: list, labels: list, splits: list, warnings: list) -> int:
+def read_emotion_folders(
+    root: Path, split_name: str, images: list, labels: list, splits: list, warnings: list
+) -> int:
     """Append every image of ROOT/<emotion>/* ; return how many were unreadable."""
     bad = 0
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):

@@ -36,7 +36,9 @@ def evaluate(
     split = split or default_test_split(ds)
     part = ds.select_split(split)
     if list(classifier.classes[: len(part.class_names)]) != list(part.class_names):
-        raise DatasetError(f"model classes {classifier.classes} differ from the dataset's {list(part.class_names)}")
+        raise DatasetError(
+            f"model classes {classifier.classes} differ from the dataset's {list(part.class_names)}"
+        )
     probs = classifier.predict(part.images, tta=tta)
     preds = probs[:, : len(part.class_names)].argmax(axis=1)
     results = summarize(part.labels, preds, list(part.class_names))
@@ -44,7 +46,9 @@ def evaluate(
     return results, part, probs
 
 
-def write_report(results: dict[str, Any], part: FaceDataset, probs: np.ndarray, out: Path, mistakes: int = 32) -> list[Path]:
+def write_report(
+    results: dict[str, Any], part: FaceDataset, probs: np.ndarray, out: Path, mistakes: int = 32
+) -> list[Path]:
     """Confusion matrices (counts, row-normalised), the classification report (Markdown + JSON)
     and a grid of the most confident mistakes."""
     from facial_emotion.evaluation.plots import plot_confusion_matrix, plot_mistakes
@@ -73,6 +77,17 @@ def write_report(results: dict[str, Any], part: FaceDataset, probs: np.ndarray, 
     preds = probs[:, : len(classes)].argmax(axis=1)
     wrong = np.flatnonzero(preds != part.labels)
     worst = wrong[np.argsort(-probs[wrong, preds[wrong]])][:mistakes]
-    captions = [f"true {classes[part.labels[i]]}\npred {classes[preds[i]]} {probs[i, preds[i]]:.0%}" for i in worst]
+    captions = [
+        f"true {classes[part.labels[i]]}\npred {classes[preds[i]]} {probs[i, preds[i]]:.0%}" for i in worst
+    ]
     plot_mistakes(part.images[worst], captions, out / "mistakes.png", "Most confident mistakes")
-    return [out / n for n in ("confusion_matrix.png", "confusion_matrix_normalized.png", "report.md", "report.json", "mistakes.png")]
+    return [
+        out / n
+        for n in (
+            "confusion_matrix.png",
+            "confusion_matrix_normalized.png",
+            "report.md",
+            "report.json",
+            "mistakes.png",
+        )
+    ]

@@ -47,7 +47,9 @@ def plot_training_curves(history: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_confusion_matrix(cm: np.ndarray, classes: list[str], path: Path, normalize: bool, title: str) -> None:
+def plot_confusion_matrix(
+    cm: np.ndarray, classes: list[str], path: Path, normalize: bool, title: str
+) -> None:
     plt = _figure()
     data = cm.astype(float)
     if normalize:
@@ -61,7 +63,15 @@ def plot_confusion_matrix(cm: np.ndarray, classes: list[str], path: Path, normal
     for i in range(len(classes)):
         for j in range(len(classes)):
             text = f"{data[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if data[i, j] > data.max() / 2 else "black")
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if data[i, j] > data.max() / 2 else "black",
+            )
     _save(fig, path)
     plt.close(fig)
 

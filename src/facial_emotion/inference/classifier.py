@@ -22,7 +22,13 @@ def ten_crops(faces: np.ndarray, crop: int) -> np.ndarray:
     """(N, S, S) -> (N * 10, crop, crop): 4 corners + centre, and their mirror images."""
     n, s, _ = faces.shape
     o, c = s - crop, (s - crop) // 2
-    crops = [faces[:, :crop, :crop], faces[:, :crop, o:], faces[:, o:, :crop], faces[:, o:, o:], faces[:, c : c + crop, c : c + crop]]
+    crops = [
+        faces[:, :crop, :crop],
+        faces[:, :crop, o:],
+        faces[:, o:, :crop],
+        faces[:, o:, o:],
+        faces[:, c : c + crop, c : c + crop],
+    ]
     stack = np.stack(crops + [x[:, :, ::-1] for x in crops], axis=1)  # (N, 10, crop, crop)
     return stack.reshape(n * 10, crop, crop)
 
@@ -30,7 +36,9 @@ def ten_crops(faces: np.ndarray, crop: int) -> np.ndarray:
 class EmotionClassifier:
     """``predict(faces)`` with faces uint8 (N, 48, 48) -> probabilities (N, classes)."""
 
-    def __init__(self, model: str | os.PathLike | None = None, threads: int | None = None, max_batch: int = 256):
+    def __init__(
+        self, model: str | os.PathLike | None = None, threads: int | None = None, max_batch: int = 256
+    ):
         self.path = Path(model) if model else default_model_path()
         if not self.path.is_file():
             raise ModelFileError(f"model file not found: {self.path}")

@@ -32,7 +32,9 @@ def _check_size(w: int, h: int, name: str) -> None:
     if w <= 0 or h <= 0:
         raise ImageError(f"{name}: empty image")
     if w * h > MAX_PIXELS:
-        raise ImageError(f"{name}: image too large ({w}x{h} = {w * h / 1e6:.0f} MP; limit {MAX_PIXELS / 1e6:.0f} MP)")
+        raise ImageError(
+            f"{name}: image too large ({w}x{h} = {w * h / 1e6:.0f} MP; limit {MAX_PIXELS / 1e6:.0f} MP)"
+        )
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:

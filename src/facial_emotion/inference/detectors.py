@@ -47,8 +47,11 @@ def _downscale(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
 class HaarDetector:
     name = "haar"
 
-    def __init__(self, max_side: int = 640, min_face: float = 0.05, min_neighbors: int = 5, pad: float = 0.15):
-        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+    def __init__(
+        self, max_side: int = 640, min_face: float = 0.05, min_neighbors: int = 5, pad: float = 0.15
+    ):
+        cascades = cv2.data.haarcascades  # type: ignore[attr-defined]
+        path = Path(cascades) / "haarcascade_frontalface_default.xml"
         self.cascade = cv2.CascadeClassifier(str(path))
         if self.cascade.empty():
             raise DetectorError(f"cannot load the Haar cascade {path} (needs opencv-python-headless 4.x)")
@@ -68,13 +71,22 @@ class HaarDetector:
             gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
         gray = cv2.equalizeHist(gray)
         boxes, _, weights = self.cascade.detectMultiScale3(
-            gray, scaleFactor=1.1, minNeighbors=self.min_neighbors, minSize=(side, side), outputRejectLevels=True
+            gray,
+            scaleFactor=1.1,
+            minNeighbors=self.min_neighbors,
+            minSize=(side, side),
+            outputRejectLevels=True,
         )
         out = []
         for (x, y, w, h), weight in zip(boxes, np.ravel(weights), strict=False):
             out.append(
                 Detection(
-                    box=(round((x - pad) / scale), round((y - pad) / scale), round(w / scale), round(h / scale)),
+                    box=(
+                        round((x - pad) / scale),
+                        round((y - pad) / scale),
+                        round(w / scale),
+                        round(h / scale),
+                    ),
                     # Haar's level weight is unbounded; squash it into 0..1 for a comparable score.
                     score=float(1 / (1 + np.exp(-(float(weight) - 2.0)))),
                 )
@@ -122,6 +134,8 @@ def create_detector(spec: str | FaceDetector | None = None) -> FaceDetector:
     if name == "yunet":
         path = arg or os.environ.get("FACIAL_EMOTION_YUNET", "")
         if not path:
-            raise DetectorError("the yunet detector needs its model file: --detector yunet:/path/to/model.onnx or $FACIAL_EMOTION_YUNET")
+            raise DetectorError(
+                "the yunet detector needs its model file: --detector yunet:/path/to/model.onnx or $FACIAL_EMOTION_YUNET"
+            )
         return YuNetDetector(path)
     raise DetectorError(f"unknown detector {spec!r} (choose haar or yunet[:MODEL.onnx])")

@@ -28,7 +28,9 @@ def annotate(bgr: np.ndarray, faces: list[Face], bars: bool = True, fps: float |
         if bars:
             _draw_bars(out, face, x + bw + 6 if x + bw + 110 < w else max(0, x - 110), y, font * 0.8, thick)
     if fps is not None:
-        cv2.putText(out, f"{fps:.1f} fps", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 255, 0), 2, cv2.LINE_AA)
+        cv2.putText(
+            out, f"{fps:.1f} fps", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 255, 0), 2, cv2.LINE_AA
+        )
     return out
 
 
@@ -38,4 +40,13 @@ def _draw_bars(out: np.ndarray, face: Face, x: int, y: int, font: float, thick: 
         yy = y + i * row
         cv2.rectangle(out, (x, yy), (x + 100, yy + row - 3), (40, 40, 40), -1)
         cv2.rectangle(out, (x, yy), (x + int(100 * p), yy + row - 3), color_bgr(name), -1)
-        cv2.putText(out, name, (x + 2, yy + row - 6), cv2.FONT_HERSHEY_SIMPLEX, font * 0.8, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(
+            out,
+            name,
+            (x + 2, yy + row - 6),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            font * 0.8,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )

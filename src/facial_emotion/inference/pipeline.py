@@ -97,7 +97,11 @@ class EmotionRecognizer:
 
     def analyze_frames(self, frames: list[np.ndarray]) -> list[list[Face]]:
         dets = [self.detect(f) for f in frames]
-        crops = [crop_face(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), d) for f, ds in zip(frames, dets, strict=True) for d in ds]
+        crops = [
+            crop_face(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), d)
+            for f, ds in zip(frames, dets, strict=True)
+            for d in ds
+        ]
         probs = self.classify(np.stack(crops)) if crops else np.zeros((0, len(self.classes)), np.float32)
         out, i = [], 0
         for frame, ds in zip(frames, dets, strict=True):

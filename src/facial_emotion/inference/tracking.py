@@ -61,18 +61,18 @@ class FaceTracker:
             used.add(tid)
         for i, face in enumerate(faces):
             p = np.array([face.scores[c] for c in self.classes], dtype=np.float64)
-            tid = assigned.get(i)
-            if tid is None:
-                tid = self.next_id
+            if i in assigned:
+                track = self.tracks[assigned[i]]
+            else:
+                track = Track(self.next_id, face.box, p, self.frame, 0, np.zeros(len(self.classes)))
+                self.tracks[track.track_id] = track
                 self.next_id += 1
-                self.tracks[tid] = Track(tid, face.box, p, self.frame, 0, np.zeros(len(self.classes)))
-            track = self.tracks[tid]
             track.scores = self.smoothing * track.scores + (1 - self.smoothing) * p if track.frames else p
             track.box, track.last_seen = face.box, self.frame
             track.frames += 1
             k = int(track.scores.argmax())
             track.totals[k] += 1
-            face.track_id = tid
+            face.track_id = track.track_id
             face.scores = {c: float(v) for c, v in zip(self.classes, track.scores, strict=True)}
             face.emotion, face.confidence = self.classes[k], float(track.scores[k])
         for tid in [t for t, tr in self.tracks.items() if self.frame - tr.last_seen > self.max_age]:

@@ -50,7 +50,9 @@ class VideoResult:
             "processing_seconds": round(self.seconds, 3),
             "processing_fps": round(self.frames_read / self.seconds, 2) if self.seconds else None,
             "faces": self.summary,
-            "timeline": [{"frame": r.frame, "time_s": round(r.time_s, 3), **r.face.to_dict()} for r in self.timeline],
+            "timeline": [
+                {"frame": r.frame, "time_s": round(r.time_s, 3), **r.face.to_dict()} for r in self.timeline
+            ],
         }
 
 
@@ -85,7 +87,9 @@ class _AtomicVideoWriter:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".mp4")
         os.close(fd)
         self.tmp = Path(tmp)
-        fourcc = cv2.VideoWriter_fourcc(*("mp4v" if path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
+        fourcc = cv2.VideoWriter.fourcc(
+            *("mp4v" if path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG")
+        )
         self.writer = cv2.VideoWriter(str(self.tmp), fourcc, fps, size)
         if not self.writer.isOpened():
             self.tmp.unlink(missing_ok=True)
@@ -170,10 +174,22 @@ def analyze_video(
 def write_timeline_csv(result: VideoResult, path: Path, classes: list[str]) -> None:
     from facial_emotion.model_file import atomic_write_bytes
 
-    rows = [["frame", "time_s", "track_id", "x", "y", "w", "h", "emotion", "confidence", *classes]]
+    rows: list[list[object]] = [
+        ["frame", "time_s", "track_id", "x", "y", "w", "h", "emotion", "confidence", *classes]
+    ]
     for r in result.timeline:
         f = r.face
-        rows.append([r.frame, f"{r.time_s:.3f}", f.track_id, *f.box, f.emotion, f"{f.confidence:.4f}", *(f"{f.scores[c]:.4f}" for c in classes)])
+        rows.append(
+            [
+                r.frame,
+                f"{r.time_s:.3f}",
+                f.track_id,
+                *f.box,
+                f.emotion,
+                f"{f.confidence:.4f}",
+                *(f"{f.scores[c]:.4f}" for c in classes),
+            ]
+        )
     import io
 
     buf = io.StringIO()
@@ -189,14 +205,19 @@ def plot_timeline(result: VideoResult, path: Path, classes: list[str]) -> None:
 
     from facial_emotion.labels import COLORS_RGB
 
-    ids = sorted({r.face.track_id for r in result.timeline})
+    ids = sorted({r.face.track_id or 0 for r in result.timeline})
     n = max(1, len(ids))
     fig, axes = plt.subplots(n, 1, figsize=(10, 2.4 * n), squeeze=False, sharex=True)
-    for ax, tid in zip(axes[:, 0], ids or [None], strict=False):
+    for ax, tid in zip(axes[:, 0], ids, strict=False):
         rows = [r for r in result.timeline if r.face.track_id == tid]
         t = [r.time_s for r in rows]
         for c in classes:
-            ax.plot(t, [r.face.scores[c] for r in rows], label=c, color=np.array(COLORS_RGB.get(c, (0, 0, 0))) / 255)
+            ax.plot(
+                t,
+                [r.face.scores[c] for r in rows],
+                label=c,
+                color=np.array(COLORS_RGB.get(c, (0, 0, 0))) / 255,
+            )
         ax.set(ylabel=f"face #{tid}", ylim=(0, 1))
     axes[0, 0].legend(ncol=7, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 1.35))
     axes[-1, 0].set_xlabel("time (s)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from facial_emotion.training.augment import AugmentConfig
 
@@ -35,5 +36,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
-        aug = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("augment", {}).items()})
+        aug_fields: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("augment", {}).items()
+        }
+        aug = AugmentConfig(**aug_fields)
         return cls(**d, augment=aug)

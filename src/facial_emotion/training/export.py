@@ -10,11 +10,11 @@ from typing import Any
 
 import torch
 
+from facial_emotion.labels import EMOTIONS, FERPLUS_8_CLASSES
 from facial_emotion.model_file import make_metadata, write_model
 from facial_emotion.training.checkpoint import load_checkpoint
 from facial_emotion.training.config import TrainConfig
 from facial_emotion.training.nets import create_model
-from facial_emotion.labels import EMOTIONS, FERPLUS_8_CLASSES
 
 
 def model_from_checkpoint(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -34,7 +34,7 @@ def onnx_bytes(model: torch.nn.Module, crop: int) -> bytes:
         torch.onnx.export(
             model,
             (dummy,),
-            buf,
+            buf,  # type: ignore[arg-type]
             input_names=["pixels"],
             output_names=["logits"],
             dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},

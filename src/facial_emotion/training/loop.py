@@ -4,7 +4,6 @@ bf16 autocast where the CPU has AMX, EMA weights, per-epoch validation, atomic c
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -111,7 +110,9 @@ def attach_ferplus_mix(train: FaceDataset, targets: torch.Tensor, cfg: TrainConf
 
 
 @torch.no_grad()
-def evaluate_torch(model: torch.nn.Module, val: FaceDataset, crop: int, autocast: bool, batch: int = 512) -> tuple[float, float]:
+def evaluate_torch(
+    model: torch.nn.Module, val: FaceDataset, crop: int, autocast: bool, batch: int = 512
+) -> tuple[float, float]:
     model.eval()
     correct, loss_sum = 0, 0.0
     images = torch.from_numpy(val.images)
@@ -160,16 +161,23 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         train_ds = train_ds.subset(np.arange(len(train_ds)) < cfg.limit)
     num_classes = ds.num_classes
     if len(train_ds) < cfg.batch_size:
-        raise DatasetError(f"only {len(train_ds)} training faces; need at least one batch of {cfg.batch_size}")
+        raise DatasetError(
+            f"only {len(train_ds)} training faces; need at least one batch of {cfg.batch_size}"
+        )
     targets = build_targets(train_ds, cfg, num_classes)
     if cfg.ferplus_mix > 0:
         targets = attach_ferplus_mix(train_ds, targets, cfg)
     images = torch.from_numpy(train_ds.images)
 
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.arch, num_classes).to(memory_format=torch.channels_last)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) if cfg.ema_decay else None
-    decay, no_decay = [], []
+    model = create_model(cfg.arch, num_classes).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    ema = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        if cfg.ema_decay
+        else None
+    )
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
     optimizer = torch.optim.SGD(
@@ -180,9 +188,15 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     )
     steps_per_epoch = len(train_ds) // cfg.batch_size
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15, div_factor=20, final_div_factor=500
+        optimizer,
+        max_lr=cfg.lr,
+        total_steps=cfg.epochs * steps_per_epoch,
+        pct_start=0.15,
+        div_factor=20,
+        final_div_factor=500,
     )
-    start_epoch, history, best = 0, [], {"val_acc": -1.0, "epoch": -1}
+    start_epoch, history = 0, []
+    best: dict[str, Any] = {"val_acc": -1.0, "epoch": -1}
     if state is not None:
         model.load_state_dict(state["model"])
         if ema is not None and state.get("ema"):
@@ -193,8 +207,12 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
 
     log.info(
         "training %s on %d faces (%s), validating on %s, precision %s, %d threads",
-        cfg.arch, len(train_ds), ",".join(train_ds.splits), f"{len(val_ds)} faces" if val_ds else "nothing",
-        precision, torch.get_num_threads(),
+        cfg.arch,
+        len(train_ds),
+        ",".join(train_ds.splits),
+        f"{len(val_ds)} faces" if val_ds else "nothing",
+        precision,
+        torch.get_num_threads(),
     )
     for epoch in range(start_epoch, cfg.epochs):
         # Every random draw of an epoch comes from generators seeded by (seed, epoch): a resumed
@@ -205,7 +223,13 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         model.train()
         t0 = time.time()
         seen, loss_sum, correct = 0, 0.0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False, unit="batch")
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not progress,
+            leave=False,
+            unit="batch",
+        )
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             x = augment(images[idx], cfg.augment, gen).contiguous(memory_format=torch.channels_last)
@@ -228,12 +252,14 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
             loss_sum += loss.item() * len(idx)
             correct += (logits.argmax(1) == y.argmax(1)).sum().item()
             elapsed = time.time() - t0
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", img_s=f"{seen / elapsed:.0f}")
+            bar.set_postfix(
+                loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", img_s=f"{seen / elapsed:.0f}"
+            )
         bar.close()
         epoch_s = time.time() - t0
         row: dict[str, Any] = {
             "epoch": epoch + 1,
-            "lr": round(scheduler.get_last_lr()[0], 6),
+            "lr": round(float(scheduler.get_last_lr()[0]), 6),
             "train_loss": round(loss_sum / seen, 4),
             "train_acc": round(correct / seen, 4),
             "img_per_s": round(seen / epoch_s, 1),
@@ -254,9 +280,12 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         history.append(row)
         improved = acc > best["val_acc"] or val_ds is None
         if improved:
-            weights = (ema.module if which == "ema" else model).state_dict()
+            weights = (ema.module if ema is not None and which == "ema" else model).state_dict()
             best = {"val_acc": acc, "epoch": epoch + 1, "weights": which}
-            save_checkpoint({"config": cfg.to_dict(), "model": weights, "best": best, "num_classes": num_classes}, out / BEST)
+            save_checkpoint(
+                {"config": cfg.to_dict(), "model": weights, "best": best, "num_classes": num_classes},
+                out / BEST,
+            )
         save_checkpoint(
             {
                 "config": cfg.to_dict(),
@@ -272,8 +301,13 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
             out / LAST,
         )
         _write_logs(out, history)
-        log.info("epoch %d/%d %s%s", epoch + 1, cfg.epochs, " ".join(f"{k}={v}" for k, v in row.items() if k != "epoch"),
-                 " *" if improved else "")
+        log.info(
+            "epoch %d/%d %s%s",
+            epoch + 1,
+            cfg.epochs,
+            " ".join(f"{k}={v}" for k, v in row.items() if k != "epoch"),
+            " *" if improved else "",
+        )
 
     from facial_emotion.training.export import export_checkpoint
 

@@ -58,7 +58,9 @@ class VGG(nn.Module):
                 layers.append(conv_bn_relu(cin, w))
                 cin = w
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -72,7 +74,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.bn2(self.conv2(self.conv1(x))) + self.shortcut(x))
@@ -81,7 +85,9 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """ResNet-style: 3x3 stem (no early downsampling, the faces are small), BasicBlock stages."""
 
-    def __init__(self, widths: tuple[int, ...], blocks: tuple[int, ...], num_classes: int = 7, dropout: float = 0.2):
+    def __init__(
+        self, widths: tuple[int, ...], blocks: tuple[int, ...], num_classes: int = 7, dropout: float = 0.2
+    ):
         super().__init__()
         layers: list[nn.Module] = [Normalize(), conv_bn_relu(1, widths[0])]
         cin = widths[0]
@@ -90,7 +96,9 @@ class ResNet(nn.Module):
                 layers.append(BasicBlock(cin, w, stride=2 if (i > 0 and j == 0) else 1))
                 cin = w
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

@@ -1,0 +1,145 @@
+"""Inference speed of the installed pipeline (no torch): classifier faces/s at batch 1 and batched on
+1 and 2 threads, end-to-end fps on 640x480 frames with one face (1 thread), and a 720p video.
+
+    python benchmarks/speed.py [--seconds 3] [--out benchmarks/results/speed.json]
+
+Prints a table and writes JSON. Run it on a quiet machine: figures are wall-clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from facial_emotion import EmotionRecognizer, __version__, load_image
+from facial_emotion.inference.classifier import EmotionClassifier
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FACIAL_EMOTION_SHARED", REPO.parent / "shared"))
+
+
+def rate(fn, units: int, seconds: float) -> float:
+    """Calls of ``fn`` per second x units, after one warm-up call, over at least ``seconds``."""
+    fn()
+    n, t0 = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < seconds or n < 3:
+        fn()
+        n += 1
+    return n * units / elapsed
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "opencv": cv2.__version__,
+        "facial_emotion": __version__,
+        "commit": commit,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def frame_640x480_with_face() -> np.ndarray:
+    """justin.jpg's face placed on a 640x480 frame."""
+    img = load_image(SHARED / "media" / "justin.jpg")
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    h, w = img.shape[:2]
+    s = min(400 / h, 400 / w)
+    small = cv2.resize(img, (int(w * s), int(h * s)))
+    frame[40 : 40 + small.shape[0], 120 : 120 + small.shape[1]] = small
+    return frame
+
+
+def video_720p_minute(path: Path, seconds: int = 60) -> Path:
+    """A 1-minute 1280x720 30 fps video made by looping woman2.mp4, scaled to 720p."""
+    src = cv2.VideoCapture(str(SHARED / "media" / "woman2.mp4"))
+    frames = []
+    while True:
+        ok, f = src.read()
+        if not ok:
+            break
+        frames.append(cv2.resize(f, (1280, 720)))
+    src.release()
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 30, (1280, 720))
+    for i in range(seconds * 30):
+        out.write(frames[i % len(frames)])
+    out.release()
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "speed.json"))
+    ap.add_argument("--skip-video", action="store_true")
+    args = ap.parse_args()
+    if not (SHARED / "media").is_dir():
+        sys.exit(f"{SHARED / 'media'} not found: set FACIAL_EMOTION_SHARED")
+
+    results: dict = {"machine": machine(), "classifier": {}, "end_to_end": {}}
+    faces = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
+    for threads in (1, 2):
+        clf = EmotionClassifier(threads=threads)
+        for batch in (1, 64):
+            for tta in (False, True):
+                key = f"threads={threads} batch={batch}{' tta' if tta else ''}"
+                results["classifier"][key] = round(rate(lambda b=batch, t=tta: clf.predict(faces[:b], tta=t), batch, args.seconds), 1)
+                print(f"classifier {key:<28} {results['classifier'][key]:>9.1f} faces/s", flush=True)
+
+    frame = frame_640x480_with_face()
+    for detector_side in (640, 320):
+        rec = EmotionRecognizer(threads=1)
+        rec.detector.max_side = detector_side  # type: ignore[attr-defined]
+        n_faces = len(rec.analyze_frame(frame))
+        fps = rate(lambda r=rec: r.analyze_frame(frame), 1, args.seconds)
+        key = f"640x480 1 face, 1 thread, detect at {detector_side}px"
+        results["end_to_end"][key] = {"fps": round(fps, 1), "faces": n_faces}
+        print(f"end-to-end {key:<45} {fps:>7.1f} fps ({n_faces} face)", flush=True)
+
+    if not args.skip_video:
+        import tempfile
+
+        from facial_emotion.inference.video import analyze_video
+
+        with tempfile.TemporaryDirectory() as d:
+            path = video_720p_minute(Path(d) / "minute720p.mp4")
+            rec = EmotionRecognizer(threads=1)
+            rec.detector.max_side = 320  # type: ignore[attr-defined]
+            t0 = time.perf_counter()
+            res = analyze_video(rec, str(path), every=1)
+            wall = time.perf_counter() - t0
+            results["video_720p_60s"] = {
+                "frames": res.frames_read,
+                "seconds": round(wall, 1),
+                "x_realtime": round(60 / wall, 2),
+                "fps": round(res.frames_read / wall, 1),
+                "faces_found_in_frames": len({r.frame for r in res.timeline}),
+            }
+            print(f"1-minute 720p video, every frame, 1 thread: {wall:.1f} s ({60 / wall:.1f}x real time)", flush=True)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -50,7 +50,7 @@ def percentile(values: list[float], q: float) -> float:
 def start_server(port: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "facial_emotion", "serve", "--host", "127.0.0.1", "--port", str(port)]
     # stderr to a file, not a pipe: a pipe nobody reads would block the server once full.
-    log = tempfile.TemporaryFile("w+")
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (open for the life of the server)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -67,7 +67,9 @@ def start_server(port: int) -> subprocess.Popen:
     raise SystemExit("the server did not start within 60 s")
 
 
-async def load(url: str, image: bytes, requests: int, concurrency: int) -> tuple[list[float], list[str], float]:
+async def load(
+    url: str, image: bytes, requests: int, concurrency: int
+) -> tuple[list[float], list[str], float]:
     latencies: list[float] = []
     errors: list[str] = []
     remaining = requests
@@ -96,7 +98,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=10000)
     ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--image", type=Path, default=SHARED / "media" / "obama-720p.jpg", help="a real face photo")
+    ap.add_argument(
+        "--image", type=Path, default=SHARED / "media" / "obama-720p.jpg", help="a real face photo"
+    )
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "load_service.json")
     args = ap.parse_args()
     if not args.image.is_file():
@@ -134,7 +138,11 @@ def main() -> int:
         "server_rss_mb_before": round(rss_before, 1),
         "server_rss_mb_after": round(rss_after, 1),
         "model": {k: model.get(k) for k in ("name", "arch", "date", "detector")},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     print(

@@ -68,7 +68,9 @@ def server():
     if not (MEDIA / "two_people.jpg").is_file():
         pytest.skip(f"!!! SKIPPED: real media not found in {MEDIA} (set FACIAL_EMOTION_SHARED) !!!")
     if not default_model_path().is_file():
-        pytest.skip(f"!!! SKIPPED: no model at {default_model_path()} (build it or set FACIAL_EMOTION_MODEL) !!!")
+        pytest.skip(
+            f"!!! SKIPPED: no model at {default_model_path()} (build it or set FACIAL_EMOTION_MODEL) !!!"
+        )
     with BackgroundServer(create_app()) as s:
         yield s
 
@@ -164,11 +166,15 @@ def test_live_camera_draws_labelled_boxes(page):
 
 
 def test_phone_layout(browser, server):
-    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True
+    )
     pg = context.new_page()
     pg.goto(server.url)
     upload(pg, MEDIA / "two_people.jpg")
     sync_api.expect(pg.get_by_test_id("face-count")).to_have_text("2", timeout=60_000)
-    assert pg.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "horizontal scrolling on a phone"
+    assert pg.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), (
+        "horizontal scrolling on a phone"
+    )
     pg.screenshot(path=ARTIFACTS / "phone-photo.png", full_page=True)
     context.close()

@@ -41,7 +41,9 @@ def media() -> Path:
     if not (MEDIA / "two_people.jpg").is_file():
         pytest.skip(f"!!! SKIPPED: real media not found in {MEDIA} (set FACIAL_EMOTION_SHARED) !!!")
     if not default_model_path().is_file():
-        pytest.skip(f"!!! SKIPPED: no model at {default_model_path()} (build it or set FACIAL_EMOTION_MODEL) !!!")
+        pytest.skip(
+            f"!!! SKIPPED: no model at {default_model_path()} (build it or set FACIAL_EMOTION_MODEL) !!!"
+        )
     return MEDIA
 
 
@@ -93,7 +95,9 @@ def test_two_people_multipart(client, media):
 
 
 def test_no_faces_is_200_with_empty_list(client, media):
-    r = client.post("/v1/analyze", content=(media / "no-faces.jpg").read_bytes(), headers={"content-type": "image/jpeg"})
+    r = client.post(
+        "/v1/analyze", content=(media / "no-faces.jpg").read_bytes(), headers={"content-type": "image/jpeg"}
+    )
     assert r.status_code == 200, r.text
     check_faces(r.json(), 0)
 
@@ -110,13 +114,17 @@ def test_raw_body_equals_multipart(client, media, content_type):
 
 
 def test_rgba_png(client, media):
-    r = client.post("/v1/analyze", files={"file": ("32bit.png", (media / "32bit.png").read_bytes(), "image/png")})
+    r = client.post(
+        "/v1/analyze", files={"file": ("32bit.png", (media / "32bit.png").read_bytes(), "image/png")}
+    )
     assert r.status_code == 200, r.text
     check_faces(r.json(), 1)
 
 
 def test_annotate_returns_a_jpeg(client, media):
-    r = client.post("/v1/analyze?annotate=true", files={"file": ("two.jpg", (media / "two_people.jpg").read_bytes())})
+    r = client.post(
+        "/v1/analyze?annotate=true", files={"file": ("two.jpg", (media / "two_people.jpg").read_bytes())}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     jpeg = base64.b64decode(body["annotated_jpeg_base64"])
@@ -156,7 +164,11 @@ def test_too_many_pixels_is_413(client):
 
 @pytest.mark.parametrize(
     "content_type, data",
-    [("text/plain", b"hello, world"), ("application/json", b'{"a": 1}'), ("application/octet-stream", b"plain text")],
+    [
+        ("text/plain", b"hello, world"),
+        ("application/json", b'{"a": 1}'),
+        ("application/octet-stream", b"plain text"),
+    ],
 )
 def test_not_an_image_type_is_415(client, content_type, data):
     is_json_error(client.post("/v1/analyze", content=data, headers={"content-type": content_type}), 415)
@@ -179,7 +191,9 @@ def test_corrupt_image_is_4xx_json(client, media, kind):
 
 
 def test_missing_file_field_and_bad_query(client, media):
-    is_json_error(client.post("/v1/analyze", files={"photo": ("j.jpg", (media / "justin.jpg").read_bytes())}), 422)
+    is_json_error(
+        client.post("/v1/analyze", files={"photo": ("j.jpg", (media / "justin.jpg").read_bytes())}), 422
+    )
     is_json_error(client.post("/v1/analyze?annotate=maybe", content=b"\xff\xd8\xff"), 422)
 
 
@@ -220,7 +234,11 @@ def test_model_card(client):
 
 def test_healthz_docs_openapi(client):
     assert client.get("/healthz").json()["status"] == "ok"
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    # Swagger UI comes from the package (fastapi-offline), so the docs work offline too.
+    assert "cdn" not in docs.text.lower() and "/static-offline-docs/swagger-ui-bundle.js" in docs.text
+    assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
     spec = client.get("/openapi.json").json()
     assert "/v1/analyze" in spec["paths"] and "/v1/model" in spec["paths"]
 
@@ -316,6 +334,9 @@ def test_stream_bad_messages_get_error_replies(server, media):
 
 
 def test_stream_refuses_foreign_origin(server):
-    with pytest.raises(Exception) as err, ws_client.connect(f"{server.ws_url}/v1/stream", origin="https://evil.example"):
+    with (
+        pytest.raises(Exception) as err,
+        ws_client.connect(f"{server.ws_url}/v1/stream", origin="https://evil.example"),
+    ):
         pass
     assert "403" in str(err.value)

@@ -220,6 +220,7 @@ def cmd_video(args: argparse.Namespace) -> int:
         smoothing=args.smoothing,
         annotated_out=Path(args.out) if args.out else None,
         progress=not args.json and sys.stderr.isatty(),
+        detect_every=args.detect_every,
     )
     if args.timeline:
         write_timeline_csv(result, Path(args.timeline), recognizer.classes)
@@ -278,7 +279,13 @@ def cmd_webcam(args: argparse.Namespace) -> int:
 
     try:
         result = analyze_video(
-            recognizer, source, every=1, smoothing=args.smoothing, on_frame=show, max_frames=args.max_frames
+            recognizer,
+            source,
+            every=1,
+            smoothing=args.smoothing,
+            on_frame=show,
+            max_frames=args.max_frames,
+            detect_every=args.detect_every,
         )
     except VideoError as e:
         raise UserError(f"{e} — is a camera connected? try --camera N") from None
@@ -404,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--smoothing", type=float, default=0.6, help="temporal smoothing of scores per face (0 = off, <1)"
     )
+    p.add_argument(
+        "--detect-every", type=int, default=10, help="full-frame face search every N analysed frames (1 = always)"
+    )
     p.add_argument("--out", help="annotated video (.mp4 / .avi)")
     p.add_argument("--timeline", help="CSV, one row per analysed frame and face")
     p.add_argument("--plot", help="PNG of each face's emotions over time")
@@ -415,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="any OpenCV capture source instead of a camera (file, URL)")
     _common_inference(p, tta=False)
     p.add_argument("--smoothing", type=float, default=0.6)
+    p.add_argument("--detect-every", type=int, default=10, help="full-frame face search every N frames")
     p.add_argument("--no-window", action="store_true", help="do not show a window (measure only)")
     p.add_argument("--max-frames", type=int, default=None)
     p.set_defaults(func=cmd_webcam)

@@ -62,6 +62,24 @@ class HaarDetector:
         # faces cut by the image edge (measured on obama_partial_face.jpg: found only with padding).
         self.pad = pad
 
+    def _cascade(
+        self, gray: np.ndarray, min_side: int, max_side: int = 0
+    ) -> list[tuple[tuple[int, ...], float]]:
+        boxes, _, weights = self.cascade.detectMultiScale3(
+            cv2.equalizeHist(gray),
+            scaleFactor=1.1,
+            minNeighbors=self.min_neighbors,
+            minSize=(min_side, min_side),
+            maxSize=(max_side, max_side) if max_side else (0, 0),
+            outputRejectLevels=True,
+        )
+        return [(tuple(int(v) for v in b), float(w)) for b, w in zip(boxes, np.ravel(weights), strict=False)]
+
+    @staticmethod
+    def _score(weight: float) -> float:
+        # Haar's level weight is unbounded; squash it into 0..1 for a comparable score.
+        return float(1 / (1 + np.exp(-(weight - 2.0))))
+
     def detect(self, bgr: np.ndarray) -> list[Detection]:
         small, scale = _downscale(bgr, self.max_side)
         gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
@@ -69,29 +87,44 @@ class HaarDetector:
         pad = int(max(gray.shape) * self.pad)
         if pad:
             gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        gray = cv2.equalizeHist(gray)
-        boxes, _, weights = self.cascade.detectMultiScale3(
-            gray,
-            scaleFactor=1.1,
-            minNeighbors=self.min_neighbors,
-            minSize=(side, side),
-            outputRejectLevels=True,
-        )
-        out = []
-        for (x, y, w, h), weight in zip(boxes, np.ravel(weights), strict=False):
-            out.append(
-                Detection(
-                    box=(
-                        round((x - pad) / scale),
-                        round((y - pad) / scale),
-                        round(w / scale),
-                        round(h / scale),
-                    ),
-                    # Haar's level weight is unbounded; squash it into 0..1 for a comparable score.
-                    score=float(1 / (1 + np.exp(-(float(weight) - 2.0)))),
-                )
+        return [
+            Detection(
+                box=(round((x - pad) / scale), round((y - pad) / scale), round(w / scale), round(h / scale)),
+                score=self._score(weight),
             )
-        return out
+            for (x, y, w, h), weight in self._cascade(gray, side)
+        ]
+
+    def detect_near(self, bgr: np.ndarray, box: tuple[int, int, int, int]) -> list[Detection]:
+        """Search only around a face seen in the previous frame, at sizes near its size: a small
+        fraction of the cost of a full-frame search, which is what makes video real time."""
+        x, y, w, h = box
+        side = max(w, h)
+        m = side // 2
+        fh, fw = bgr.shape[:2]
+        pad = m + max(0, -x, -y, x + w - fw, y + h - fh)  # the box may reach past the frame
+        # Work at a scale where the face is ~64 px: enough for Haar's 24 px windows, and cheap.
+        scale = min(1.0, 64 / max(side, 1))
+        padded = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        region = padded[y + pad - m : y + pad + h + m, x + pad - m : x + pad + w + m]
+        if region.size == 0:
+            return []
+        gray = cv2.cvtColor(region, cv2.COLOR_BGR2GRAY)
+        if scale < 1.0:
+            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        found = self._cascade(gray, max(20, int(side * scale * 0.7)), int(side * scale * 1.45) + 1)
+        return [
+            Detection(
+                box=(
+                    round(bx / scale) + x - m,
+                    round(by / scale) + y - m,
+                    round(bw / scale),
+                    round(bh / scale),
+                ),
+                score=self._score(weight),
+            )
+            for (bx, by, bw, bh), weight in found
+        ]
 
 
 class YuNetDetector:

@@ -91,12 +91,15 @@ class EmotionRecognizer:
             )
         return faces
 
-    def analyze_frame(self, bgr: np.ndarray) -> list[Face]:
+    def analyze_frame(self, bgr: np.ndarray, detections: list[Detection] | None = None) -> list[Face]:
         """A decoded BGR frame -> its faces, all classified in one batched call."""
-        return self.analyze_frames([bgr])[0]
+        return self.analyze_frames([bgr], None if detections is None else [detections])[0]
 
-    def analyze_frames(self, frames: list[np.ndarray]) -> list[list[Face]]:
-        dets = [self.detect(f) for f in frames]
+    def analyze_frames(
+        self, frames: list[np.ndarray], detections: list[list[Detection]] | None = None
+    ) -> list[list[Face]]:
+        """Decoded BGR frames -> their faces; ``detections`` skips detection (video passes tracked boxes)."""
+        dets = detections if detections is not None else [self.detect(f) for f in frames]
         crops = [
             crop_face(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), d)
             for f, ds in zip(frames, dets, strict=True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from facial_emotion.inference.draw import annotate
 from facial_emotion.inference.pipeline import EmotionRecognizer, Face
-from facial_emotion.inference.tracking import FaceTracker
+from facial_emotion.inference.tracking import FaceTracker, VideoFaceFinder
 
 
 class VideoError(Exception):
@@ -116,6 +116,7 @@ def analyze_video(
     on_frame: Callable[[int, np.ndarray, list[Face], float], bool] | None = None,
     max_frames: int | None = None,
     progress: bool = False,
+    detect_every: int = 10,
 ) -> VideoResult:
     """Analyse every ``every``-th frame. ``on_frame(index, annotated, faces, fps)`` may return False to stop
     (the webcam uses it to show frames and quit on 'q'). Frames in between keep the last faces drawn."""
@@ -125,6 +126,7 @@ def analyze_video(
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     result = VideoResult(source=str(source), fps=fps)
     tracker = FaceTracker(recognizer.classes, smoothing=smoothing)
+    finder = VideoFaceFinder(recognizer.detector, refresh=detect_every)
     writer: _AtomicVideoWriter | None = None
     bar = None
     if progress:
@@ -138,7 +140,7 @@ def analyze_video(
         for index, frame in enumerate(frames(cap)):
             result.frames_read += 1
             if index % every == 0:
-                faces = tracker.update(recognizer.analyze_frame(frame))
+                faces = tracker.update(recognizer.analyze_frame(frame, finder.detect(frame)))
                 result.frames_analyzed += 1
                 for face in faces:
                     result.timeline.append(TimelineRow(index, index / fps, face))

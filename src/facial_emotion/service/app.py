@@ -1,4 +1,5 @@
-"""The FastAPI app: ``POST /v1/analyze``, ``WS /v1/stream``, ``GET /v1/model``, ``GET /healthz`` and the page at ``/``.
+"""The FastAPI app: ``POST /v1/analyze``, ``WS /v1/stream``, ``GET /v1/model``, ``GET /healthz``
+and the page at ``/``.
 
 Safety defaults: uploads are capped in bytes and in pixels, only images are accepted, every request
 has a deadline, nothing is written to disk, no CORS unless origins are given, and every error is a
@@ -21,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -64,7 +66,9 @@ class AnalyzeOut(BaseModel):
     height: int
     model: dict[str, Any]
     elapsed_ms: float
-    annotated_jpeg_base64: str | None = Field(None, description="with ?annotate=true: the image with boxes, as JPEG")
+    annotated_jpeg_base64: str | None = Field(
+        None, description="with ?annotate=true: the image with boxes, as JPEG"
+    )
 
 
 class ErrorOut(BaseModel):
@@ -77,7 +81,11 @@ _ANALYZE_BODY = {
         "required": True,
         "content": {
             "multipart/form-data": {
-                "schema": {"type": "object", "required": ["file"], "properties": {"file": _IMAGE_BODY["schema"]}}
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": _IMAGE_BODY["schema"]},
+                }
             },
             "image/jpeg": _IMAGE_BODY,
             "image/png": _IMAGE_BODY,
@@ -169,7 +177,7 @@ def create_app(
         yield
         engine.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs with Swagger UI served from the package, not a CDN
         title="facial-emotion",
         version=__version__,
         description="Recognise the seven basic facial emotions in photos and live camera frames.",
@@ -180,7 +188,10 @@ def create_app(
     app.add_middleware(SecurityHeaders)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"], allow_headers=["*"]
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
         )
 
     @app.exception_handler(StarletteHTTPException)

@@ -1,7 +1,7 @@
 """Run the service in a background thread of this process (tests, notebooks, demos).
 
-    >>> with BackgroundServer(create_app()) as server:
-    ...     httpx.get(f"{server.url}/healthz")
+>>> with BackgroundServer(create_app()) as server:
+...     httpx.get(f"{server.url}/healthz")
 """
 
 from __future__ import annotations

@@ -45,7 +45,9 @@ def check_pixels(data: bytes, max_pixels: int, name: str) -> None:
     except Exception:  # not something Pillow can read: the decoder gives the real message later
         return
     if w * h > max_pixels:
-        raise TooLarge(f"{name}: image too large ({w}x{h} = {w * h / 1e6:.1f} MP; limit {max_pixels / 1e6:.1f} MP)")
+        raise TooLarge(
+            f"{name}: image too large ({w}x{h} = {w * h / 1e6:.1f} MP; limit {max_pixels / 1e6:.1f} MP)"
+        )
 
 
 def is_too_large(e: ImageError) -> bool:
@@ -74,7 +76,11 @@ class Engine:
             clone.detector = create_detector(detector)
             self.recognizers.append(clone)
         info = base.model_info
-        self.model_id = {"name": base.classifier.path.name, "arch": info.get("arch"), "date": info.get("date")}
+        self.model_id = {
+            "name": base.classifier.path.name,
+            "arch": info.get("arch"),
+            "date": info.get("date"),
+        }
         self.max_pixels = max_pixels
         self.max_pending = max_pending  # beyond this, refuse at once rather than queue for minutes
         self.pending = 0
@@ -130,7 +136,11 @@ class Engine:
         faces = rec.analyze_frame(bgr)
         if post is not None:
             faces = post(faces)
-        out: dict[str, Any] = {"faces": [f.to_dict() for f in faces], "width": bgr.shape[1], "height": bgr.shape[0]}
+        out: dict[str, Any] = {
+            "faces": [f.to_dict() for f in faces],
+            "width": bgr.shape[1],
+            "height": bgr.shape[0],
+        }
         if want_annotated:
             ok, buf = cv2.imencode(".jpg", annotate(bgr, faces), [cv2.IMWRITE_JPEG_QUALITY, 88])
             if not ok:

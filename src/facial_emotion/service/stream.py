@@ -91,7 +91,9 @@ async def stream(ws: WebSocket, engine: Engine, settings: Settings) -> None:
             if data is None:
                 await send({"type": "error", "error": "send each camera frame as one binary message (JPEG)"})
             elif len(data) > settings.max_upload_bytes:
-                await send({"type": "error", "error": f"frame too large: limit {settings.max_upload_bytes} bytes"})
+                await send(
+                    {"type": "error", "error": f"frame too large: limit {settings.max_upload_bytes} bytes"}
+                )
                 await ws.close(code=1009)
                 break
             elif not looks_like_image(data):
@@ -109,7 +111,9 @@ async def stream(ws: WebSocket, engine: Engine, settings: Settings) -> None:
             await worker
 
 
-async def _work(slot: LatestFrame, tracker: FaceTracker, send: Any, engine: Engine, settings: Settings) -> None:
+async def _work(
+    slot: LatestFrame, tracker: FaceTracker, send: Any, engine: Engine, settings: Settings
+) -> None:
     dropped_total = 0
     while True:
         (seq, data, t_recv), dropped = await slot.take()
@@ -117,13 +121,18 @@ async def _work(slot: LatestFrame, tracker: FaceTracker, send: Any, engine: Engi
         reply: dict[str, Any]
         try:
             result = await asyncio.wait_for(
-                engine.run(engine.analyze_bytes, data, f"frame {seq}", False, tracker.update), settings.request_timeout
+                engine.run(engine.analyze_bytes, data, f"frame {seq}", False, tracker.update),
+                settings.request_timeout,
             )
             reply = {"type": "result", "frame": seq, **result, "model": engine.model_id}
         except (ImageError, Busy) as e:
             reply = {"type": "error", "frame": seq, "error": str(e)}
         except asyncio.TimeoutError:
-            reply = {"type": "error", "frame": seq, "error": f"frame timed out after {settings.request_timeout:g} s"}
+            reply = {
+                "type": "error",
+                "frame": seq,
+                "error": f"frame timed out after {settings.request_timeout:g} s",
+            }
         except Exception:
             log.exception("stream frame %d failed", seq)
             reply = {"type": "error", "frame": seq, "error": "internal server error"}

@@ -59,7 +59,9 @@ def check_type(content_type: str | None, data: bytes) -> None:
     if media in ("", "application/octet-stream"):
         if looks_like_image(data):
             return
-        raise UploadError(415, "not an image: unrecognised file signature (send JPEG, PNG, WebP, BMP, GIF or TIFF)")
+        raise UploadError(
+            415, "not an image: unrecognised file signature (send JPEG, PNG, WebP, BMP, GIF or TIFF)"
+        )
     raise UploadError(415, f"unsupported content type {media!r}: send an image (image/jpeg, image/png, ...)")
 
 

@@ -207,11 +207,13 @@ document.addEventListener("paste", (ev) => { // a screenshot pasted anywhere on 
 // --- Live tab -------------------------------------------------------------------------------------
 
 const FRAME_WIDTH = 640;   // frames are downscaled before sending: faster upload and detection
-const MAX_IN_FLIGHT = 2;   // one frame analysed while the next travels; the server drops anything older
+// One frame at a time: the next is grabbed when the answer comes, so boxes lag by one analysis only.
+// (A client that sends faster loses nothing either: the server skips to the newest frame.)
+const MAX_IN_FLIGHT = 1;
 const HISTORY_MS = 60_000;
 
 const live = {
-  running: false, stream: null, ws: null, inFlight: 0, lastReply: 0, retry: 0,
+  running: false, stream: null, ws: null, inFlight: 0, lastReply: 0, retry: 0, sent: 0, sentAt: new Map(),
   result: null, resultAt: 0, replies: [], history: [], chartDrawn: 0,
   grab: document.createElement("canvas"),
 };
@@ -249,6 +251,8 @@ async function startLive() {
   live.ws.onclose = (ev) => { if (live.running) { liveStatus(`Connection closed (${ev.code}). Press Start to retry.`, true); stopLive(false); } };
   live.running = true;
   live.inFlight = 0;
+  live.sent = 0;
+  live.sentAt.clear();
   live.lastReply = performance.now();
   $("live-toggle").textContent = "Stop camera";
   requestAnimationFrame(drawLive);
@@ -293,8 +297,12 @@ function sendFrame() {
   grab.getContext("2d").drawImage(video, 0, 0, w, h);
   live.inFlight++;
   grab.toBlob((blob) => {
-    if (blob && live.ws && live.ws.readyState === WebSocket.OPEN) live.ws.send(blob);
-    else live.inFlight = Math.max(0, live.inFlight - 1);
+    if (blob && live.ws && live.ws.readyState === WebSocket.OPEN) {
+      live.ws.send(blob);
+      live.sentAt.set(++live.sent, performance.now()); // the server numbers frames in the same order
+    } else {
+      live.inFlight = Math.max(0, live.inFlight - 1);
+    }
   }, "image/jpeg", 0.8);
   return true;
 }
@@ -311,7 +319,9 @@ function onReply(ev) {
     live.replies.push(now);
     while (live.replies[0] < now - 2000) live.replies.shift();
     $("fps").textContent = `${(live.replies.length / 2).toFixed(1)} fps`;
-    $("latency").textContent = `${Math.round(msg.latency_ms)} ms`;
+    const sentAt = live.sentAt.get(msg.frame);
+    if (sentAt !== undefined) $("latency").textContent = `${Math.round(now - sentAt)} ms`; // round trip
+    for (const k of live.sentAt.keys()) if (k <= msg.frame) live.sentAt.delete(k);
     $("dropped").textContent = String(msg.dropped_total);
     showLiveFaces(msg.faces);
     record(now, msg.faces);

@@ -39,12 +39,12 @@ def rate(fn, units: int, seconds: float) -> float:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
+    cpu = names[0] if names else platform.processor() or "unknown"
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -101,7 +101,9 @@ def main() -> None:
         for batch in (1, 64):
             for tta in (False, True):
                 key = f"threads={threads} batch={batch}{' tta' if tta else ''}"
-                results["classifier"][key] = round(rate(lambda b=batch, t=tta: clf.predict(faces[:b], tta=t), batch, args.seconds), 1)
+                results["classifier"][key] = round(
+                    rate(lambda b=batch, t=tta, c=clf: c.predict(faces[:b], tta=t), batch, args.seconds), 1
+                )
                 print(f"classifier {key:<28} {results['classifier'][key]:>9.1f} faces/s", flush=True)
 
     frame = frame_640x480_with_face()
@@ -133,7 +135,10 @@ def main() -> None:
                 "fps": round(res.frames_read / wall, 1),
                 "faces_found_in_frames": len({r.frame for r in res.timeline}),
             }
-            print(f"1-minute 720p video, every frame, 1 thread: {wall:.1f} s ({60 / wall:.1f}x real time)", flush=True)
+            print(
+                f"1-minute 720p video, every frame, 1 thread: {wall:.1f} s ({60 / wall:.1f}x real time)",
+                flush=True,
+            )
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

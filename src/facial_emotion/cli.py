@@ -412,7 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--smoothing", type=float, default=0.6, help="temporal smoothing of scores per face (0 = off, <1)"
     )
     p.add_argument(
-        "--detect-every", type=int, default=10, help="full-frame face search every N analysed frames (1 = always)"
+        "--detect-every",
+        type=int,
+        default=10,
+        help="full-frame face search every N analysed frames (1 = always)",
     )
     p.add_argument("--out", help="annotated video (.mp4 / .avi)")
     p.add_argument("--timeline", help="CSV, one row per analysed frame and face")

@@ -3,7 +3,7 @@
 # only what the parts of it the benchmark uses import. Idempotent: does nothing when the venv is
 # already complete for these exact pins (a stamp file records them).
 #
-#     bash benchmarks/setup_peer.sh            # PEER_VENV=... to put it elsewhere, PEER_PYTHON=... to pick python
+#     bash benchmarks/setup_peer.sh     # PEER_VENV=DIR to put it elsewhere, PEER_PYTHON=EXE to pick python
 #
 # Why not `pip install fer`: fer declares facenet-pytorch (which pins an old torch, and any unpinned
 # torch is a multi-GB CUDA build), moviepy, ffmpeg-python, pandas, matplotlib and opencv-contrib-python.
@@ -37,13 +37,19 @@ fi
 echo "creating the peer venv $VENV ($PYTHON): $PINS"
 rm -f "$STAMP"
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+pip_install() {
+    # pip's own output, less its notes on this machine's local index folders and its (expected)
+    # complaint that fer's declared dependencies are missing: they are left out on purpose.
+    "$VENV/bin/python" -m pip --disable-pip-version-check -q install "$@" 2>&1 |
+        { grep -v -e "^WARNING: Location 'file:" -e "^fer .* requires " -e "resolver does not" || true; }
+}
 # No torch may come in by any route: fer's own dependencies are skipped with --no-deps, and the
 # rest are checked below.
-"${PIP[@]}" install --no-deps "$FER"
-"${PIP[@]}" install "${DEPS[@]}"
+pip_install --no-deps "$FER"
+pip_install "${DEPS[@]}"
 
-if "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)"; then
+has_torch="import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)"
+if "$VENV/bin/python" -c "$has_torch"; then
     echo "error: torch ended up in the peer venv $VENV; remove it (rm -r $VENV)" >&2
     exit 1
 fi

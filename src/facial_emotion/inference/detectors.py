@@ -95,37 +95,6 @@ class HaarDetector:
             for (x, y, w, h), weight in self._cascade(gray, side)
         ]
 
-    def detect_near(self, bgr: np.ndarray, box: tuple[int, int, int, int]) -> list[Detection]:
-        """Search only around a face seen in the previous frame, at sizes near its size: a small
-        fraction of the cost of a full-frame search, which is what makes video real time."""
-        x, y, w, h = box
-        side = max(w, h)
-        m = side // 2
-        fh, fw = bgr.shape[:2]
-        pad = m + max(0, -x, -y, x + w - fw, y + h - fh)  # the box may reach past the frame
-        # Work at a scale where the face is ~64 px: enough for Haar's 24 px windows, and cheap.
-        scale = min(1.0, 64 / max(side, 1))
-        padded = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        region = padded[y + pad - m : y + pad + h + m, x + pad - m : x + pad + w + m]
-        if region.size == 0:
-            return []
-        gray = cv2.cvtColor(region, cv2.COLOR_BGR2GRAY)
-        if scale < 1.0:
-            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        found = self._cascade(gray, max(20, int(side * scale * 0.7)), int(side * scale * 1.45) + 1)
-        return [
-            Detection(
-                box=(
-                    round(bx / scale) + x - m,
-                    round(by / scale) + y - m,
-                    round(bw / scale),
-                    round(bh / scale),
-                ),
-                score=self._score(weight),
-            )
-            for (bx, by, bw, bh), weight in found
-        ]
-
 
 class YuNetDetector:
     name = "yunet"
@@ -156,14 +125,17 @@ class YuNetDetector:
 
 
 def create_detector(spec: str | FaceDetector | None = None) -> FaceDetector:
-    """'haar' (default), 'yunet' (model from $FACIAL_EMOTION_YUNET) or 'yunet:/path/model.onnx'."""
+    """'haar' (default; 'haar:320' searches a frame downscaled to 320 px, faster, for video),
+    'yunet' (model from $FACIAL_EMOTION_YUNET) or 'yunet:/path/model.onnx'."""
     if spec is None:
         spec = os.environ.get("FACIAL_EMOTION_DETECTOR", "haar")
     if not isinstance(spec, str):
         return spec
     name, _, arg = spec.partition(":")
     if name == "haar":
-        return HaarDetector()
+        if arg and not arg.isdigit():
+            raise DetectorError(f"haar:N takes the frame size to search at in pixels, not {arg!r}")
+        return HaarDetector(max_side=int(arg)) if arg else HaarDetector()
     if name == "yunet":
         path = arg or os.environ.get("FACIAL_EMOTION_YUNET", "")
         if not path:

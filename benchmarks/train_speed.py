@@ -1,0 +1,219 @@
+"""Training throughput of facial-emotion's recipe: images/s and projected seconds per epoch.
+
+    python benchmarks/train_speed.py [--steps 40] [--warmup 5] [--out benchmarks/results/train_speed.json]
+
+Runs ``--steps`` optimiser steps of the training loop's step, as ``facial_emotion.training.loop.train``
+does it, with every setting from ``TrainConfig``'s defaults (architecture, batch, SGD Nesterov, one-cycle
+schedule, EMA, augmentation, channels_last, precision "auto"): real FER-2013 Training faces held in RAM
+as uint8, batched augmentation, forward, soft-target loss, backward, step, EMA update. The first
+``--warmup`` steps are not timed. Epoch time = steps per epoch x batch / throughput, plus one validation
+pass of the model and of its EMA copy on the validation split, as the loop does every epoch.
+
+Where the CPU has AMX (bf16 autocast pays off), fp32 and bf16 are both measured; otherwise fp32 only.
+compare_fer.py imports ``measure`` from here; run this file alone for the training figures only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FACIAL_EMOTION_SHARED", REPO.parent / "shared"))
+FER2013 = SHARED / "datasets" / "fer2013" / "fer2013.csv.gz"
+
+
+def measure(
+    data: Path = FER2013,
+    steps: int = 40,
+    warmup: int = 5,
+    threads: int = 0,
+    val_limit: int = 0,
+    precisions: list[str] | None = None,
+) -> dict:
+    """Throughput of the recipe in TrainConfig's defaults; one entry per precision measured."""
+    import torch
+
+    from facial_emotion.data import load_dataset
+    from facial_emotion.training.config import TrainConfig
+    from facial_emotion.training.loop import build_targets, cpu_has_amx_bf16, resolve_precision, split_dataset
+
+    cfg = TrainConfig(data=str(data))
+    if threads:
+        torch.set_num_threads(threads)
+    ds = load_dataset(cfg.data)
+    train_ds, val_ds = split_dataset(ds, cfg)
+    full_val = len(val_ds) if val_ds is not None else 0
+    if val_ds is not None and val_limit:
+        val_ds = val_ds.subset(np.arange(len(val_ds)) < val_limit)
+    targets = build_targets(train_ds, cfg, ds.num_classes)
+    images = torch.from_numpy(train_ds.images)
+    steps_per_epoch = len(train_ds) // cfg.batch_size
+    if precisions is None:
+        precisions = ["fp32", "bf16"] if cpu_has_amx_bf16() else [resolve_precision(cfg.precision)]
+
+    out: dict = {
+        "recipe": {
+            "arch": cfg.arch,
+            "batch_size": cfg.batch_size,
+            "optimizer": "SGD nesterov" + (f", EMA {cfg.ema_decay}" if cfg.ema_decay else ""),
+            "precision_auto": resolve_precision(cfg.precision),
+            "channels_last": True,
+        },
+        "train_faces": len(train_ds),
+        "val_faces": full_val,
+        "steps_per_epoch": steps_per_epoch,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "amx_bf16": cpu_has_amx_bf16(),
+        "steps": steps,
+        "warmup": warmup,
+        "runs": {},
+    }
+    for precision in precisions:
+        out["runs"][precision] = _run(cfg, precision, images, targets, val_ds, full_val, steps, warmup)
+    return out
+
+
+def _run(cfg, precision: str, images, targets, val_ds, full_val: int, steps: int, warmup: int) -> dict:
+    """One precision: build the model and optimiser as the loop does, time ``steps`` steps."""
+    import torch
+    import torch.nn.functional as F
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from facial_emotion.training.augment import augment
+    from facial_emotion.training.loop import evaluate_torch
+    from facial_emotion.training.nets import create_model
+
+    autocast = precision == "bf16"
+    steps_per_epoch = len(images) // cfg.batch_size
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.arch, targets.shape[1])
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    ema = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        if cfg.ema_decay
+        else None
+    )
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=True,
+    )
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=cfg.lr,
+        total_steps=cfg.epochs * steps_per_epoch,
+        pct_start=0.15,
+        div_factor=20,
+        final_div_factor=500,
+    )
+    gen = torch.Generator().manual_seed(cfg.seed)
+    order = torch.randperm(len(images), generator=gen)
+    model.train()
+
+    def step(i: int) -> None:
+        j = i % steps_per_epoch
+        idx = order[j * cfg.batch_size : (j + 1) * cfg.batch_size]
+        x = augment(images[idx], cfg.augment, gen).contiguous(memory_format=torch.channels_last)
+        y = targets[idx]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits = model(x)
+        loss = torch.sum(-y * F.log_softmax(logits.float(), dim=1), dim=1).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        loss.item()  # the loop reads the loss and the accuracy every step
+        (logits.argmax(1) == y.argmax(1)).sum().item()
+
+    for i in range(warmup):
+        step(i)
+    t0 = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        step(i)
+    train_s = time.perf_counter() - t0
+    img_s = steps * cfg.batch_size / train_s
+    val_s = 0.0
+    if val_ds is not None and len(val_ds):
+        t0 = time.perf_counter()
+        evaluate_torch(model, val_ds, cfg.augment.crop, autocast)
+        if ema is not None:
+            evaluate_torch(ema.module, val_ds, cfg.augment.crop, autocast)
+        val_s = (time.perf_counter() - t0) * full_val / len(val_ds)  # scaled up under --val-limit
+    epoch_train_s = steps_per_epoch * cfg.batch_size / img_s
+    return {
+        "img_per_s": round(img_s, 1),
+        "step_ms": round(1000 * train_s / steps, 1),
+        "epoch_train_s": round(epoch_train_s, 1),
+        "epoch_val_s": round(val_s, 1),
+        "epoch_s": round(epoch_train_s + val_s, 1),
+    }
+
+
+def table(res: dict) -> str:
+    r = res["recipe"]
+    lines = [
+        f"Training throughput: {r['arch']}, batch {r['batch_size']}, {r['optimizer']}, channels_last, "
+        f"{res['threads']} threads, torch {res['torch']}, {res['steps']} timed steps on real FER-2013 faces",
+        "",
+        "| precision | img/s | ms/step | s/epoch train | + validation | s/epoch |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for precision, run in res["runs"].items():
+        auto = " (auto)" if precision == r["precision_auto"] else ""
+        lines.append(
+            f"| {precision}{auto} | {run['img_per_s']:.0f} | {run['step_ms']:.0f} "
+            f"| {run['epoch_train_s']:.0f} "
+            f"| {run['epoch_val_s']:.0f} | {run['epoch_s']:.0f} |"
+        )
+    lines.append("")
+    lines.append(
+        f"One epoch = {res['steps_per_epoch']} steps x {r['batch_size']} of {res['train_faces']:,} "
+        f"training faces, then validation of the model and its EMA on {res['val_faces']:,} faces."
+        + ("" if res["amx_bf16"] else " No AMX on this CPU: bf16 autocast not measured (it is slower here).")
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(FER2013), help="FER-2013 csv (default: ../shared/datasets/...)")
+    ap.add_argument("--steps", type=int, default=40, help="timed optimiser steps")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--val-limit", type=int, default=0, help="time validation on N faces, scaled up")
+    ap.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "both"],
+        default="both",
+        help="both = fp32 and bf16 where the CPU has AMX, else fp32",
+    )
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "train_speed.json"))
+    args = ap.parse_args()
+    if not Path(args.data).exists():
+        sys.exit(f"{args.data} not found: set FACIAL_EMOTION_SHARED")
+    from facial_emotion.training.loop import resolve_precision
+
+    precisions = None if args.precision == "both" else [resolve_precision(args.precision)]
+    res = measure(Path(args.data), args.steps, args.warmup, args.threads, args.val_limit, precisions)
+    print(table(res))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -96,3 +96,20 @@ def test_webcam_runs_on_a_capture_source_and_says_when_no_camera(tmp_path: Path)
     assert proc.stdout.startswith("20 frames")
     proc = run_cli("webcam", "--camera", "7", "--no-window")
     assert proc.returncode == 2 and "camera" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_followed_faces_stay_on_the_face_between_full_searches() -> None:
+    from facial_emotion.inference.detectors import create_detector
+    from facial_emotion.inference.tracking import VideoFaceFinder, iou
+
+    cap = cv2.VideoCapture(str(need_shared("media", "woman2.mp4")))
+    frames = [cap.read()[1] for _ in range(60)]
+    cap.release()
+    detector = create_detector("haar:320")
+    finder = VideoFaceFinder(detector, refresh=30)
+    followed = [finder.detect(f) for f in frames]
+    assert all(len(boxes) == 1 for boxes in followed)
+    # Frames 1..29 were followed by template matching, not detected: compare with fresh detections.
+    for i in (5, 15, 29):
+        fresh = detector.detect(frames[i])
+        assert len(fresh) == 1 and iou(followed[i][0].box, fresh[0].box) > 0.7

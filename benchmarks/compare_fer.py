@@ -230,7 +230,8 @@ def interleaved(fns: dict[str, Callable[[], float]], rounds: int) -> dict[str, d
         for key in list(fns) if r % 2 == 0 else list(fns)[::-1]:
             samples[key].append(fns[key]())
     return {
-        k: {"median": statistics.median(v), "samples": [round(x, 2) for x in v]} for k, v in samples.items()
+        k: {"median": round(statistics.median(v), 2), "samples": [round(x, 2) for x in v]}
+        for k, v in samples.items()
     }
 
 
@@ -334,8 +335,8 @@ def bench_end_to_end(peers: Peers, threads: int, seconds: float, rounds: int, vi
             "faces": {OURS: ours_faces, "fer": peer_meta["faces"]},
         }
         print(
-            f"end-to-end {name:<24} ours {res[OURS]['median']:.1f} fps ({ours_faces} faces), "
-            f"fer {res['fer']['median']:.1f} fps ({peer_meta['faces']} faces)",
+            f"end-to-end {name:<24} ours {res[OURS]['median']:.1f} fps (faces: {ours_faces}), "
+            f"fer {res['fer']['median']:.1f} fps (faces: {peer_meta['faces']})",
             flush=True,
         )
 
@@ -498,7 +499,8 @@ def markdown(res: dict) -> str:
         e = res["end_to_end"]
         lines += [
             "",
-            f"**End to end** (decoded image -> faces with emotions, {e['threads']} thread(s); "
+            f"**End to end** (decoded image -> faces with emotions, {e['threads']} "
+            f"thread{'s' if e['threads'] != 1 else ''}; "
             "fps, higher is better; faces found / expected)",
             "",
             "| input | facial-emotion fps | faces | fer fps | faces | ratio |",
@@ -594,7 +596,7 @@ def main() -> None:
                 res["accuracy"] = bench_accuracy(sets, peers(max(args.threads)), clf, work)
             if "classifier" not in args.skip:
                 faces_path = work / "speed-faces.npy"
-                np.save(faces_path, sets[0][1][: max(args.batches)])
+                np.save(faces_path, np.resize(sets[0][1], (max(args.batches), 48, 48)))  # repeats if few
                 res["classifier"] = bench_classifier(
                     peers, faces_path, args.threads, args.batches, args.seconds, args.rounds
                 )

@@ -24,7 +24,7 @@ import cv2
 from PIL import Image
 
 from facial_emotion.inference.decode import ImageError, from_bytes
-from facial_emotion.inference.detectors import create_detector
+from facial_emotion.inference.detectors import Detection, create_detector
 from facial_emotion.inference.draw import annotate
 from facial_emotion.inference.pipeline import EmotionRecognizer, Face
 
@@ -81,6 +81,11 @@ class Engine:
             "arch": info.get("arch"),
             "date": info.get("date"),
         }
+        # Live streams follow faces between full searches (VideoFaceFinder), searching frames at
+        # 320 px unless the server was given a detector; an object detector is used as it is.
+        self.stream_detector: str | None = (
+            (detector or "haar:320") if not detector or isinstance(detector, str) else None
+        )
         self.max_pixels = max_pixels
         self.max_pending = max_pending  # beyond this, refuse at once rather than queue for minutes
         self.pending = 0
@@ -129,11 +134,12 @@ class Engine:
         name: str,
         want_annotated: bool = False,
         post: Callable[[list[Face]], list[Face]] | None = None,
+        detect: Callable[[Any], list[Detection]] | None = None,
     ) -> dict[str, Any]:
         t0 = time.perf_counter()
         check_pixels(data, self.max_pixels, name)
         bgr = from_bytes(data, name)
-        faces = rec.analyze_frame(bgr)
+        faces = rec.analyze_frame(bgr, detect(bgr) if detect is not None else None)
         if post is not None:
             faces = post(faces)
         out: dict[str, Any] = {

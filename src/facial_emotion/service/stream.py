@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from facial_emotion.inference.decode import ImageError
-from facial_emotion.inference.tracking import FaceTracker
+from facial_emotion.inference.detectors import create_detector
+from facial_emotion.inference.tracking import FaceTracker, VideoFaceFinder
 from facial_emotion.service.engine import Busy
 from facial_emotion.service.upload import looks_like_image
 
@@ -81,7 +82,9 @@ async def stream(ws: WebSocket, engine: Engine, settings: Settings) -> None:
         async with send_lock:
             await ws.send_text(json.dumps(obj))
 
-    worker = asyncio.create_task(_work(slot, tracker, send, engine, settings))
+    # One finder per connection: its frames are analysed one at a time, so its detector is never shared.
+    finder = VideoFaceFinder(create_detector(engine.stream_detector)) if engine.stream_detector else None
+    worker = asyncio.create_task(_work(slot, tracker, finder, send, engine, settings))
     try:
         while True:
             msg = await ws.receive()
@@ -112,7 +115,12 @@ async def stream(ws: WebSocket, engine: Engine, settings: Settings) -> None:
 
 
 async def _work(
-    slot: LatestFrame, tracker: FaceTracker, send: Any, engine: Engine, settings: Settings
+    slot: LatestFrame,
+    tracker: FaceTracker,
+    finder: VideoFaceFinder | None,
+    send: Any,
+    engine: Engine,
+    settings: Settings,
 ) -> None:
     dropped_total = 0
     while True:
@@ -121,7 +129,14 @@ async def _work(
         reply: dict[str, Any]
         try:
             result = await asyncio.wait_for(
-                engine.run(engine.analyze_bytes, data, f"frame {seq}", False, tracker.update),
+                engine.run(
+                    engine.analyze_bytes,
+                    data,
+                    f"frame {seq}",
+                    False,
+                    tracker.update,
+                    finder.detect if finder is not None else None,
+                ),
                 settings.request_timeout,
             )
             reply = {"type": "result", "frame": seq, **result, "model": engine.model_id}

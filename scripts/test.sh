@@ -11,7 +11,7 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" =
 fi
 export FACIAL_EMOTION_SHARED="${FACIAL_EMOTION_SHARED:-$(cd .. && pwd)/shared}"
 [ -d "$FACIAL_EMOTION_SHARED" ] || echo "WARNING: $FACIAL_EMOTION_SHARED not found: tests on real data will be SKIPPED" >&2
-.venv/bin/ruff format --check src tests benchmarks
-.venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff format --check src tests benchmarks examples
+.venv/bin/ruff check src tests benchmarks examples
 .venv/bin/mypy src
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -166,3 +166,16 @@ def test_help_lists_subcommands() -> None:
     proc = run_cli("--help")
     for cmd in ("train", "evaluate", "export", "analyze", "video", "webcam", "serve"):
         assert f"    {cmd}" in proc.stdout
+
+
+def test_example_script_runs(tmp_path: Path) -> None:
+    out = tmp_path / "annotated.jpg"
+    example = Path(__file__).resolve().parents[1] / "examples" / "analyze_photo.py"
+    proc = subprocess.run(
+        [sys.executable, str(example), str(need_shared("media", "two_people.jpg")), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 2 and cv2.imread(str(out)) is not None

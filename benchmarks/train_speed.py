@@ -84,39 +84,13 @@ def measure(
 def _run(cfg, precision: str, images, targets, val_ds, full_val: int, steps: int, warmup: int) -> dict:
     """One precision: build the model and optimiser as the loop does, time ``steps`` steps."""
     import torch
-    import torch.nn.functional as F
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     from facial_emotion.training.augment import augment
-    from facial_emotion.training.loop import evaluate_torch
-    from facial_emotion.training.nets import create_model
+    from facial_emotion.training.loop import build_training, evaluate_torch, train_step
 
     autocast = precision == "bf16"
     steps_per_epoch = len(images) // cfg.batch_size
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.arch, targets.shape[1])
-    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    ema = (
-        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-        if cfg.ema_decay
-        else None
-    )
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=True,
-    )
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=cfg.lr,
-        total_steps=cfg.epochs * steps_per_epoch,
-        pct_start=0.15,
-        div_factor=20,
-        final_div_factor=500,
-    )
+    model, ema, optimizer, scheduler = build_training(cfg, targets.shape[1], steps_per_epoch)
     gen = torch.Generator().manual_seed(cfg.seed)
     order = torch.randperm(len(images), generator=gen)
     model.train()
@@ -126,15 +100,7 @@ def _run(cfg, precision: str, images, targets, val_ds, full_val: int, steps: int
         idx = order[j * cfg.batch_size : (j + 1) * cfg.batch_size]
         x = augment(images[idx], cfg.augment, gen).contiguous(memory_format=torch.channels_last)
         y = targets[idx]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            logits = model(x)
-        loss = torch.sum(-y * F.log_softmax(logits.float(), dim=1), dim=1).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if ema is not None:
-            ema.update_parameters(model)
+        loss, logits = train_step(model, ema, optimizer, scheduler, x, y, autocast)
         loss.item()  # the loop reads the loss and the accuracy every step
         (logits.argmax(1) == y.argmax(1)).sum().item()
 

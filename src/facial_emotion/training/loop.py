@@ -153,6 +153,48 @@ def _write_logs(out: Path, history: list[dict[str, Any]]) -> None:
     plot_training_curves(history, out / "curves.png")
 
 
+def build_training(cfg: TrainConfig, num_classes: int, steps_per_epoch: int) -> tuple[Any, Any, Any, Any]:
+    """Model (channels_last), EMA copy, SGD Nesterov (no weight decay on norms and biases), one-cycle."""
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.arch, num_classes).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    ema = (
+        AveragedModel(model, avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
+        if cfg.ema_decay
+        else None
+    )
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=True,
+    )
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=cfg.lr,
+        total_steps=cfg.epochs * steps_per_epoch,
+        pct_start=0.15,
+        div_factor=20,
+        final_div_factor=500,
+    )
+    return model, ema, optimizer, scheduler
+
+
+def train_step(model, ema, optimizer, scheduler, x: torch.Tensor, y: torch.Tensor, autocast: bool):
+    """One optimisation step on soft targets ``y``; returns (loss, logits)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        logits = model(x)
+    loss = torch.sum(-y * F.log_softmax(logits.float(), dim=1), dim=1).mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    if ema is not None:
+        ema.update_parameters(model)
+    return loss, logits
+
+
 def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train, checkpoint every epoch, export the best weights to ``out/model.onnx``; returns a summary."""
     out.mkdir(parents=True, exist_ok=True)
@@ -182,32 +224,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         targets = attach_ferplus_mix(train_ds, targets, cfg)
     images = torch.from_numpy(train_ds.images)
 
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.arch, num_classes).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    ema = (
-        AveragedModel(model, avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
-        if cfg.ema_decay
-        else None
-    )
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for p in model.parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=True,
-    )
     steps_per_epoch = len(train_ds) // cfg.batch_size
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=cfg.lr,
-        total_steps=cfg.epochs * steps_per_epoch,
-        pct_start=0.15,
-        div_factor=20,
-        final_div_factor=500,
-    )
+    model, ema, optimizer, scheduler = build_training(cfg, num_classes, steps_per_epoch)
     start_epoch, history = 0, []
     best: dict[str, Any] = {"val_acc": -1.0, "epoch": -1}
     if state is not None:
@@ -252,15 +270,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
                 perm = torch.randperm(len(idx), generator=gen)
                 x = lam * x + (1 - lam) * x[perm]
                 y = lam * y + (1 - lam) * y[perm]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_autocast):
-                logits = model(x)
-            loss = torch.sum(-y * F.log_softmax(logits.float(), dim=1), dim=1).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
+            loss, logits = train_step(model, ema, optimizer, scheduler, x, y, use_autocast)
             seen += len(idx)
             loss_sum += loss.item() * len(idx)
             correct += (logits.argmax(1) == y.argmax(1)).sum().item()

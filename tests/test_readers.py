@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import cv2
@@ -142,3 +143,22 @@ def test_real_fer2013_csv_and_kaggle_agree() -> None:
     assert ds.select_split("PublicTest").class_counts().tolist() == [467, 56, 496, 895, 653, 415, 607]
     folders = load_dataset(kaggle)
     assert folders.select_split("test").class_counts().tolist() == [467, 56, 496, 895, 653, 415, 607]
+
+
+def test_cli_bad_row_exit_2_or_skipped_with_warning(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    images, labels = synthetic_faces(14)
+    path = write_fer_csv(tmp_path / "fer.csv", images, labels, ["PublicTest"] * 14)
+    path.write_text(path.read_text() + "3,1 2 3,PublicTest\n")
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        args = [sys.executable, "-m", "facial_emotion", "evaluate", "--data", str(path), "--json", *extra]
+        return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+    failed = run()
+    assert failed.returncode == 2 and "line 16" in failed.stderr and "Traceback" not in failed.stderr
+    skipped = run("--skip-bad")
+    assert skipped.returncode == 0, skipped.stderr
+    assert json.loads(skipped.stdout)["n"] == 14 and "skipped 1" in skipped.stderr

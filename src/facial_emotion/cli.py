@@ -69,6 +69,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         threads=args.threads,
         limit=args.limit,
+        skip_bad=args.skip_bad,
     )
     result = train(cfg, Path(args.out), resume=args.resume, progress=not args.quiet)
     best = result["best"]
@@ -380,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="train on the first N faces only (smoke tests)")
+    p.add_argument("--skip-bad", action="store_true", help="skip malformed csv rows instead of failing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 

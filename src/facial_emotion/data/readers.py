@@ -308,4 +308,12 @@ def load_dataset(
         ds = apply_ferplus(ds, votes, classes=ferplus_classes)
     if len(ds) == 0:
         raise DatasetError(f"{path}: dataset is empty")
+    if ds.skipped:
+        shown = "; ".join(ds.warnings[:3])
+        log.warning(
+            "%s: skipped %d unusable row(s) or file(s)%s",
+            path,
+            ds.skipped,
+            f" ({shown} ...)" if shown else "",
+        )
     return ds

@@ -27,6 +27,7 @@ class TrainConfig:
     precision: str = "auto"  # auto | bf16 | fp32
     seed: int = 0
     threads: int = 0  # 0 = torch default
+    skip_bad: bool = False  # skip malformed csv rows instead of stopping at the first
     limit: int = 0  # use only the first N training faces (tests, smoke runs)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

@@ -210,7 +210,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     precision = resolve_precision(cfg.precision)
     use_autocast = precision == "bf16"
 
-    ds = load_dataset(cfg.data, labels=cfg.labels)
+    ds = load_dataset(cfg.data, labels=cfg.labels, skip_bad=cfg.skip_bad)
     train_ds, val_ds = split_dataset(ds, cfg)
     if cfg.limit:
         train_ds = train_ds.subset(np.arange(len(train_ds)) < cfg.limit)

@@ -317,7 +317,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UserError(
             f"serve needs the [serve] extra ({e.name} is missing): pip install 'facial-emotion[serve]'"
         ) from None
-    app = create_app(model=args.model, detector=args.detector, cors_origins=args.cors_origin or [])
+    if args.max_upload_mb <= 0 or args.timeout <= 0 or (args.workers is not None and args.workers < 1):
+        raise UserError("--max-upload-mb, --timeout and --workers must be positive")
+    app = create_app(
+        model=args.model,
+        detector=args.detector,
+        cors_origins=args.cors_origin or [],
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        request_timeout=args.timeout,
+        workers=args.workers,
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return EXIT_OK
 
@@ -452,6 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default=None)
     p.add_argument(
         "--cors-origin", action="append", help="allow this browser origin (repeatable); default none"
+    )
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (413 above)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request before a 504")
+    p.add_argument(
+        "--workers", type=int, default=None, help="images analysed at once (default: cores, max 4)"
     )
     p.set_defaults(func=cmd_serve)
     return parser

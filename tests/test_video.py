@@ -113,3 +113,12 @@ def test_followed_faces_stay_on_the_face_between_full_searches() -> None:
     for i in (5, 15, 29):
         fresh = detector.detect(frames[i])
         assert len(fresh) == 1 and iou(followed[i][0].box, fresh[0].box) > 0.7
+
+
+def test_webcam_without_a_display_says_so() -> None:
+    import os
+
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        pytest.skip("a display is available here")
+    proc = run_cli("webcam", "--source", str(need_shared("media", "woman2.mp4")))
+    assert proc.returncode == 2 and "no display" in proc.stderr and "Traceback" not in proc.stderr

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from facial_emotion import __version__
+from facial_emotion.inference.tracking import DEFAULT_DETECT_EVERY
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 
@@ -435,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--detect-every",
         type=int,
-        default=10,
+        default=DEFAULT_DETECT_EVERY,
         help="full-frame face search every N analysed frames (1 = always)",
     )
     p.add_argument("--out", help="annotated video (.mp4 / .avi)")
@@ -449,7 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="any OpenCV capture source instead of a camera (file, URL)")
     _common_inference(p, tta=False)
     p.add_argument("--smoothing", type=float, default=0.6)
-    p.add_argument("--detect-every", type=int, default=10, help="full-frame face search every N frames")
+    p.add_argument(
+        "--detect-every", type=int, default=DEFAULT_DETECT_EVERY, help="full-frame face search every N frames"
+    )
     p.add_argument("--no-window", action="store_true", help="do not show a window (measure only)")
     p.add_argument("--max-frames", type=int, default=None)
     p.set_defaults(func=cmd_webcam)

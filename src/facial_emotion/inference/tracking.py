@@ -97,6 +97,11 @@ class FaceTracker:
         return out
 
 
+# Full-frame searches in video: every 15th frame (half a second at 30 fps) finds new faces soon
+# enough and keeps 640x480 video above 100 fps on one core (benchmarks/speed.py).
+DEFAULT_DETECT_EVERY = 15
+
+
 class VideoFaceFinder:
     """Face boxes for consecutive frames: a full-frame detection every ``refresh`` frames (to find
     new faces and fix drift), and in between each known face is followed by template matching of
@@ -106,7 +111,7 @@ class VideoFaceFinder:
     TEMPLATE_SIDE = 32  # px: the face is matched at this width, enough to locate it, very cheap
     MIN_MATCH = 0.5  # normalised correlation below this: the face is lost
 
-    def __init__(self, detector: FaceDetector, refresh: int = 10):
+    def __init__(self, detector: FaceDetector, refresh: int = DEFAULT_DETECT_EVERY):
         self.detector = detector
         self.refresh = max(1, refresh)
         self.last: list[Detection] = []

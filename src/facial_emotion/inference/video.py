@@ -17,7 +17,7 @@ import numpy as np
 
 from facial_emotion.inference.draw import annotate
 from facial_emotion.inference.pipeline import EmotionRecognizer, Face
-from facial_emotion.inference.tracking import FaceTracker, VideoFaceFinder
+from facial_emotion.inference.tracking import DEFAULT_DETECT_EVERY, FaceTracker, VideoFaceFinder
 
 
 class VideoError(Exception):
@@ -116,7 +116,7 @@ def analyze_video(
     on_frame: Callable[[int, np.ndarray, list[Face], float], bool] | None = None,
     max_frames: int | None = None,
     progress: bool = False,
-    detect_every: int = 10,
+    detect_every: int = DEFAULT_DETECT_EVERY,
 ) -> VideoResult:
     """Analyse every ``every``-th frame. ``on_frame(index, annotated, faces, fps)`` may return False to stop
     (the webcam uses it to show frames and quit on 'q'). Frames in between keep the last faces drawn."""

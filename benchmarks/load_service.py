@@ -99,7 +99,7 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=10000)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument(
-        "--image", type=Path, default=SHARED / "media" / "obama-720p.jpg", help="a real face photo"
+        "--image", type=Path, default=SHARED / "media" / "justin.jpg", help="a real face photo"
     )
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "load_service.json")
     args = ap.parse_args()

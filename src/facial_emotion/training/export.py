@@ -76,7 +76,7 @@ def export_checkpoint(
         classes=classes,
         crop=crop,
         arch=cfg.arch,
-        dataset=dataset_name or cfg.data,
+        dataset=Path(dataset_name or cfg.data).name,  # the file or folder name, not a local path
         labels=cfg.labels,
         train_split=cfg.train_split or "default",
         val_split=cfg.val_split or "default",

@@ -98,9 +98,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=10000)
     ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument(
-        "--image", type=Path, default=SHARED / "media" / "justin.jpg", help="a real face photo"
-    )
+    ap.add_argument("--image", type=Path, default=SHARED / "media" / "justin.jpg", help="a real face photo")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "load_service.json")
     args = ap.parse_args()
     if not args.image.is_file():

@@ -208,12 +208,10 @@ def _write_analyze_csv(results: list[dict], path: Path, classes: list[str]) -> N
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def _video_detector(args: argparse.Namespace) -> str:
-    """Video and camera search frames downscaled to 320 px: 3-4x faster than 640 px, and faces
-    between full searches are followed by template matching anyway (see VideoFaceFinder)."""
+def _detector_for(args: argparse.Namespace, default: str) -> str:
     import os
 
-    return args.detector or os.environ.get("FACIAL_EMOTION_DETECTOR") or "haar:320"
+    return args.detector or os.environ.get("FACIAL_EMOTION_DETECTOR") or default
 
 
 def cmd_video(args: argparse.Namespace) -> int:
@@ -223,7 +221,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     if args.every < 1:
         raise UserError("--every must be at least 1")
     recognizer = EmotionRecognizer(
-        args.model, detector=_video_detector(args), tta=args.tta, threads=args.threads
+        args.model, detector=_detector_for(args, "haar"), tta=args.tta, threads=args.threads
     )
     result = analyze_video(
         recognizer,
@@ -276,7 +274,13 @@ def cmd_webcam(args: argparse.Namespace) -> int:
         raise UserError(
             "no display to show the camera window (set DISPLAY, or use --no-window / the 'video' command)"
         )
-    recognizer = EmotionRecognizer(args.model, detector=_video_detector(args), threads=args.threads)
+    recognizer = EmotionRecognizer(
+        # A camera wants speed and shows big faces: search frames at 320 px (3-4x faster than 640;
+        # video files search at 640 px to find small faces too, see benchmarks/detectors.py).
+        args.model,
+        detector=_detector_for(args, "haar:320"),
+        threads=args.threads,
+    )
 
     def show(index: int, frame, faces, fps: float) -> bool:
         if args.no_window:

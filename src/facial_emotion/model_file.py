@@ -17,6 +17,11 @@ from typing import Any
 
 from facial_emotion.labels import EMOTIONS
 
+# Preprocessing facts, used by the readers, training and inference alike: FER-2013 faces are
+# 48 x 48 gray; nets see a 40 x 40 crop of them (random in training, centre or ten crops at test).
+FACE_SIZE = 48
+CROP = 40
+
 METADATA_KEY = "facial_emotion"
 FORMAT_VERSION = 1
 BUILTIN_MODEL_NAME = "emotion.onnx"
@@ -40,8 +45,8 @@ def make_metadata(**fields: Any) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "classes": list(EMOTIONS),
-        "face_size": 48,
-        "crop": 40,
+        "face_size": FACE_SIZE,
+        "crop": CROP,
         "channels": 1,
         "input": "float32 N x 1 x crop x crop, gray pixel values 0..255 (normalisation is in the graph)",
         "output": "logits N x classes",

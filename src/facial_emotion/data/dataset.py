@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facial_emotion.labels import NUM_CLASSES
-
-FACE_SIZE = 48  # FER-2013 faces are 48 x 48 grayscale; every reader resizes to this.
+from facial_emotion.model_file import FACE_SIZE  # every reader resizes faces to this
 
 
 class DatasetError(Exception):

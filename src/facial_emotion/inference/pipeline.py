@@ -79,7 +79,8 @@ class EmotionRecognizer:
         for det, p in zip(dets, probs, strict=True):
             k = int(p.argmax())
             x, y, bw, bh = det.box  # a face cut by the border is reported by its visible part
-            x0, y0, x1, y1 = max(0, x), max(0, y), min(w, x + bw), min(h, y + bh)
+            x0, y0 = min(max(0, x), w), min(max(0, y), h)
+            x1, y1 = max(x0, min(w, x + bw)), max(y0, min(h, y + bh))
             faces.append(
                 Face(
                     box=(x0, y0, x1 - x0, y1 - y0),
@@ -100,11 +101,12 @@ class EmotionRecognizer:
     ) -> list[list[Face]]:
         """Decoded BGR frames -> their faces; ``detections`` skips detection (video passes tracked boxes)."""
         dets = detections if detections is not None else [self.detect(f) for f in frames]
-        crops = [
-            crop_face(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), d)
-            for f, ds in zip(frames, dets, strict=True)
-            for d in ds
-        ]
+        size = self.classifier.face_size
+        crops = []
+        for frame, frame_dets in zip(frames, dets, strict=True):
+            if frame_dets:
+                gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)  # once per frame, not per face
+                crops += [crop_face(gray, d, size) for d in frame_dets]
         probs = self.classify(np.stack(crops)) if crops else np.zeros((0, len(self.classes)), np.float32)
         out, i = [], 0
         for frame, ds in zip(frames, dets, strict=True):

@@ -139,7 +139,12 @@ class VideoFaceFinder:
             return None
         shift_x = (dx - size[0] / 2) / s
         shift_y = (dy - size[1] / 2) / s
-        return Detection((round(x + shift_x), round(y + shift_y), w, h), det.score, None)
+        nx, ny = round(x + shift_x), round(y + shift_y)
+        fh, fw = gray.shape[:2]
+        if nx >= fw or ny >= fh or nx + w <= 0 or ny + h <= 0:
+            return None  # the face left the picture
+        landmarks = None if det.landmarks is None else det.landmarks + np.array([shift_x, shift_y], dtype=np.float32)
+        return Detection((nx, ny, w, h), det.score, landmarks)
 
     def detect(self, bgr: np.ndarray) -> list[Detection]:
         gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)

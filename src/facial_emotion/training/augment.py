@@ -10,10 +10,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from facial_emotion.model_file import CROP
+
 
 @dataclass
 class AugmentConfig:
-    crop: int = 40  # output size; the 48x48 face is cropped to this (random in training)
+    crop: int = CROP  # output size; the 48x48 face is cropped to this (random in training)
     rotate_deg: float = 10.0
     scale: float = 0.15
     shift: float = 0.10  # fraction of the face size

@@ -49,6 +49,8 @@ def test_cache_returns_identical_data(tiny_csv: Path) -> None:
         ("x,{px},Training", "unknown emotion label 'x'"),
         ("2,{px},Validation", "unknown Usage 'Validation'"),
         ("2,{bad},Training", "pixels must be 2304"),
+        ("2,99999999999999999999 {px},Training", "pixels must be 2304"),
+        ("²,{px},Training", "unknown emotion label '²'"),
     ],
 )
 def test_bad_csv_row_names_its_line_or_is_skipped(tmp_path: Path, row: str, message: str) -> None:

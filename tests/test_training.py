@@ -13,6 +13,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="training tests need the [train] extra")
 
 from facial_emotion.inference.classifier import EmotionClassifier  # noqa: E402
+from facial_emotion.labels import EMOTIONS  # noqa: E402
 from facial_emotion.training.augment import AugmentConfig, augment  # noqa: E402
 from facial_emotion.training.config import TrainConfig  # noqa: E402
 from facial_emotion.training.export import export_checkpoint, model_from_checkpoint  # noqa: E402
@@ -51,7 +52,7 @@ def test_run_writes_checkpoints_logs_curves_and_model(trained_run: Path) -> None
     assert [h["epoch"] for h in history] == [1, 2]
     assert all(h["img_per_s"] > 0 and 0 <= h["val_acc"] <= 1 for h in history)
     meta = json.loads((trained_run / "model.json").read_text())
-    assert meta["classes"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert meta["classes"] == list(EMOTIONS)
     assert meta["crop"] == 40 and meta["face_size"] == 48 and meta["recipe"]["arch"] == "vgg-s"
     assert meta["val_accuracy"] == pytest.approx(
         max(max(h["val_acc"], h.get("val_acc_ema", 0)) for h in history), abs=1e-4
@@ -103,7 +104,7 @@ def test_learns_the_synthetic_task_and_evaluate_json_contract(trained_run: Path)
     cm = np.array(result["confusion_matrix"])
     assert cm.shape == (7, 7) and cm.sum() == 70
     assert result["accuracy"] == pytest.approx(np.trace(cm) / 70, abs=1e-4)
-    assert list(result["per_class"]) == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert list(result["per_class"]) == list(EMOTIONS)
     for i, r in enumerate(result["per_class"].values()):
         assert r["support"] == cm[i].sum()
         assert set(r) == {"precision", "recall", "f1", "support"}
@@ -134,10 +135,16 @@ def test_resume_continues_a_killed_run_to_the_same_result(tmp_path: Path) -> Non
     assert proc.returncode == 9, proc.stderr
     assert torch.load(interrupted / "last.pt", weights_only=False)["epoch"] == 0  # epoch 1 of 2 was saved
     train(cfg, interrupted, resume=True, progress=False)
-    a = torch.load(straight / "last.pt", weights_only=False)["model"]
-    b = torch.load(interrupted / "last.pt", weights_only=False)["model"]
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], msg=k)
+    a = torch.load(straight / "last.pt", weights_only=False)
+    b = torch.load(interrupted / "last.pt", weights_only=False)
+    for part in ("model", "ema"):
+        for k in a[part]:
+            torch.testing.assert_close(a[part][k], b[part][k], msg=f"{part}.{k}")
+    strip = ("img_per_s", "epoch_s")  # wall-clock figures differ, everything else must not
+    assert [{k: v for k, v in h.items() if k not in strip} for h in a["history"]] == [
+        {k: v for k, v in h.items() if k not in strip} for h in b["history"]
+    ]
+    assert a["best"] == b["best"]
 
 
 def test_every_architecture_builds_and_runs() -> None:

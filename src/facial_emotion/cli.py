@@ -23,6 +23,10 @@ class UserError(Exception):
     """A problem the user can fix; printed as one line, exit code 2."""
 
 
+class MissingDependency(UserError):
+    """An optional package that this command needs is not installed."""
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Every exception type that means 'bad input', not 'bug'."""
     from facial_emotion.data import DatasetError
@@ -31,7 +35,15 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from facial_emotion.inference.video import VideoError
     from facial_emotion.model_file import ModelFileError
 
-    return (UserError, DatasetError, ImageError, DetectorError, VideoError, ModelFileError, FileNotFoundError)
+    errors: tuple[type[BaseException], ...] = (UserError, DatasetError, ImageError, DetectorError, VideoError)
+    errors += (ModelFileError, MissingDependency)
+    try:  # only present with the [train] extra
+        from facial_emotion.training.checkpoint import CheckpointError
+
+        errors += (CheckpointError,)
+    except ImportError:
+        pass
+    return errors
 
 
 def _print_json(obj: object) -> None:
@@ -52,6 +64,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         ) from None
     if args.arch not in ARCHITECTURES:
         raise UserError(f"unknown architecture {args.arch!r}; choose from {', '.join(sorted(ARCHITECTURES))}")
+    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0 or args.threads < 0:
+        raise UserError("--epochs, --batch-size and --lr must be positive, --threads not negative")
+    if not (0 <= args.ferplus_mix <= 1 and 0 <= args.label_smoothing < 1 and 0 <= args.ema < 1):
+        raise UserError("--ferplus-mix must be in 0..1, --label-smoothing and --ema in 0..1 (excluded)")
     cfg = TrainConfig(
         data=str(args.data),
         labels=args.labels,
@@ -147,6 +163,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if not paths:
         raise UserError("no input images found")
     results = []
+    written: set[str] = set()
     for path in paths:
         entry: dict = {"path": path, "faces": [], "error": None}
         try:
@@ -158,6 +175,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
                 ok, buf = cv2.imencode(".jpg", annotate(image, faces), [cv2.IMWRITE_JPEG_QUALITY, 92])
                 out = Path(args.annotate) / (Path(path).stem + ".annotated.jpg")
+                n = 2
+                while str(out) in written:  # same file name in two folders: keep both
+                    out = Path(args.annotate) / f"{Path(path).stem}.{n}.annotated.jpg"
+                    n += 1
+                written.add(str(out))
                 atomic_write_bytes(out, buf.tobytes())
                 entry["annotated"] = str(out)
         except ImageError as e:
@@ -208,6 +230,13 @@ def _write_analyze_csv(results: list[dict], path: Path, classes: list[str]) -> N
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
+def _check_video_args(args: argparse.Namespace) -> None:
+    if not 0 <= args.smoothing < 1:
+        raise UserError("--smoothing must be in 0..1 (1 excluded: the scores would never change)")
+    if args.threads is not None and args.threads < 0:
+        raise UserError("--threads must not be negative")
+
+
 def _detector_for(args: argparse.Namespace, default: str) -> str:
     import os
 
@@ -218,8 +247,9 @@ def cmd_video(args: argparse.Namespace) -> int:
     from facial_emotion.inference.pipeline import EmotionRecognizer
     from facial_emotion.inference.video import analyze_video, plot_timeline, write_timeline_csv
 
-    if args.every < 1:
-        raise UserError("--every must be at least 1")
+    if args.every < 1 or args.detect_every < 1:
+        raise UserError("--every and --detect-every must be at least 1")
+    _check_video_args(args)
     recognizer = EmotionRecognizer(
         args.model, detector=_detector_for(args, "haar"), tta=args.tta, threads=args.threads
     )
@@ -274,6 +304,7 @@ def cmd_webcam(args: argparse.Namespace) -> int:
         raise UserError(
             "no display to show the camera window (set DISPLAY, or use --no-window / the 'video' command)"
         )
+    _check_video_args(args)
     recognizer = EmotionRecognizer(
         # A camera wants speed and shows big faces: search frames at 320 px (3-4x faster than 640;
         # video files search at 640 px to find small faces too, see benchmarks/detectors.py).
@@ -288,8 +319,8 @@ def cmd_webcam(args: argparse.Namespace) -> int:
         try:
             cv2.imshow("facial-emotion (q quits)", frame)
         except cv2.error:
-            raise VideoError(
-                "cannot open a window: this OpenCV build has no GUI (pip install opencv-python)"
+            raise UserError(
+                "cannot open a window: this OpenCV build has no GUI (pip install opencv-python, or --no-window)"
             ) from None
         return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
 
@@ -302,6 +333,7 @@ def cmd_webcam(args: argparse.Namespace) -> int:
             on_frame=show,
             max_frames=args.max_frames,
             detect_every=args.detect_every,
+            keep_timeline=False,
         )
     except VideoError as e:
         raise UserError(f"{e} — is a camera connected? try --camera N") from None
@@ -490,6 +522,16 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except _user_errors() as e:
         print(f"facial-emotion {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ModuleNotFoundError as e:  # an optional dependency (plots, progress bars) is missing
+        print(
+            f"facial-emotion {args.command}: error: this needs the package {e.name!r}: pip install {e.name}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except OSError as e:  # cannot read or write a file the user named (permissions, full disk...)
+        where = f" {e.filename}" if e.filename else ""
+        print(f"facial-emotion {args.command}: error:{where}: {e.strerror or e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -62,9 +62,14 @@ def cached(path: Path, variant: str, parse: Callable[[], FaceDataset]) -> FaceDa
         target.parent.mkdir(parents=True, exist_ok=True)
         # Write beside the target, then rename: a killed run never leaves a half-written cache.
         fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp.npz")
+    except OSError:
+        return ds  # the cache is an optimisation; a read-only home must not stop the run
+    try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)  # type: ignore[arg-type]
         os.replace(tmp, target)
-    except OSError:
-        pass  # the cache is an optimisation; a read-only home must not stop the run
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if not isinstance(e, OSError):
+            raise
     return ds

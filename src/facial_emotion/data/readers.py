@@ -79,8 +79,8 @@ def detect_layout(path: Path) -> str:
 
 def _parse_pixels(text: str) -> np.ndarray | None:
     try:
-        values = np.array(text.split(), dtype=np.int32)
-    except ValueError:
+        values = np.array(text.split(), dtype=np.int64)
+    except (ValueError, OverflowError):
         return None
     if values.size != PIXELS or values.min() < 0 or values.max() > 255:
         return None
@@ -110,7 +110,7 @@ def read_fer2013_csv(path: Path, skip_bad: bool = False) -> FaceDataset:
                 else:
                     pixels = _parse_pixels(row[1])
                     usage = row[2].strip() if len(row) > 2 else "Training"
-                    if not row[0].strip().isdigit() or int(row[0]) >= len(EMOTIONS):
+                    if not row[0].strip().isdecimal() or int(row[0]) >= len(EMOTIONS):
                         problem = f"unknown emotion label {row[0]!r} (expected 0-6)"
                     elif pixels is None:
                         problem = f"pixels must be {PIXELS} integers 0-255"
@@ -304,7 +304,7 @@ def load_dataset(
     if labels == "ferplus":
         votes = Path(ferplus_path) if ferplus_path else path.parent / FERPLUS_FILENAME
         if not votes.exists():
-            raise DatasetError(f"FER+ votes file not found: {votes} (pass --ferplus PATH)")
+            raise DatasetError(f"FER+ votes file not found: {votes} (it must lie beside the FER-2013 csv)")
         ds = apply_ferplus(ds, votes, classes=ferplus_classes)
     if len(ds) == 0:
         raise DatasetError(f"{path}: dataset is empty")

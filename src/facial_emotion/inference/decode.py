@@ -96,7 +96,7 @@ def from_bytes(data: bytes, name: str = "upload") -> np.ndarray:
         raise ImageError(f"{name}: image too large (decompression bomb protection)") from None
     except UnidentifiedImageError:
         pass  # not a format Pillow knows: let OpenCV try
-    except (OSError, SyntaxError, ValueError) as e:
+    except Exception as e:  # Pillow's decoders raise many types (OSError, struct.error, IndexError...)
         raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:

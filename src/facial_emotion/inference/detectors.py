@@ -136,8 +136,8 @@ def create_detector(spec: str | FaceDetector | None = None) -> FaceDetector:
         return spec
     name, _, arg = spec.partition(":")
     if name == "haar":
-        if arg and not arg.isdigit():
-            raise DetectorError(f"haar:N takes the frame size to search at in pixels, not {arg!r}")
+        if arg and (not arg.isdigit() or int(arg) < 64):
+            raise DetectorError(f"haar:N takes the frame size to search at, at least 64 pixels, not {arg!r}")
         return HaarDetector(max_side=int(arg)) if arg else HaarDetector()
     if name == "yunet":
         path = arg or os.environ.get("FACIAL_EMOTION_YUNET", "")

@@ -143,7 +143,9 @@ class VideoFaceFinder:
         fh, fw = gray.shape[:2]
         if nx >= fw or ny >= fh or nx + w <= 0 or ny + h <= 0:
             return None  # the face left the picture
-        landmarks = None if det.landmarks is None else det.landmarks + np.array([shift_x, shift_y], dtype=np.float32)
+        landmarks = (
+            None if det.landmarks is None else det.landmarks + np.array([shift_x, shift_y], dtype=np.float32)
+        )
         return Detection((nx, ny, w, h), det.score, landmarks)
 
     def detect(self, bgr: np.ndarray) -> list[Detection]:

@@ -117,6 +117,7 @@ def analyze_video(
     max_frames: int | None = None,
     progress: bool = False,
     detect_every: int = DEFAULT_DETECT_EVERY,
+    keep_timeline: bool = True,
 ) -> VideoResult:
     """Analyse every ``every``-th frame. ``on_frame(index, annotated, faces, fps)`` may return False to stop
     (the webcam uses it to show frames and quit on 'q'). Frames in between keep the last faces drawn."""
@@ -142,8 +143,8 @@ def analyze_video(
             if index % every == 0:
                 faces = tracker.update(recognizer.analyze_frame(frame, finder.detect(frame)))
                 result.frames_analyzed += 1
-                for face in faces:
-                    result.timeline.append(TimelineRow(index, index / fps, face))
+                if keep_timeline:  # a camera runs for hours: it keeps only the per-face summary
+                    result.timeline += [TimelineRow(index, index / fps, face) for face in faces]
             elapsed = time.perf_counter() - t0
             rate = result.frames_read / elapsed if elapsed > 0 else 0.0
             if annotated_out is not None or on_frame is not None:

@@ -84,7 +84,9 @@ class Engine:
         # Live streams follow faces between full searches (VideoFaceFinder), searching frames at
         # 320 px unless the server was given a detector; an object detector is used as it is.
         self.stream_detector: str | None = (
-            (detector or "haar:320") if not detector or isinstance(detector, str) else None
+            (detector or os.environ.get("FACIAL_EMOTION_DETECTOR") or "haar:320")
+            if not detector or isinstance(detector, str)
+            else None
         )
         self.max_pixels = max_pixels
         self.max_pending = max_pending  # beyond this, refuse at once rather than queue for minutes

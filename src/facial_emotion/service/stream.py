@@ -123,22 +123,29 @@ async def _work(
     settings: Settings,
 ) -> None:
     dropped_total = 0
+    previous: asyncio.Future | None = None
     while True:
         (seq, data, t_recv), dropped = await slot.take()
         dropped_total += dropped
         reply: dict[str, Any]
-        try:
-            result = await asyncio.wait_for(
-                engine.run(
-                    engine.analyze_bytes,
-                    data,
-                    f"frame {seq}",
-                    False,
-                    tracker.update,
-                    finder.detect if finder is not None else None,
-                ),
-                settings.request_timeout,
+        # The tracker and the finder of a connection must see one frame at a time: a timed-out
+        # job keeps running in its thread, so wait for it before starting the next one.
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await previous
+        job = asyncio.ensure_future(
+            engine.run(
+                engine.analyze_bytes,
+                data,
+                f"frame {seq}",
+                False,
+                tracker.update,
+                finder.detect if finder is not None else None,
             )
+        )
+        previous = job
+        try:
+            result = await asyncio.wait_for(asyncio.shield(job), settings.request_timeout)
             reply = {"type": "result", "frame": seq, **result, "model": engine.model_id}
         except (ImageError, Busy) as e:
             reply = {"type": "error", "frame": seq, "error": str(e)}

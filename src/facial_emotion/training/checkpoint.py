@@ -22,5 +22,17 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
         raise
 
 
+class CheckpointError(Exception):
+    """A checkpoint that is missing, damaged or not one of ours."""
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found") from None
+    except Exception as e:  # torch raises pickle, zip and runtime errors for damaged files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({str(e).splitlines()[0]})") from None
+    if not isinstance(state, dict) or "config" not in state or "model" not in state:
+        raise CheckpointError(f"{path}: not a facial-emotion checkpoint")
+    return state

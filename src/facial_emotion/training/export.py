@@ -84,7 +84,7 @@ def export_checkpoint(
         best_epoch=best.get("epoch"),
         weights=best.get("weights"),
         epochs=cfg.epochs,
-        recipe=cfg.to_dict(),
+        recipe={**cfg.to_dict(), "data": Path(cfg.data).name},
         quantized="int8" if int8 else "none",
         date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         parameters=sum(p.numel() for p in model.parameters()),

@@ -76,36 +76,27 @@ def split_dataset(ds: FaceDataset, cfg: TrainConfig) -> tuple[FaceDataset, FaceD
 
 
 def build_targets(train: FaceDataset, cfg: TrainConfig, num_classes: int) -> torch.Tensor:
-    """Soft targets per face: label smoothing, FER+ votes, or a mix of FER-2013 labels and votes."""
-    onehot = np.eye(num_classes, dtype=np.float32)[train.labels]
-    smoothed = onehot * (1 - cfg.label_smoothing) + cfg.label_smoothing / num_classes
-    if train.soft is None:
-        return torch.from_numpy(smoothed)
-    if cfg.labels == "ferplus":  # FER+ votes are the labels
+    """Soft targets per face: FER+ vote distributions with ``--labels ferplus``, else the labels
+    with label smoothing (``attach_ferplus_mix`` may then blend in FER+ votes)."""
+    if cfg.labels == "ferplus" and train.soft is not None:
         return torch.from_numpy(train.soft.astype(np.float32))
-    return torch.from_numpy(smoothed)  # votes are attached by the loader only via ferplus_mix
+    onehot = np.eye(num_classes, dtype=np.float32)[train.labels]
+    return torch.from_numpy(onehot * (1 - cfg.label_smoothing) + cfg.label_smoothing / num_classes)
 
 
 def attach_ferplus_mix(train: FaceDataset, targets: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     """target = (1 - mix) * target + mix * FER+ vote distribution, for faces FER+ has votes for."""
-    votes_path = Path(cfg.data).parent / "fer2013new.csv"
-    from facial_emotion.data.readers import read_ferplus_votes
-    from facial_emotion.labels import EMOTIONS, FERPLUS_COLUMNS, FERPLUS_TO_EMOTION
+    from facial_emotion.data.readers import FERPLUS_FILENAME, apply_ferplus
 
-    rows = train.rows
-    if rows is None or not votes_path.exists():
-        raise DatasetError("--ferplus-mix needs a FER-2013 csv with fer2013new.csv beside it")
-    votes, _, has_image = read_ferplus_votes(votes_path)
-    dist = np.zeros((len(rows), len(EMOTIONS)), dtype=np.float32)
-    for col, name in enumerate(FERPLUS_COLUMNS):
-        if name in FERPLUS_TO_EMOTION:
-            dist[:, EMOTIONS.index(FERPLUS_TO_EMOTION[name])] = votes[rows, col]
-    total = dist.sum(1)
-    ok = has_image[rows] & (total > 0)
-    dist[ok] /= total[ok, None]
+    votes_path = Path(cfg.data).parent / FERPLUS_FILENAME
+    if train.rows is None or not votes_path.exists():
+        raise DatasetError(f"--ferplus-mix needs a FER-2013 csv with {FERPLUS_FILENAME} beside it")
+    voted = apply_ferplus(train, votes_path)  # checks that the files are row-aligned
+    assert voted.rows is not None and voted.soft is not None
+    position = {int(r): i for i, r in enumerate(train.rows)}
+    idx = torch.tensor([position[int(r)] for r in voted.rows], dtype=torch.long)
     mixed = targets.clone()
-    okt = torch.from_numpy(ok)
-    mixed[okt] = (1 - cfg.ferplus_mix) * targets[okt] + cfg.ferplus_mix * torch.from_numpy(dist[ok])
+    mixed[idx] = (1 - cfg.ferplus_mix) * targets[idx] + cfg.ferplus_mix * torch.from_numpy(voted.soft)
     return mixed
 
 

@@ -20,7 +20,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 0.1
     weight_decay: float = 5e-4
-    momentum: float = 0.9
+    momentum: float = 0.95  # peak momentum; the one-cycle schedule cycles it from 0.85 to this and back
     label_smoothing: float = 0.1
     mixup: float = 0.0  # Beta(a, a); 0 = off
     ema_decay: float = 0.999  # 0 = off

@@ -168,6 +168,8 @@ def build_training(cfg: TrainConfig, num_classes: int, steps_per_epoch: int) -> 
         pct_start=0.15,
         div_factor=20,
         final_div_factor=500,
+        base_momentum=0.85,
+        max_momentum=cfg.momentum,
     )
     return model, ema, optimizer, scheduler
 

@@ -21,6 +21,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACIAL_EMOTION_SHARED", REPO.parent / "shared"))
 
 
+def shown_path(path: str) -> str:
+    p = Path(path).resolve()
+    for base, shown in ((REPO, "."), (SHARED.resolve().parent, "..")):
+        if p.is_relative_to(base):
+            return f"{shown}/{p.relative_to(base)}"
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None)
@@ -37,7 +45,13 @@ def main() -> None:
         for tta in (False, True):
             t0 = time.perf_counter()
             res, part, probs = evaluate(path, args.model, split, tta=tta)
-            res.update(source=name, seconds=round(time.perf_counter() - t0, 1))
+            # Paths relative to the repository and ../shared: the results are committed.
+            res.update(
+                source=name,
+                seconds=round(time.perf_counter() - t0, 1),
+                model=shown_path(res["model"]),
+                dataset=shown_path(res["dataset"]),
+            )
             results["runs"].append(res)
             print(f"{name} [{split}] tta={tta}: {res['accuracy']:.2%} ({res['n']} faces)", flush=True)
             if name.startswith("fer2013.csv") and not tta and args.report:

@@ -27,10 +27,20 @@ def accuracy() -> str | None:
         return None
     m = acc["model"]
     rec = m["recipe"]
+    trained = ""
+    if "train_seconds" in m:
+        hours, minutes = divmod(round(m["train_seconds"] / 60), 60)
+        trained = (
+            f" Training took {hours} h {minutes:02d} min at {m['train_img_per_s']:.0f} img/s on 2 CPU cores."
+        )
     lines = [
         f"Built-in model: `{m['arch']}` ({m['parameters'] / 1e6:.1f} M parameters), trained on FER-2013 "
         f"Training only ({rec['epochs']} epochs, best epoch {m['best_epoch']}, {m['weights']} weights), "
-        f"exported {m['date']}. PublicTest was used only to pick the best epoch; PrivateTest was never seen.",
+        f"exported {m['date']}. PublicTest was used only to pick the best epoch; PrivateTest was never seen."
+        f"{trained} Recipe: `scripts/train_builtin.sh` (SGD Nesterov one-cycle, max lr {rec['lr']}, "
+        f"weight decay {rec['weight_decay']}, label smoothing {rec['label_smoothing']}, batch {rec['batch_size']}, "
+        f"{rec['augment']['crop']}x{rec['augment']['crop']} crops, flip / rotation / scale / shift / random "
+        f"erasing on tensors, EMA {rec['ema_decay']}, FER+ vote mix {rec['ferplus_mix']}).",
         "",
         acc["markdown"],
         "",

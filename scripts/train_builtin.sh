@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The recipe of the built-in model. Safe to re-run: continues the run in RUN_DIR if it has a checkpoint.
 #   RUN_DIR=runs/builtin bash scripts/train_builtin.sh        (then: facial-emotion export / evaluate)
-# Long: about 45 x 150 s on 2 AVX2 cores (fp32); run it in the background with nohup and a log.
+# Long: 45 epochs x about 160 s (1 h 57 min) on 2 AVX2 cores in fp32; run it in the background with nohup and a log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN_DIR="${RUN_DIR:-runs/builtin}"

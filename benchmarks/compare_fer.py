@@ -146,7 +146,12 @@ def machine(peer_info: dict) -> dict:
     names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
     flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
     commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+        [
+            "git",
+            "describe",
+            "--always",
+            "--dirty",
+        ]  # "-dirty": uncommitted changes were measured, capture_output=True, text=True, cwd=REPO
     ).stdout.strip()
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

@@ -44,7 +44,12 @@ def machine() -> dict:
     names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
     cpu = names[0] if names else platform.processor() or "unknown"
     commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+        [
+            "git",
+            "describe",
+            "--always",
+            "--dirty",
+        ]  # "-dirty": uncommitted changes were measured, capture_output=True, text=True, cwd=REPO
     ).stdout.strip()
     return {
         "cpu": cpu,

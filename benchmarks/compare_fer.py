@@ -145,13 +145,9 @@ def machine(peer_info: dict) -> dict:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
     flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
+    # "-dirty": the measured files had uncommitted changes
     commit = subprocess.run(
-        [
-            "git",
-            "describe",
-            "--always",
-            "--dirty",
-        ]  # "-dirty": uncommitted changes were measured, capture_output=True, text=True, cwd=REPO
+        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=REPO
     ).stdout.strip()
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

@@ -43,13 +43,9 @@ def machine() -> dict:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
     cpu = names[0] if names else platform.processor() or "unknown"
+    # "-dirty": the measured files had uncommitted changes
     commit = subprocess.run(
-        [
-            "git",
-            "describe",
-            "--always",
-            "--dirty",
-        ]  # "-dirty": uncommitted changes were measured, capture_output=True, text=True, cwd=REPO
+        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=REPO
     ).stdout.strip()
     return {
         "cpu": cpu,

@@ -16,15 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def load(name: str) -> dict | None:
-    path = RESULTS / name
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def accuracy() -> str | None:
-    acc = load("accuracy.json")
-    if acc is None:
-        return None
+def accuracy(acc: dict) -> str:
     m = acc["model"]
     rec = m["recipe"]
     trained = ""
@@ -53,10 +45,7 @@ def accuracy() -> str | None:
     return "\n".join(lines)
 
 
-def speed() -> str | None:
-    s = load("speed.json")
-    if s is None:
-        return None
+def speed(s: dict) -> str:
     c = s["classifier"]
     m = s["machine"]
     lines = [
@@ -97,38 +86,34 @@ def speed() -> str | None:
     return "\n".join(lines)
 
 
-def load_test() -> str | None:
-    r = load("load_service.json")
-    if r is None:
-        return None
+def load_test(r: dict) -> str:
     return (
         f"Load test (`python benchmarks/load_service.py`, {r['date']}): {r['requests']:,} requests of "
         f"`{r['image']}` ({r['faces_per_image']} face) from {r['concurrency']} concurrent clients on loopback, "
-        f"2 cores shared by server and clients: **{r['errors']} errors**, {r['requests_per_s']:.1f} requests/s, "
-        f"latency p50 {r['p50_ms']:.0f} ms / p99 {r['p99_ms']:.0f} ms (the server is CPU-bound, so with 32 "
-        f"clients waiting each request queues behind the others: latency = clients / throughput), server "
+        f"{r['machine']['cpus']} cores shared by server and clients: **{r['errors']} errors**, {r['requests_per_s']:.1f} requests/s, "
+        f"latency p50 {r['p50_ms']:.0f} ms / p99 {r['p99_ms']:.0f} ms (the server is CPU-bound, so with "
+        f"{r['concurrency']} clients waiting each request queues behind the others: latency = clients / throughput), server "
         f"memory {r['server_rss_mb_before']:.0f} MB before, {r['server_rss_mb_after']:.0f} MB after."
     )
 
 
-def compare() -> str | None:
-    path = RESULTS / "compare_fer.md"
-    return path.read_text().strip() if path.exists() else None
-
-
-SECTIONS: dict[str, Callable[[], str | None]] = {
-    "accuracy": accuracy,
-    "speed": speed,
-    "load": load_test,
-    "compare": compare,
+# README section -> (results file, how to render it); a .md result is pasted as it is.
+SECTIONS: dict[str, tuple[str, Callable[[dict], str] | None]] = {
+    "accuracy": ("accuracy.json", accuracy),
+    "speed": ("speed.json", speed),
+    "load": ("load_service.json", load_test),
+    "compare": ("compare_fer.md", None),
 }
 
 
 def main() -> None:
     readme = REPO / "README.md"
     text = readme.read_text()
-    for name, render in SECTIONS.items():
-        body = render()
+    for name, (file, render) in SECTIONS.items():
+        path = RESULTS / file
+        body = None
+        if path.exists():
+            body = render(json.loads(path.read_text())) if render else path.read_text().strip()
         pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(\n<!-- /results:{name} -->)", re.S)
         if body is None or not pattern.search(text):
             print(f"{name}: left as it is")

@@ -147,6 +147,43 @@ def test_resume_continues_a_killed_run_to_the_same_result(tmp_path: Path) -> Non
     assert a["best"] == b["best"]
 
 
+def test_init_from_starts_a_new_cycle_from_the_checkpoint_weights(trained_run: Path, tmp_path: Path) -> None:
+    data = trained_run.parent / "fer2013.csv"
+    start = torch.load(trained_run / "best.pt", weights_only=False)
+    out = tmp_path / "second"
+    cfg = small_config(data, threads=1, init_from=str(trained_run / "best.pt"), ema_decay=0.0)
+    # A learning rate too small to move anything: the run must begin where the first one ended.
+    cfg.epochs, cfg.lr = 1, 1e-7
+    train(cfg, out, progress=False)
+    after = torch.load(out / "last.pt", weights_only=False)
+    for k, v in start["model"].items():
+        if v.is_floating_point() and "running" not in k:  # BatchNorm statistics follow the batches
+            torch.testing.assert_close(after["model"][k], v, atol=1e-4, rtol=0, msg=k)
+    assert after["history"][0]["val_acc"] >= start["best"]["val_acc"] - 0.05
+
+
+def test_init_from_a_different_architecture_is_one_clear_error(trained_run: Path, tmp_path: Path) -> None:
+    data = trained_run.parent / "fer2013.csv"
+    base = [sys.executable, "-m", "facial_emotion", "train", "--data", str(data), "--epochs", "1"]
+    proc = subprocess.run(
+        base
+        + ["--arch", "resnet-s", "--init-from", str(trained_run / "best.pt"), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "a vgg-s model with 7 classes, this run trains resnet-s" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        base + ["--init-from", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "no such checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_every_architecture_builds_and_runs() -> None:
     x = torch.full((2, 1, 40, 40), 128.0)
     for name in ARCHITECTURES:

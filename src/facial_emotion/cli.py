@@ -87,7 +87,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         threads=args.threads,
         limit=args.limit,
         skip_bad=args.skip_bad,
+        init_from=str(args.init_from or ""),
     )
+    if args.init_from and not Path(args.init_from).is_file():
+        raise UserError(f"--init-from {args.init_from}: no such checkpoint")
     result = train(cfg, Path(args.out), resume=args.resume, progress=not args.quiet)
     best = result["best"]
     print(
@@ -424,6 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="runs/train", help="run folder: checkpoints, logs, curves, model.onnx")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--init-from",
+        default="",
+        help="start from this checkpoint's weights (best.pt / last.pt of a run): a second cycle or fine-tuning",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="train on the first N faces only (smoke tests)")

@@ -29,6 +29,7 @@ class TrainConfig:
     threads: int = 0  # 0 = torch default
     skip_bad: bool = False  # skip malformed csv rows instead of stopping at the first
     limit: int = 0  # use only the first N training faces (tests, smoke runs)
+    init_from: str = ""  # checkpoint whose weights start the run (a second cycle, or fine-tuning)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from facial_emotion.data import DatasetError, FaceDataset, load_dataset
 from facial_emotion.training.augment import augment, center_crop
-from facial_emotion.training.checkpoint import load_checkpoint, save_checkpoint
+from facial_emotion.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from facial_emotion.training.config import TrainConfig
 from facial_emotion.training.nets import create_model
 
@@ -144,10 +144,27 @@ def _write_logs(out: Path, history: list[dict[str, Any]]) -> None:
     plot_training_curves(history, out / "curves.png")
 
 
-def build_training(cfg: TrainConfig, num_classes: int, steps_per_epoch: int) -> tuple[Any, Any, Any, Any]:
-    """Model (channels_last), EMA copy, SGD Nesterov (no weight decay on norms and biases), one-cycle."""
+def initial_weights(cfg: TrainConfig, num_classes: int) -> dict[str, Any]:
+    """The weights of ``cfg.init_from``, checked to fit ``cfg.arch`` and the number of classes."""
+    state = load_checkpoint(Path(cfg.init_from))
+    arch, classes = state["config"].get("arch"), state.get("num_classes")
+    if arch != cfg.arch or classes != num_classes:
+        raise CheckpointError(
+            f"--init-from {cfg.init_from}: a {arch} model with {classes} classes, "
+            f"this run trains {cfg.arch} with {num_classes}"
+        )
+    return state["model"]
+
+
+def build_training(
+    cfg: TrainConfig, num_classes: int, steps_per_epoch: int, init: dict[str, Any] | None = None
+) -> tuple[Any, Any, Any, Any]:
+    """Model (channels_last, from ``init`` weights if given), EMA copy, SGD Nesterov (no weight decay
+    on norms and biases), one-cycle."""
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, num_classes).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if init is not None:
+        model.load_state_dict(init)
     ema = (
         AveragedModel(model, avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
         if cfg.ema_decay
@@ -218,7 +235,9 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     images = torch.from_numpy(train_ds.images)
 
     steps_per_epoch = len(train_ds) // cfg.batch_size
-    model, ema, optimizer, scheduler = build_training(cfg, num_classes, steps_per_epoch)
+    # A resumed run takes its weights from its own checkpoint, not from --init-from.
+    init = initial_weights(cfg, num_classes) if cfg.init_from and state is None else None
+    model, ema, optimizer, scheduler = build_training(cfg, num_classes, steps_per_epoch, init)
     start_epoch, history = 0, []
     best: dict[str, Any] = {"val_acc": -1.0, "epoch": -1}
     if state is not None:

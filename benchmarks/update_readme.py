@@ -19,17 +19,23 @@ RESULTS = REPO / "benchmarks" / "results"
 def accuracy(acc: dict) -> str:
     m = acc["model"]
     rec = m["recipe"]
+    stages = m.get("stages") or [{"recipe": rec}]
+    schedule = " then ".join(
+        f"{s['recipe']['epochs']} epochs at max lr {s['recipe']['lr']}"
+        + (" from the previous stage's weights" if s["recipe"].get("init_from") else "")
+        for s in stages
+    )
     trained = ""
     if "train_seconds" in m:
         hours, minutes = divmod(round(m["train_seconds"] / 60), 60)
-        trained = (
-            f" Training took {hours} h {minutes:02d} min at {m['train_img_per_s']:.0f} img/s on 2 CPU cores."
-        )
+        where = f" on {m['train_machine']}" if "train_machine" in m else ""
+        trained = f" Training took {hours} h {minutes:02d} min at {m['train_img_per_s']:.0f} img/s{where}."
     lines = [
         f"Built-in model: `{m['arch']}` ({m['parameters'] / 1e6:.1f} M parameters), trained on FER-2013 "
-        f"Training only ({rec['epochs']} epochs, best epoch {m['best_epoch']}, {m['weights']} weights), "
+        f"Training only ({schedule}; best epoch {m['best_epoch']}{' of the last stage' if len(stages) > 1 else ''}, "
+        f"{m['weights']} weights), "
         f"exported {m['date']}. PublicTest was used only to pick the best epoch; PrivateTest was never seen."
-        f"{trained} Recipe: `scripts/train_builtin.sh` (SGD Nesterov one-cycle, max lr {rec['lr']}, "
+        f"{trained} Recipe: `scripts/train_builtin.sh` (SGD Nesterov, one one-cycle schedule per stage, "
         f"weight decay {rec['weight_decay']}, label smoothing {rec['label_smoothing']}, batch {rec['batch_size']}, "
         f"{rec['augment']['crop']}x{rec['augment']['crop']} crops, flip / rotation / scale / shift / random "
         f"erasing on tensors, EMA {rec['ema_decay']}, FER+ vote mix {rec['ferplus_mix']}).",
@@ -68,7 +74,8 @@ def speed(s: dict) -> str:
     lines += [
         "",
         f"A one-minute 720p video ({v['frames']} frames, `facial-emotion video` defaults: every frame, "
-        f"Haar at full size every 15th frame, faces followed in between): **{v['seconds']:.1f} s, "
+        f"a full-size Haar search every {v.get('detect_every', 15)} frames, faces followed in between): "
+        f"**{v['seconds']:.1f} s, "
         f"{v['x_realtime']:.1f}x faster than real time** ({v['fps']:.0f} fps, 1 thread).",
     ]
     det = RESULTS / "detectors.md"

@@ -160,6 +160,15 @@ def test_init_from_starts_a_new_cycle_from_the_checkpoint_weights(trained_run: P
         if v.is_floating_point() and "running" not in k:  # BatchNorm statistics follow the batches
             torch.testing.assert_close(after["model"][k], v, atol=1e-4, rtol=0, msg=k)
     assert after["history"][0]["val_acc"] >= start["best"]["val_acc"] - 0.05
+    # The exported metadata tells both stages apart and sums their training time.
+    meta = json.loads((out / "model.json").read_text())
+    first = json.loads((trained_run / "model.json").read_text())
+    assert [s["recipe"]["epochs"] for s in meta["stages"]] == [2, 1]
+    assert meta["stages"][1]["recipe"]["init_from"] == str(trained_run / "best.pt")
+    assert meta["train_seconds"] == pytest.approx(
+        first["train_seconds"] + after["history"][0]["epoch_s"], abs=0.2
+    )
+    assert meta["train_machine"].endswith("fp32") or meta["train_machine"].endswith("bf16")
 
 
 def test_init_from_a_different_architecture_is_one_clear_error(trained_run: Path, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import torch
 
 from facial_emotion.labels import EMOTIONS, FERPLUS_8_CLASSES
 from facial_emotion.model_file import make_metadata, write_model
-from facial_emotion.training.checkpoint import load_checkpoint
+from facial_emotion.training.checkpoint import CheckpointError, load_checkpoint
 from facial_emotion.training.config import TrainConfig
 from facial_emotion.training.nets import create_model
 
@@ -57,6 +58,39 @@ def quantize_int8(fp32: bytes) -> bytes:
         return dst.read_bytes()
 
 
+def stage_summary(state: dict[str, Any], history: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """One training stage as the metadata records it: recipe, best epoch, time, speed, machine."""
+    cfg = TrainConfig.from_dict(state["config"])
+    best = state.get("best", {})
+    stage: dict[str, Any] = {
+        "recipe": {**cfg.to_dict(), "data": Path(cfg.data).name},
+        "best_epoch": best.get("epoch"),
+        "val_accuracy": best.get("val_acc"),
+    }
+    if history:
+        stage["train_seconds"] = round(sum(h.get("epoch_s", 0) for h in history), 1)
+        stage["train_img_per_s"] = round(sum(h.get("img_per_s", 0) for h in history) / len(history), 1)
+    if state.get("machine"):
+        stage["machine"] = state["machine"]
+    return stage
+
+
+def earlier_stages(init_from: str) -> list[dict[str, Any]]:
+    """The stages behind an ``--init-from`` run, oldest first, read from the checkpoints it started
+    from (their history from the checkpoint, or from the metrics.json of older runs)."""
+    if not init_from:
+        return []
+    path = Path(init_from)
+    try:
+        state = load_checkpoint(path)
+    except CheckpointError:
+        return [{"init_from": init_from, "unavailable": True}]
+    history = state.get("history")
+    if not history and (path.parent / "metrics.json").exists():
+        history = json.loads((path.parent / "metrics.json").read_text())
+    return earlier_stages(state["config"].get("init_from", "")) + [stage_summary(state, history)]
+
+
 def export_checkpoint(
     checkpoint: Path,
     out: Path,
@@ -89,8 +123,25 @@ def export_checkpoint(
         date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         parameters=sum(p.numel() for p in model.parameters()),
     )
-    if history:
-        meta["train_seconds"] = round(sum(h.get("epoch_s", 0) for h in history), 1)
-        meta["train_img_per_s"] = round(sum(h.get("img_per_s", 0) for h in history) / len(history), 1)
+    # Time and speed only where the run's history is known (the export at the end of `train`), summed
+    # over every stage of a run that began --init-from an earlier one.
+    this = stage_summary(state, history)
+    if history and "machine" not in this:  # checkpoints older than the "machine" field
+        from facial_emotion.training.loop import resolve_precision, training_machine
+
+        this["machine"] = training_machine(resolve_precision(cfg.precision))
+    stages = earlier_stages(cfg.init_from) + [this]
+    if len(stages) > 1:
+        meta["stages"] = stages
+    timed = [s for s in stages if "train_seconds" in s]
+    if history and len(timed) == len(stages):
+        seconds = sum(s["train_seconds"] for s in timed)
+        meta["train_seconds"] = round(seconds, 1)
+        meta["train_img_per_s"] = round(
+            sum(s["train_seconds"] * s["train_img_per_s"] for s in timed) / seconds, 1
+        )
+        machines = {s["machine"] for s in stages if "machine" in s}
+        if len(machines) == 1:
+            meta["train_machine"] = machines.pop()
     write_model(out, data, meta)
     return out

@@ -36,6 +36,21 @@ def cpu_has_amx_bf16() -> bool:
         return False
 
 
+def training_machine(precision: str) -> str:
+    """What a run trained on, for the model's metadata: CPU model, cores, precision."""
+    import os
+
+    try:
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ]
+    except OSError:
+        names = []
+    return f"{names[0] if names else 'unknown CPU'}, {os.cpu_count()} cores, {precision}"
+
+
 def resolve_precision(precision: str) -> str:
     """bf16 autocast only pays off with AMX; on AVX2-only CPUs it is ~10x slower than fp32."""
     if precision == "auto":
@@ -219,6 +234,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         torch.set_num_threads(cfg.threads)
     precision = resolve_precision(cfg.precision)
     use_autocast = precision == "bf16"
+    machine = training_machine(precision)
 
     ds = load_dataset(cfg.data, labels=cfg.labels, skip_bad=cfg.skip_bad)
     train_ds, val_ds = split_dataset(ds, cfg)
@@ -318,7 +334,14 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
             weights = (ema.module if ema is not None and which == "ema" else model).state_dict()
             best = {"val_acc": acc, "epoch": epoch + 1, "weights": which}
             save_checkpoint(
-                {"config": cfg.to_dict(), "model": weights, "best": best, "num_classes": num_classes},
+                {
+                    "config": cfg.to_dict(),
+                    "model": weights,
+                    "best": best,
+                    "num_classes": num_classes,
+                    "history": history,  # a later --init-from stage reports this stage's time from it
+                    "machine": machine,
+                },
                 out / BEST,
             )
         save_checkpoint(
@@ -332,6 +355,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
                 "history": history,
                 "best": best,
                 "num_classes": num_classes,
+                "machine": machine,
             },
             out / LAST,
         )

@@ -127,7 +127,8 @@ def export_checkpoint(
     # over every stage of a run that began --init-from an earlier one.
     this = stage_summary(state, history)
     if history and "machine" not in this:  # checkpoints older than the "machine" field
-        from facial_emotion.training.loop import resolve_precision, training_machine
+        from facial_emotion.training.loop import resolve_precision
+        from facial_emotion.training.machine import training_machine
 
         this["machine"] = training_machine(resolve_precision(cfg.precision))
     stages = earlier_stages(cfg.init_from) + [this]

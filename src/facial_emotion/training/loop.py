@@ -21,6 +21,7 @@ from facial_emotion.data import DatasetError, FaceDataset, load_dataset
 from facial_emotion.training.augment import augment, center_crop
 from facial_emotion.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from facial_emotion.training.config import TrainConfig
+from facial_emotion.training.machine import training_machine
 from facial_emotion.training.nets import create_model
 
 log = logging.getLogger(__name__)
@@ -34,21 +35,6 @@ def cpu_has_amx_bf16() -> bool:
         return "amx_bf16" in Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-
-
-def training_machine(precision: str) -> str:
-    """What a run trained on, for the model's metadata: CPU model, cores, precision."""
-    import os
-
-    try:
-        names = [
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        ]
-    except OSError:
-        names = []
-    return f"{names[0] if names else 'unknown CPU'}, {os.cpu_count()} cores, {precision}"
 
 
 def resolve_precision(precision: str) -> str:

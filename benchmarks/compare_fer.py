@@ -42,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import train_speed  # noqa: E402  (benchmarks/train_speed.py)
+from bench_machine import describe_machine  # noqa: E402
 from peer_fer import rate  # noqa: E402  the one timing function both systems use
 
 from facial_emotion import EmotionRecognizer, __version__, load_image  # noqa: E402
@@ -142,21 +143,8 @@ class Peers:
 
 
 def machine(peer_info: dict) -> dict:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
-    flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
-    # "-dirty": the measured files had uncommitted changes
-    commit = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=REPO
-    ).stdout.strip()
     return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "commit": commit or "unknown",
-        "cpu": names[0] if names else platform.processor() or "unknown",
-        "cores": os.cpu_count(),
-        "cpu_features": [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_bf16") if f" {f}" in flags],
-        "os": platform.platform(),
-        "load_average_at_start": list(os.getloadavg()),
+        **describe_machine(),
         "ours": {
             "facial_emotion": __version__,
             "python": platform.python_version(),

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnxruntime as ort
+from bench_machine import describe_machine
 
 from facial_emotion import EmotionRecognizer, __version__, load_image
 from facial_emotion.inference.classifier import EmotionClassifier
@@ -40,22 +39,11 @@ def rate(fn, units: int, seconds: float) -> float:
 
 
 def machine() -> dict:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
-    cpu = names[0] if names else platform.processor() or "unknown"
-    # "-dirty": the measured files had uncommitted changes
-    commit = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=REPO
-    ).stdout.strip()
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
+        **describe_machine(),
         "onnxruntime": ort.__version__,
         "opencv": cv2.__version__,
         "facial_emotion": __version__,
-        "commit": commit,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
 
 

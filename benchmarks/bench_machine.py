@@ -1,0 +1,32 @@
+"""What a benchmark records about where it ran, in one place for every script in benchmarks/."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def describe_machine() -> dict:
+    """Date, commit, CPU model, cores, the CPU features that change our speed, OS, Python, load."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
+    flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
+    # "-dirty": the measured files had uncommitted changes
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "commit": commit or "unknown",
+        "cpu": names[0] if names else platform.processor() or "unknown",
+        "cores": os.cpu_count(),
+        "cpu_features": [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_bf16") if f" {f}" in flags],
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_at_start": list(os.getloadavg()),
+    }

@@ -35,7 +35,8 @@ def accuracy(acc: dict) -> str:
         f"Training only ({schedule}; best epoch {m['best_epoch']}{' of the last stage' if len(stages) > 1 else ''}, "
         f"{m['weights']} weights), "
         f"exported {m['date']}. PublicTest was used only to pick the best epoch; PrivateTest was never seen."
-        f"{trained} Recipe: `scripts/train_builtin.sh` (SGD Nesterov, one one-cycle schedule per stage, "
+        f"{trained} Recipe: `scripts/train_builtin.sh` (SGD Nesterov, "
+        f"{'one one-cycle schedule per stage' if len(stages) > 1 else 'one-cycle schedule'}, "
         f"weight decay {rec['weight_decay']}, label smoothing {rec['label_smoothing']}, batch {rec['batch_size']}, "
         f"{rec['augment']['crop']}x{rec['augment']['crop']} crops, flip / rotation / scale / shift / random "
         f"erasing on tensors, EMA {rec['ema_decay']}, FER+ vote mix {rec['ferplus_mix']}).",

@@ -52,6 +52,26 @@ def _print_json(obj: object) -> None:
 
 # --- train / evaluate / export ---------------------------------------------------------------------
 
+# `train` option -> TrainConfig field, for the options whose default lives in TrainConfig.
+RECIPE_OPTIONS = {
+    "labels": "labels",
+    "ferplus_mix": "ferplus_mix",
+    "train_split": "train_split",
+    "val_split": "val_split",
+    "arch": "arch",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "weight_decay": "weight_decay",
+    "label_smoothing": "label_smoothing",
+    "mixup": "mixup",
+    "ema": "ema_decay",
+    "precision": "precision",
+    "seed": "seed",
+    "threads": "threads",
+    "limit": "limit",
+}
+
 
 def cmd_train(args: argparse.Namespace) -> int:
     try:
@@ -62,33 +82,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError(
             f"training needs the [train] extra ({e.name} is missing): pip install 'facial-emotion[train]'"
         ) from None
-    if args.arch not in ARCHITECTURES:
-        raise UserError(f"unknown architecture {args.arch!r}; choose from {', '.join(sorted(ARCHITECTURES))}")
-    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0 or args.threads < 0:
-        raise UserError("--epochs, --batch-size and --lr must be positive, --threads not negative")
-    if not (0 <= args.ferplus_mix <= 1 and 0 <= args.label_smoothing < 1 and 0 <= args.ema < 1):
-        raise UserError("--ferplus-mix must be in 0..1, --label-smoothing and --ema in 0..1 (excluded)")
+    # Options left out keep TrainConfig's defaults (the built-in model's recipe): one place for them.
+    given = {
+        field: getattr(args, opt) for opt, field in RECIPE_OPTIONS.items() if getattr(args, opt) is not None
+    }
     cfg = TrainConfig(
-        data=str(args.data),
-        labels=args.labels,
-        ferplus_mix=args.ferplus_mix,
-        train_split=args.train_split,
-        val_split=args.val_split,
-        arch=args.arch,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        label_smoothing=args.label_smoothing,
-        mixup=args.mixup,
-        ema_decay=args.ema,
-        precision=args.precision,
-        seed=args.seed,
-        threads=args.threads,
-        limit=args.limit,
-        skip_bad=args.skip_bad,
-        init_from=str(args.init_from or ""),
+        data=str(args.data), init_from=str(args.init_from or ""), skip_bad=args.skip_bad, **given
     )
+    if cfg.arch not in ARCHITECTURES:
+        raise UserError(f"unknown architecture {cfg.arch!r}; choose from {', '.join(sorted(ARCHITECTURES))}")
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0 or cfg.threads < 0:
+        raise UserError("--epochs, --batch-size and --lr must be positive, --threads not negative")
+    if not (0 <= cfg.ferplus_mix <= 1 and 0 <= cfg.label_smoothing < 1 and 0 <= cfg.ema_decay < 1):
+        raise UserError("--ferplus-mix must be in 0..1, --label-smoothing and --ema in 0..1 (excluded)")
     if args.init_from and not Path(args.init_from).is_file():
         raise UserError(f"--init-from {args.init_from}: no such checkpoint")
     result = train(cfg, Path(args.out), resume=args.resume, progress=not args.quiet)
@@ -393,38 +399,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("train", help="train a model on FER-2013 / FER+ / your folders and export it to ONNX")
+    p = sub.add_parser(
+        "train",
+        help="train a model on FER-2013 / FER+ / your folders and export it to ONNX",
+        description="Options left out take the built-in model's recipe (see scripts/train_builtin.sh).",
+    )
     p.add_argument(
         "--data", required=True, help="fer2013.csv(.gz), a Kaggle-layout folder, or ROOT/<emotion>/ images"
     )
-    p.add_argument("--labels", choices=["fer2013", "ferplus"], default="fer2013")
+    # Recipe options default to None: TrainConfig holds the defaults (the built-in model's recipe).
+    p.add_argument("--labels", choices=["fer2013", "ferplus"])
+    p.add_argument("--ferplus-mix", type=float, help="blend FER+ vote distributions into the targets (0..1)")
+    p.add_argument("--arch", help="architecture: vgg-s, vgg-m, vgg-l, resnet-s, resnet-m, resnet18")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--mixup", type=float, help="mixup Beta(a, a); 0 = off")
+    p.add_argument("--ema", type=float, help="EMA decay of the weights; 0 = off")
+    p.add_argument("--train-split", help="comma list of splits to train on (default Training / train)")
     p.add_argument(
-        "--ferplus-mix", type=float, default=0.0, help="blend FER+ vote distributions into the targets (0..1)"
+        "--val-split", help="split to validate on (default PublicTest / test / 10%% hold-out; 'none')"
     )
-    p.add_argument(
-        "--arch", default="vgg-s", help="architecture (vgg-s, vgg-m, vgg-l, resnet-s, resnet-m, resnet18)"
-    )
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the one-cycle schedule")
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(a, a); 0 = off")
-    p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights; 0 = off")
-    p.add_argument(
-        "--train-split", default="", help="comma list of splits to train on (default Training / train)"
-    )
-    p.add_argument(
-        "--val-split",
-        default="",
-        help="split to validate on (default PublicTest / test / 10%% hold-out; 'none')",
-    )
-    p.add_argument(
-        "--precision",
-        choices=["auto", "bf16", "fp32"],
-        default="auto",
-        help="auto = bf16 where the CPU has AMX",
-    )
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="auto = bf16 where the CPU has AMX")
     p.add_argument("--out", default="runs/train", help="run folder: checkpoints, logs, curves, model.onnx")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument(
@@ -432,9 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="start from this checkpoint's weights (best.pt / last.pt of a run): a second cycle or fine-tuning",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--limit", type=int, default=0, help="train on the first N faces only (smoke tests)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--limit", type=int, help="train on the first N faces only (smoke tests)")
     p.add_argument("--skip-bad", action="store_true", help="skip malformed csv rows instead of failing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)

@@ -15,8 +15,9 @@ class TrainConfig:
     ferplus_mix: float = 0.0  # >0: target = (1-mix) * one-hot FER-2013 label + mix * FER+ votes
     train_split: str = ""  # comma list; default Training / train / all-but-validation
     val_split: str = ""  # default PublicTest / test / a 10 % hold-out of the training split
-    arch: str = "vgg-s"
-    epochs: int = 60
+    # Defaults = the built-in model's recipe (scripts/train_builtin.sh spells it out).
+    arch: str = "vgg-m"
+    epochs: int = 120
     batch_size: int = 128
     lr: float = 0.1
     weight_decay: float = 5e-4

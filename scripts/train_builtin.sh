@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The recipe of the built-in model: vgg-m (48-96-192-384, 2.6 M parameters) on 40x40 crops, one
-# 120-epoch SGD Nesterov one-cycle (peak lr 0.1, wd 5e-4), label smoothing 0.1, EMA 0.999.
+# The built-in model: `facial-emotion train` with TrainConfig's defaults, which are its recipe
+# (vgg-m, 2.6 M parameters, on 40x40 crops; one 120-epoch SGD Nesterov one-cycle, peak lr 0.1,
+# wd 5e-4, label smoothing 0.1, EMA 0.999; see src/facial_emotion/training/config.py).
 #   RUN_DIR=runs/builtin bash scripts/train_builtin.sh   (then copy RUN_DIR/model.{onnx,json})
 # About 120 x 56 s (1 h 52 min) on 2 Xeon cores with AMX (bf16 autocast); on CPUs without AMX it
 # runs in fp32 and takes several times longer. Run it in the background with nohup and a log.
@@ -12,5 +13,4 @@ DATA="${FACIAL_EMOTION_SHARED:-../shared}/datasets/fer2013/fer2013.csv.gz"
 bash scripts/install.sh train
 resume=()
 [ -f "$RUN_DIR/last.pt" ] && resume=(--resume)
-exec .venv/bin/facial-emotion train --data "$DATA" --arch vgg-m --epochs 120 --lr 0.1 --batch-size 128 \
-  --weight-decay 5e-4 --label-smoothing 0.1 --ema 0.999 --seed 0 --quiet --out "$RUN_DIR" "${resume[@]}"
+exec .venv/bin/facial-emotion train --data "$DATA" --quiet --out "$RUN_DIR" "${resume[@]}"

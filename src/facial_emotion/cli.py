@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from facial_emotion import __version__
@@ -52,26 +53,6 @@ def _print_json(obj: object) -> None:
 
 # --- train / evaluate / export ---------------------------------------------------------------------
 
-# `train` option -> TrainConfig field, for the options whose default lives in TrainConfig.
-RECIPE_OPTIONS = {
-    "labels": "labels",
-    "ferplus_mix": "ferplus_mix",
-    "train_split": "train_split",
-    "val_split": "val_split",
-    "arch": "arch",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "weight_decay": "weight_decay",
-    "label_smoothing": "label_smoothing",
-    "mixup": "mixup",
-    "ema": "ema_decay",
-    "precision": "precision",
-    "seed": "seed",
-    "threads": "threads",
-    "limit": "limit",
-}
-
 
 def cmd_train(args: argparse.Namespace) -> int:
     try:
@@ -82,13 +63,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError(
             f"training needs the [train] extra ({e.name} is missing): pip install 'facial-emotion[train]'"
         ) from None
-    # Options left out keep TrainConfig's defaults (the built-in model's recipe): one place for them.
+    # Each option's dest is its TrainConfig field; options left out (None) keep TrainConfig's defaults,
+    # which are the built-in model's recipe: one place for them.
     given = {
-        field: getattr(args, opt) for opt, field in RECIPE_OPTIONS.items() if getattr(args, opt) is not None
+        f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None
     }
-    cfg = TrainConfig(
-        data=str(args.data), init_from=str(args.init_from or ""), skip_bad=args.skip_bad, **given
-    )
+    cfg = TrainConfig(**given)
     if cfg.arch not in ARCHITECTURES:
         raise UserError(f"unknown architecture {cfg.arch!r}; choose from {', '.join(sorted(ARCHITECTURES))}")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0 or cfg.threads < 0:
@@ -407,7 +387,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data", required=True, help="fer2013.csv(.gz), a Kaggle-layout folder, or ROOT/<emotion>/ images"
     )
-    # Recipe options default to None: TrainConfig holds the defaults (the built-in model's recipe).
     p.add_argument("--labels", choices=["fer2013", "ferplus"])
     p.add_argument("--ferplus-mix", type=float, help="blend FER+ vote distributions into the targets (0..1)")
     p.add_argument("--arch", help="architecture: vgg-s, vgg-m, vgg-l, resnet-s, resnet-m, resnet18")
@@ -417,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--mixup", type=float, help="mixup Beta(a, a); 0 = off")
-    p.add_argument("--ema", type=float, help="EMA decay of the weights; 0 = off")
+    p.add_argument("--ema", dest="ema_decay", type=float, help="EMA decay of the weights; 0 = off")
     p.add_argument("--train-split", help="comma list of splits to train on (default Training / train)")
     p.add_argument(
         "--val-split", help="split to validate on (default PublicTest / test / 10%% hold-out; 'none')"

@@ -16,27 +16,45 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
 
+def _duration(seconds: float) -> str:
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _stage(s: dict) -> str:
+    """One training stage in words: schedule, and time, speed and machine where recorded."""
+    r = s["recipe"]
+    if r.get("schedule", "onecycle") == "swa":
+        text = f"{r['epochs']} epochs of stochastic weight averaging (SWA) at constant lr {r['lr']}"
+    else:
+        text = f"{r['epochs']} epochs, one-cycle schedule at max lr {r['lr']}"
+    if r.get("init_from"):
+        text += " from the previous stage's weights"
+    if "train_seconds" in s:
+        where = f" on {s['machine']}" if "machine" in s else ""
+        text += f" ({_duration(s['train_seconds'])} at {s['train_img_per_s']:.0f} img/s{where})"
+    return text
+
+
 def accuracy(acc: dict) -> str:
     m = acc["model"]
     rec = m["recipe"]
-    stages = m.get("stages") or [{"recipe": rec}]
-    schedule = " then ".join(
-        f"{s['recipe']['epochs']} epochs at max lr {s['recipe']['lr']}"
-        + (" from the previous stage's weights" if s["recipe"].get("init_from") else "")
-        for s in stages
-    )
+    stages = m.get("stages") or [
+        {
+            "recipe": rec,
+            **({"machine": m["train_machine"]} if "train_machine" in m else {}),
+            **{k: m[k] for k in ("train_seconds", "train_img_per_s") if k in m},
+        }
+    ]
     trained = ""
-    if "train_seconds" in m:
-        hours, minutes = divmod(round(m["train_seconds"] / 60), 60)
-        where = f" on {m['train_machine']}" if "train_machine" in m else ""
-        trained = f" Training took {hours} h {minutes:02d} min at {m['train_img_per_s']:.0f} img/s{where}."
+    if "train_seconds" in m and len(stages) > 1:
+        trained = f" Training took {_duration(m['train_seconds'])} in all."
     lines = [
         f"Built-in model: `{m['arch']}` ({m['parameters'] / 1e6:.1f} M parameters), trained on FER-2013 "
-        f"Training only ({schedule}; best epoch {m['best_epoch']}{' of the last stage' if len(stages) > 1 else ''}, "
-        f"{m['weights']} weights), "
+        f"Training only: {'; then '.join(_stage(s) for s in stages)}. Best epoch {m['best_epoch']}"
+        f"{' of the last stage' if len(stages) > 1 else ''} ({m['weights']} weights), "
         f"exported {m['date']}. PublicTest was used only to pick the best epoch; PrivateTest was never seen."
         f"{trained} Recipe: `scripts/train_builtin.sh` (SGD Nesterov, "
-        f"{'one one-cycle schedule per stage' if len(stages) > 1 else 'one-cycle schedule'}, "
         f"weight decay {rec['weight_decay']}, label smoothing {rec['label_smoothing']}, batch {rec['batch_size']}, "
         f"{rec['augment']['crop']}x{rec['augment']['crop']} crops, flip / rotation / scale / shift / random "
         f"erasing on tensors, EMA {rec['ema_decay']}, FER+ vote mix {rec['ferplus_mix']}).",

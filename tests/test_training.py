@@ -111,16 +111,17 @@ def test_learns_the_synthetic_task_and_evaluate_json_contract(trained_run: Path)
     assert result["accuracy"] > 0.4  # 7 visible classes after 2 tiny epochs: far above chance (0.14)
 
 
-def test_resume_continues_a_killed_run_to_the_same_result(tmp_path: Path) -> None:
+@pytest.mark.parametrize("schedule", ["onecycle", "swa"])
+def test_resume_continues_a_killed_run_to_the_same_result(tmp_path: Path, schedule: str) -> None:
     from conftest import synthetic_faces, write_fer_csv
 
     images, labels = synthetic_faces(160)
     data = write_fer_csv(tmp_path / "fer2013.csv", images, labels, ["Training"] * 128 + ["PublicTest"] * 32)
     straight = tmp_path / "straight"
-    train(TrainConfig(data=str(data), epochs=2, batch_size=32, lr=0.05, threads=1), straight, progress=False)
-    # A run "killed" after its first epoch: train 2 epochs, then roll the checkpoint back to epoch 1.
+    cfg = TrainConfig(data=str(data), epochs=2, batch_size=32, lr=0.05, threads=1, schedule=schedule)
+    train(cfg, straight, progress=False)
+    # A run "killed" after its first epoch: stop it right after the epoch-1 checkpoint is written.
     interrupted = tmp_path / "interrupted"
-    cfg = TrainConfig(data=str(data), epochs=2, batch_size=32, lr=0.05, threads=1)
     script = (
         "import sys; from pathlib import Path; from facial_emotion.training.config import TrainConfig;"
         "from facial_emotion.training import loop;"
@@ -137,7 +138,7 @@ def test_resume_continues_a_killed_run_to_the_same_result(tmp_path: Path) -> Non
     train(cfg, interrupted, resume=True, progress=False)
     a = torch.load(straight / "last.pt", weights_only=False)
     b = torch.load(interrupted / "last.pt", weights_only=False)
-    for part in ("model", "ema"):
+    for part in ("model", "ema") + (("swa",) if schedule == "swa" else ()):
         for k in a[part]:
             torch.testing.assert_close(a[part][k], b[part][k], msg=f"{part}.{k}")
     strip = ("img_per_s", "epoch_s")  # wall-clock figures differ, everything else must not
@@ -190,7 +191,66 @@ def test_init_from_a_different_architecture_is_one_clear_error(trained_run: Path
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 2 and "no such checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "no such file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("arch", ["vgg-s", "resnet-s"])
+def test_a_model_file_becomes_trainable_weights_again(arch: str, tmp_path: Path) -> None:
+    """Export folds BatchNorm into the convs; --init-from MODEL.onnx must rebuild the same function
+    with BatchNorm statistics measured on the faces it is given."""
+    from facial_emotion.model_file import make_metadata, write_model
+    from facial_emotion.training.checkpoint import CheckpointError
+    from facial_emotion.training.export import onnx_bytes
+    from facial_emotion.training.onnx_weights import weights_from_onnx
+
+    torch.manual_seed(0)
+    net = create_model(arch)
+    with torch.no_grad():  # BatchNorm statistics and scales that folding has to carry
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    net.eval()
+    path = tmp_path / "m.onnx"
+    write_model(path, onnx_bytes(net, 40), make_metadata(arch=arch))
+    faces = torch.from_numpy(np.random.default_rng(0).integers(0, 256, size=(300, 48, 48), dtype=np.uint8))
+    rebuilt = create_model(arch)
+    rebuilt.load_state_dict(weights_from_onnx(path, arch, 7, faces, 40))
+    rebuilt.eval()
+    x = faces[:8, 4:44, 4:44].float().unsqueeze(1)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), net(x), atol=1e-3, rtol=1e-3)
+    # The statistics are the faces' own (the folded file has none): the first BN sees normalised pixels.
+    first_bn = next(m for m in rebuilt.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert first_bn.running_var.min() > 0 and not torch.allclose(first_bn.running_var, torch.ones(1))
+    other = "resnet-s" if arch == "vgg-s" else "vgg-s"
+    with pytest.raises(CheckpointError, match=f"a {arch} model with 7 classes"):
+        weights_from_onnx(path, other, 7, faces, 40)
+
+
+def test_swa_stage_from_a_model_file(trained_run: Path, tmp_path: Path) -> None:
+    data = trained_run.parent / "fer2013.csv"
+    first = json.loads((trained_run / "model.json").read_text())
+    out = tmp_path / "swa"
+    cfg = small_config(data, threads=1, init_from=str(trained_run / "model.onnx"), schedule="swa")
+    cfg.lr = 0.005
+    train(cfg, out, progress=False)
+    history = json.loads((out / "metrics.json").read_text())
+    assert all(h["lr"] == 0.005 for h in history)  # constant learning rate
+    # The run starts from the model file's weights, not from scratch.
+    assert history[0]["val_acc"] >= first["val_accuracy"] - 0.1
+    last = torch.load(out / "last.pt", weights_only=False)
+    assert int(last["swa"]["n_averaged"]) == 2  # one average per epoch
+    best = max(max(h["val_acc"], h["val_acc_ema"], h["val_acc_swa"]) for h in history)
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["val_accuracy"] == pytest.approx(best, abs=1e-4)
+    assert meta["weights"] in ("model", "ema", "swa")
+    # The stage before comes from the model file's own metadata.
+    assert meta["stages"][0]["train_seconds"] == first["train_seconds"]
+    assert meta["stages"][1]["recipe"]["schedule"] == "swa"
+    assert (out / "curves.png").stat().st_size > 0
 
 
 def test_every_architecture_builds_and_runs() -> None:

@@ -76,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not (0 <= cfg.ferplus_mix <= 1 and 0 <= cfg.label_smoothing < 1 and 0 <= cfg.ema_decay < 1):
         raise UserError("--ferplus-mix must be in 0..1, --label-smoothing and --ema in 0..1 (excluded)")
     if args.init_from and not Path(args.init_from).is_file():
-        raise UserError(f"--init-from {args.init_from}: no such checkpoint")
+        raise UserError(f"--init-from {args.init_from}: no such file")
     result = train(cfg, Path(args.out), resume=args.resume, progress=not args.quiet)
     best = result["best"]
     print(
@@ -392,7 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="architecture: vgg-s, vgg-m, vgg-l, resnet-s, resnet-m, resnet18")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="peak learning rate of the one-cycle schedule")
+    p.add_argument(
+        "--lr", type=float, help="peak learning rate of the one-cycle schedule (swa: the constant rate)"
+    )
+    p.add_argument("--momentum", type=float, help="SGD momentum (one-cycle: its peak)")
+    p.add_argument(
+        "--schedule",
+        choices=["onecycle", "swa"],
+        help="onecycle (default), or swa: constant lr, weights averaged every epoch (after --init-from)",
+    )
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--mixup", type=float, help="mixup Beta(a, a); 0 = off")
@@ -407,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--init-from",
         default="",
-        help="start from this checkpoint's weights (best.pt / last.pt of a run): a second cycle or fine-tuning",
+        help="start from these weights: a run's best.pt / last.pt, or a model .onnx file (the built-in "
+        "one, say): a second stage or fine-tuning",
     )
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")

@@ -40,6 +40,8 @@ def plot_training_curves(history: list[dict[str, Any]], path: Path) -> None:
         ax2.plot(epochs, [h["val_acc"] for h in history], label="validation")
     if "val_acc_ema" in history[0]:
         ax2.plot(epochs, [h["val_acc_ema"] for h in history], label="validation (EMA)")
+    if "val_acc_swa" in history[0]:
+        ax2.plot(epochs, [h["val_acc_swa"] for h in history], label="validation (SWA)")
     ax2.set(title="Accuracy", xlabel="epoch")
     ax2.legend()
     ax2.grid(alpha=0.3)

@@ -22,6 +22,9 @@ class TrainConfig:
     lr: float = 0.1
     weight_decay: float = 5e-4
     momentum: float = 0.95  # peak momentum; the one-cycle schedule cycles it from 0.85 to this and back
+    # onecycle: SGD one-cycle up to lr. swa: constant lr and momentum, the weights averaged at the end of
+    # every epoch (stochastic weight averaging) with BatchNorm re-estimated; for a stage after --init-from.
+    schedule: str = "onecycle"
     label_smoothing: float = 0.1
     mixup: float = 0.0  # Beta(a, a); 0 = off
     ema_decay: float = 0.999  # 0 = off
@@ -30,7 +33,7 @@ class TrainConfig:
     threads: int = 0  # 0 = torch default
     skip_bad: bool = False  # skip malformed csv rows instead of stopping at the first
     limit: int = 0  # use only the first N training faces (tests, smoke runs)
-    init_from: str = ""  # checkpoint whose weights start the run (a second cycle, or fine-tuning)
+    init_from: str = ""  # checkpoint (.pt) or model file (.onnx) whose weights start the run
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict:

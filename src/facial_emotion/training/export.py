@@ -81,6 +81,8 @@ def earlier_stages(init_from: str) -> list[dict[str, Any]]:
     if not init_from:
         return []
     path = Path(init_from)
+    if path.suffix == ".onnx":
+        return model_file_stages(path)
     try:
         state = load_checkpoint(path)
     except CheckpointError:
@@ -89,6 +91,27 @@ def earlier_stages(init_from: str) -> list[dict[str, Any]]:
     if not history and (path.parent / "metrics.json").exists():
         history = json.loads((path.parent / "metrics.json").read_text())
     return earlier_stages(state["config"].get("init_from", "")) + [stage_summary(state, history)]
+
+
+def model_file_stages(path: Path) -> list[dict[str, Any]]:
+    """The stages recorded in the metadata of the model file a run started from."""
+    from facial_emotion.training.onnx_weights import read_onnx_model
+
+    try:
+        _, meta = read_onnx_model(path)
+    except CheckpointError:
+        return [{"init_from": str(path), "unavailable": True}]
+    if meta.get("stages"):
+        return list(meta["stages"])
+    stage = {
+        "recipe": meta.get("recipe"),
+        "best_epoch": meta.get("best_epoch"),
+        "val_accuracy": meta.get("val_accuracy"),
+        "train_seconds": meta.get("train_seconds"),
+        "train_img_per_s": meta.get("train_img_per_s"),
+        "machine": meta.get("train_machine"),
+    }
+    return [{k: v for k, v in stage.items() if v is not None}]
 
 
 def export_checkpoint(

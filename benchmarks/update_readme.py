@@ -112,11 +112,18 @@ def speed(s: dict) -> str:
     return "\n".join(lines)
 
 
+def _cores(machine: dict) -> str:
+    """'2 cores' (results before describe_machine() recorded "cpus" only) or '2 AMD EPYC cores'."""
+    cores = machine.get("cores", machine.get("cpus"))
+    return f"{cores} {machine['cpu']} cores" if "cpu" in machine else f"{cores} cores"
+
+
 def load_test(r: dict) -> str:
     return (
         f"Load test (`python benchmarks/load_service.py`, {r['date']}): {r['requests']:,} requests of "
         f"`{r['image']}` ({r['faces_per_image']} face) from {r['concurrency']} concurrent clients on loopback, "
-        f"{r['machine']['cpus']} cores shared by server and clients: **{r['errors']} errors**, {r['requests_per_s']:.1f} requests/s, "
+        f"{_cores(r['machine'])} shared by server and clients, model `{r['model'].get('arch')}` of {r['model'].get('date')}: "
+        f"**{r['errors']} errors**, {r['requests_per_s']:.1f} requests/s, "
         f"latency p50 {r['p50_ms']:.0f} ms / p99 {r['p99_ms']:.0f} ms (the server is CPU-bound, so with "
         f"{r['concurrency']} clients waiting each request queues behind the others: latency = clients / throughput), server "
         f"memory {r['server_rss_mb_before']:.0f} MB before, {r['server_rss_mb_after']:.0f} MB after."

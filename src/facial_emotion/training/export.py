@@ -87,10 +87,24 @@ def earlier_stages(init_from: str) -> list[dict[str, Any]]:
         state = load_checkpoint(path)
     except CheckpointError:
         return [{"init_from": init_from, "unavailable": True}]
-    history = state.get("history")
-    if not history and (path.parent / "metrics.json").exists():
-        history = json.loads((path.parent / "metrics.json").read_text())
+    history = run_history(path, state)
     return earlier_stages(state["config"].get("init_from", "")) + [stage_summary(state, history)]
+
+
+def run_history(checkpoint: Path, state: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every epoch of the run a checkpoint belongs to: the run's metrics.json beside it (rewritten
+    after every epoch) or, if that is missing or shorter, the checkpoint's own history (a best.pt
+    holds the epochs up to its own only)."""
+    history = state.get("history") or []
+    log = checkpoint.parent / "metrics.json"
+    if log.exists():
+        try:
+            logged = json.loads(log.read_text())
+        except (OSError, json.JSONDecodeError):
+            logged = []
+        if isinstance(logged, list) and len(logged) > len(history):
+            history = logged
+    return history
 
 
 def model_file_stages(path: Path) -> list[dict[str, Any]]:
@@ -146,10 +160,13 @@ def export_checkpoint(
         date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         parameters=sum(p.numel() for p in model.parameters()),
     )
-    # Time and speed only where the run's history is known (the export at the end of `train`), summed
+    at_end_of_training = history is not None
+    if history is None:  # `facial-emotion export` of a checkpoint: its run's log, where it is beside it
+        history = run_history(checkpoint, state)
+    # Time and speed only where the run's history is known, summed
     # over every stage of a run that began --init-from an earlier one.
     this = stage_summary(state, history)
-    if history and "machine" not in this:  # checkpoints older than the "machine" field
+    if at_end_of_training and "machine" not in this:  # checkpoints older than the "machine" field
         from facial_emotion.training.loop import resolve_precision
         from facial_emotion.training.machine import training_machine
 

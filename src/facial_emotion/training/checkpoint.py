@@ -9,6 +9,9 @@ from typing import Any
 
 import torch
 
+# The per-epoch log a run keeps beside its checkpoints (written by the loop, read back by export).
+METRICS_JSON = "metrics.json"
+
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

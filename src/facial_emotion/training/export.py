@@ -13,7 +13,7 @@ import torch
 
 from facial_emotion.labels import EMOTIONS, FERPLUS_8_CLASSES
 from facial_emotion.model_file import make_metadata, write_model
-from facial_emotion.training.checkpoint import CheckpointError, load_checkpoint
+from facial_emotion.training.checkpoint import METRICS_JSON, CheckpointError, load_checkpoint
 from facial_emotion.training.config import TrainConfig
 from facial_emotion.training.nets import create_model
 
@@ -77,7 +77,7 @@ def stage_summary(state: dict[str, Any], history: list[dict[str, Any]] | None) -
 
 def earlier_stages(init_from: str) -> list[dict[str, Any]]:
     """The stages behind an ``--init-from`` run, oldest first, read from the checkpoints it started
-    from (their history from the checkpoint, or from the metrics.json of older runs)."""
+    from (each with its whole run's history, see ``run_history``)."""
     if not init_from:
         return []
     path = Path(init_from)
@@ -96,7 +96,7 @@ def run_history(checkpoint: Path, state: dict[str, Any]) -> list[dict[str, Any]]
     after every epoch) or, if that is missing or shorter, the checkpoint's own history (a best.pt
     holds the epochs up to its own only)."""
     history = state.get("history") or []
-    log = checkpoint.parent / "metrics.json"
+    log = checkpoint.parent / METRICS_JSON
     if log.exists():
         try:
             logged = json.loads(log.read_text())

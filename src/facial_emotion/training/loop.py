@@ -20,7 +20,12 @@ from tqdm import tqdm
 
 from facial_emotion.data import DatasetError, FaceDataset, load_dataset
 from facial_emotion.training.augment import augment, center_crop
-from facial_emotion.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from facial_emotion.training.checkpoint import (
+    METRICS_JSON,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from facial_emotion.training.config import TrainConfig
 from facial_emotion.training.machine import training_machine
 from facial_emotion.training.nets import create_model
@@ -142,7 +147,7 @@ def _write_logs(out: Path, history: list[dict[str, Any]]) -> None:
     keys = list(history[0].keys())
     lines = [",".join(keys)] + [",".join(str(h[k]) for k in keys) for h in history]
     atomic_write_bytes(out / "metrics.csv", ("\n".join(lines) + "\n").encode())
-    atomic_write_bytes(out / "metrics.json", json.dumps(history, indent=1).encode())
+    atomic_write_bytes(out / METRICS_JSON, json.dumps(history, indent=1).encode())
     plot_training_curves(history, out / "curves.png")
 
 

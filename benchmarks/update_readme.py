@@ -36,6 +36,26 @@ def _stage(s: dict) -> str:
     return text
 
 
+def _teachers(m: dict) -> str:
+    """Distillation in words: the weight, and each teacher's training and time."""
+    teachers = m.get("teachers") or []
+    if not teachers:
+        return ""
+    parts = []
+    for t in teachers:
+        stages = t["stages"]
+        text = "; then ".join(_stage(s) for s in stages)
+        mixup = stages[-1]["recipe"].get("mixup", 0)
+        parts.append(f"`{stages[-1]['recipe']['arch']}`, {text}{f', mixup {mixup}' if mixup else ''}")
+    own = m.get("train_seconds", 0)
+    total = own + sum(s.get("train_seconds", 0) for t in teachers for s in t["stages"])
+    return (
+        f" Its targets blend the labels (weight {1 - m['recipe']['distill']:.1f}) with the averaged ten-crop"
+        f" predictions (weight {m['recipe']['distill']}) of {len(teachers)} teacher models trained first on the"
+        f" same faces: {'; '.join(parts)}. Training took {_duration(total)} in all, teachers included."
+    )
+
+
 def accuracy(acc: dict) -> str:
     m = acc["model"]
     rec = m["recipe"]
@@ -54,7 +74,7 @@ def accuracy(acc: dict) -> str:
         f"Training only: {'; then '.join(_stage(s) for s in stages)}. Best epoch {m['best_epoch']}"
         f"{' of the last stage' if len(stages) > 1 else ''} ({m['weights']} weights), "
         f"exported {m['date']}. PublicTest was used only to pick the best epoch; PrivateTest was never seen."
-        f"{trained} Recipe: `scripts/train_builtin.sh` (SGD Nesterov, "
+        f"{trained}{_teachers(m)} Recipe: `scripts/train_builtin.sh` (SGD Nesterov, "
         f"weight decay {rec['weight_decay']}, label smoothing {rec['label_smoothing']}, batch {rec['batch_size']}, "
         f"{rec['augment']['crop']}x{rec['augment']['crop']} crops, flip / rotation / scale / shift / random "
         f"erasing on tensors, EMA {rec['ema_decay']}, FER+ vote mix {rec['ferplus_mix']}).",

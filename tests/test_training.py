@@ -197,6 +197,72 @@ def test_init_from_a_different_architecture_is_one_clear_error(trained_run: Path
     assert proc.returncode == 2 and "no such file" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_distillation_blends_the_teachers_ten_crop_probabilities_into_the_targets(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    from facial_emotion.data import load_dataset
+    from facial_emotion.training.distill import TEACHER_TARGETS, attach_teacher
+
+    data = trained_run.parent / "fer2013.csv"
+    teacher = str(trained_run / "model.onnx")
+    out = tmp_path / "student"
+    cfg = small_config(data, threads=1, teacher=teacher, distill=0.6)
+    cfg.epochs = 1
+    train(cfg, out, progress=False)
+    faces = load_dataset(str(data)).select_split("Training").images
+    expected = EmotionClassifier(teacher).predict(faces, tta=True)
+    with np.load(out / TEACHER_TARGETS) as cached:
+        np.testing.assert_allclose(cached["probs"], expected, atol=1e-5)
+        assert str(cached["teachers"]) == teacher
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["recipe"]["teacher"] == teacher and meta["recipe"]["distill"] == 0.6
+    first = json.loads((trained_run / "model.json").read_text())
+    assert meta["teachers"] == [
+        {
+            "model": teacher,
+            "stages": [
+                {
+                    k: first[k]
+                    for k in ("recipe", "best_epoch", "val_accuracy", "train_seconds", "train_img_per_s")
+                }
+                | {"machine": first["train_machine"]}
+            ],
+        }
+    ]
+    # target = 0.4 * label target + 0.6 * teacher probabilities; two teachers count as their mean.
+    labels = torch.full((len(faces), 7), 1 / 7)
+    both = attach_teacher(labels, faces, f"{teacher},{teacher}", 0.6, 1.0, tmp_path / "two")
+    torch.testing.assert_close(both, 0.4 * labels + 0.6 * torch.from_numpy(expected), atol=1e-5, rtol=0)
+    torch.testing.assert_close(both.sum(1), torch.ones(len(faces)), atol=1e-5, rtol=0)
+    # A temperature above 1 flattens them but keeps each face's ranking.
+    soft = attach_teacher(labels, faces, f"{teacher},{teacher}", 1.0, 3.0, tmp_path / "two")
+    assert (soft.max(1).values <= torch.from_numpy(expected).max(1).values + 1e-6).all()
+    assert (soft.argmax(1) == torch.from_numpy(expected).argmax(1)).all()
+
+
+def test_distill_options_are_checked_before_training(trained_run: Path, tmp_path: Path) -> None:
+    data = trained_run.parent / "fer2013.csv"
+    base = [
+        sys.executable,
+        "-m",
+        "facial_emotion",
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    for extra, message in (
+        (["--distill", "0.5"], "--distill needs --teacher"),
+        (["--distill", "0.5", "--teacher", str(tmp_path / "none.onnx")], "none.onnx: no such file"),
+        (["--distill", "1.5", "--teacher", str(trained_run / "model.onnx")], "--distill must be in 0..1"),
+    ):
+        proc = subprocess.run(base + extra, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, extra
+        assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("arch", ["vgg-s", "resnet-s"])
 def test_a_model_file_becomes_trainable_weights_again(arch: str, tmp_path: Path) -> None:
     """Export folds BatchNorm into the convs; --init-from MODEL.onnx must rebuild the same function

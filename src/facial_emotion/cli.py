@@ -57,6 +57,7 @@ def _print_json(obj: object) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     try:
         from facial_emotion.training.config import TrainConfig
+        from facial_emotion.training.distill import teacher_paths
         from facial_emotion.training.loop import train
         from facial_emotion.training.nets import ARCHITECTURES
     except ImportError as e:
@@ -75,6 +76,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError("--epochs, --batch-size and --lr must be positive, --threads not negative")
     if not (0 <= cfg.ferplus_mix <= 1 and 0 <= cfg.label_smoothing < 1 and 0 <= cfg.ema_decay < 1):
         raise UserError("--ferplus-mix must be in 0..1, --label-smoothing and --ema in 0..1 (excluded)")
+    if not (0 <= cfg.distill <= 1 and cfg.distill_temperature > 0):
+        raise UserError("--distill must be in 0..1 and --distill-temperature positive")
+    if cfg.distill > 0 and not cfg.teacher:
+        raise UserError("--distill needs --teacher MODEL.onnx[,MODEL.onnx...]")
+    for teacher in teacher_paths(cfg.teacher):
+        if not teacher.is_file():
+            raise UserError(f"--teacher {teacher}: no such file")
     if args.init_from and not Path(args.init_from).is_file():
         raise UserError(f"--init-from {args.init_from}: no such file")
     result = train(cfg, Path(args.out), resume=args.resume, progress=not args.quiet)
@@ -389,6 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--labels", choices=["fer2013", "ferplus"])
     p.add_argument("--ferplus-mix", type=float, help="blend FER+ vote distributions into the targets (0..1)")
+    p.add_argument("--teacher", help="distil from these models: comma list of .onnx files (with --distill)")
+    p.add_argument(
+        "--distill", type=float, help="weight of the teachers' ten-crop probabilities in the targets (0..1)"
+    )
+    p.add_argument("--distill-temperature", type=float, help="soften the teachers' probabilities (default 1)")
     p.add_argument("--arch", help="architecture: vgg-s, vgg-m, vgg-l, resnet-s, resnet-m, resnet18")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)

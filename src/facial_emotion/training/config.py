@@ -13,6 +13,9 @@ class TrainConfig:
     data: str = ""
     labels: str = "fer2013"  # fer2013 | ferplus (train on FER+ majority / vote distributions)
     ferplus_mix: float = 0.0  # >0: target = (1-mix) * one-hot FER-2013 label + mix * FER+ votes
+    teacher: str = ""  # comma list of ONNX model files to distil from (their ten-crop probabilities)
+    distill: float = 0.0  # target = (1-distill) * label target + distill * teacher probabilities
+    distill_temperature: float = 1.0  # > 1 softens the teacher probabilities
     train_split: str = ""  # comma list; default Training / train / all-but-validation
     val_split: str = ""  # default PublicTest / test / a 10 % hold-out of the training split
     # Defaults = the built-in model's recipe (scripts/train_builtin.sh spells it out).

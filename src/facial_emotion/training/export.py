@@ -128,6 +128,15 @@ def model_file_stages(path: Path) -> list[dict[str, Any]]:
     return [{k: v for k, v in stage.items() if v is not None}]
 
 
+def teacher_summaries(cfg: TrainConfig) -> list[dict[str, Any]]:
+    """The models a distilled run learnt from, each with the stages its own metadata records."""
+    if not (cfg.teacher and cfg.distill > 0):
+        return []
+    from facial_emotion.training.distill import teacher_paths
+
+    return [{"model": str(p), "stages": model_file_stages(p)} for p in teacher_paths(cfg.teacher)]
+
+
 def export_checkpoint(
     checkpoint: Path,
     out: Path,
@@ -174,6 +183,9 @@ def export_checkpoint(
     stages = earlier_stages(cfg.init_from) + [this]
     if len(stages) > 1:
         meta["stages"] = stages
+    teachers = teacher_summaries(cfg)
+    if teachers:  # their training time is not in train_seconds: it is spent once, before this run
+        meta["teachers"] = teachers
     timed = [s for s in stages if "train_seconds" in s]
     if history and len(timed) == len(stages):
         seconds = sum(s["train_seconds"] for s in timed)

@@ -78,8 +78,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError("--ferplus-mix must be in 0..1, --label-smoothing and --ema in 0..1 (excluded)")
     if not (0 <= cfg.distill <= 1 and cfg.distill_temperature > 0):
         raise UserError("--distill must be in 0..1 and --distill-temperature positive")
-    if cfg.distill > 0 and not cfg.teacher:
-        raise UserError("--distill needs --teacher MODEL.onnx[,MODEL.onnx...]")
+    if (cfg.distill > 0) != bool(teacher_paths(cfg.teacher)):
+        raise UserError("--distill W (> 0) and --teacher MODEL.onnx[,MODEL.onnx...] go together")
     for teacher in teacher_paths(cfg.teacher):
         if not teacher.is_file():
             raise UserError(f"--teacher {teacher}: no such file")

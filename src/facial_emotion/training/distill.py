@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from facial_emotion.data import DatasetError
+from facial_emotion.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +26,19 @@ def teacher_paths(spec: str) -> list[Path]:
     return [Path(p.strip()) for p in spec.split(",") if p.strip()]
 
 
+def is_distilled(cfg: TrainConfig) -> bool:
+    """Whether a run learns from teachers: the one test the loop and the export both use."""
+    return cfg.distill > 0 and bool(teacher_paths(cfg.teacher))
+
+
 def teacher_probabilities(spec: str, faces: np.ndarray, num_classes: int) -> np.ndarray:
     """Mean ten-crop probabilities of the teachers in ``spec`` (comma list of ONNX files), (N, classes)."""
     from facial_emotion.inference.classifier import EmotionClassifier
     from facial_emotion.model_file import ModelFileError
 
+    paths = teacher_paths(spec)
     total = np.zeros((len(faces), num_classes), dtype=np.float64)
-    for path in teacher_paths(spec):
+    for path in paths:
         try:
             teacher = EmotionClassifier(path)
         except ModelFileError as e:
@@ -43,7 +50,7 @@ def teacher_probabilities(spec: str, faces: np.ndarray, num_classes: int) -> np.
             )
         log.info("teacher %s: ten-crop probabilities of %d training faces", path, len(faces))
         total += teacher.predict(faces, tta=True)
-    return (total / len(teacher_paths(spec))).astype(np.float32)
+    return (total / len(paths)).astype(np.float32)
 
 
 def soften(probs: np.ndarray, temperature: float) -> np.ndarray:

@@ -130,9 +130,10 @@ def model_file_stages(path: Path) -> list[dict[str, Any]]:
 
 def teacher_summaries(cfg: TrainConfig) -> list[dict[str, Any]]:
     """The models a distilled run learnt from, each with the stages its own metadata records."""
-    if not (cfg.teacher and cfg.distill > 0):
+    from facial_emotion.training.distill import is_distilled, teacher_paths
+
+    if not is_distilled(cfg):
         return []
-    from facial_emotion.training.distill import teacher_paths
 
     return [{"model": str(p), "stages": model_file_stages(p)} for p in teacher_paths(cfg.teacher)]
 

@@ -27,7 +27,7 @@ from facial_emotion.training.checkpoint import (
     save_checkpoint,
 )
 from facial_emotion.training.config import TrainConfig
-from facial_emotion.training.distill import attach_teacher
+from facial_emotion.training.distill import attach_teacher, is_distilled
 from facial_emotion.training.machine import training_machine
 from facial_emotion.training.nets import create_model
 
@@ -274,7 +274,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     targets = build_targets(train_ds, cfg, num_classes)
     if cfg.ferplus_mix > 0:
         targets = attach_ferplus_mix(train_ds, targets, cfg)
-    if cfg.teacher and cfg.distill > 0:
+    if is_distilled(cfg):
         targets = attach_teacher(
             targets, train_ds.images, cfg.teacher, cfg.distill, cfg.distill_temperature, out
         )

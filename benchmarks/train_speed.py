@@ -9,7 +9,8 @@ as uint8, batched augmentation, forward, soft-target loss, backward, step, EMA u
 ``--warmup`` steps are not timed. Epoch time = steps per epoch x batch / throughput, plus one validation
 pass of the model and of its EMA copy on the validation split, as the loop does every epoch.
 
-Where the CPU has AMX (bf16 autocast pays off), fp32 and bf16 are both measured; otherwise fp32 only.
+Where the CPU has native bf16 (AMX or AVX512-BF16: bf16 autocast pays off), fp32 and bf16 are both
+measured; otherwise fp32 only.
 compare_fer.py imports ``measure`` from here; run this file alone for the training figures only.
 """
 
@@ -42,7 +43,7 @@ def measure(
 
     from facial_emotion.data import load_dataset
     from facial_emotion.training.config import TrainConfig
-    from facial_emotion.training.loop import build_targets, cpu_has_amx_bf16, resolve_precision, split_dataset
+    from facial_emotion.training.loop import build_targets, cpu_bf16_flags, resolve_precision, split_dataset
 
     cfg = TrainConfig(data=str(data))
     if threads:
@@ -56,7 +57,7 @@ def measure(
     images = torch.from_numpy(train_ds.images)
     steps_per_epoch = len(train_ds) // cfg.batch_size
     if precisions is None:
-        precisions = ["fp32", "bf16"] if cpu_has_amx_bf16() else [resolve_precision(cfg.precision)]
+        precisions = ["fp32", "bf16"] if cpu_bf16_flags() else [resolve_precision(cfg.precision)]
 
     out: dict = {
         "recipe": {
@@ -71,7 +72,7 @@ def measure(
         "steps_per_epoch": steps_per_epoch,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "amx_bf16": cpu_has_amx_bf16(),
+        "native_bf16": cpu_bf16_flags(),
         "steps": steps,
         "warmup": warmup,
         "runs": {},
@@ -144,11 +145,17 @@ def table(res: dict) -> str:
             f"| {run['epoch_train_s']:.0f} "
             f"| {run['epoch_val_s']:.0f} | {run['epoch_s']:.0f} |"
         )
+    # Results written before the native_bf16 key only say whether the CPU had AMX.
+    native = res.get("native_bf16", ["amx_bf16"] if res.get("amx_bf16") else [])
     lines.append("")
     lines.append(
         f"One epoch = {res['steps_per_epoch']} steps x {r['batch_size']} of {res['train_faces']:,} "
         f"training faces, then validation of the model and its EMA on {res['val_faces']:,} faces."
-        + ("" if res["amx_bf16"] else " No AMX on this CPU: bf16 autocast not measured (it is slower here).")
+        + (
+            f" Native bf16 on this CPU: {', '.join(native)}."
+            if native
+            else " No native bf16 (AMX, AVX512-BF16) on this CPU: bf16 autocast not measured (slower here)."
+        )
     )
     return "\n".join(lines)
 
@@ -164,7 +171,7 @@ def main() -> None:
         "--precision",
         choices=["auto", "fp32", "bf16", "both"],
         default="both",
-        help="both = fp32 and bf16 where the CPU has AMX, else fp32",
+        help="both = fp32 and bf16 where the CPU has native bf16, else fp32",
     )
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "train_speed.json"))
     args = ap.parse_args()

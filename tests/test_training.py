@@ -17,7 +17,7 @@ from facial_emotion.labels import EMOTIONS  # noqa: E402
 from facial_emotion.training.augment import AugmentConfig, augment  # noqa: E402
 from facial_emotion.training.config import TrainConfig  # noqa: E402
 from facial_emotion.training.export import export_checkpoint, model_from_checkpoint  # noqa: E402
-from facial_emotion.training.loop import train  # noqa: E402
+from facial_emotion.training.loop import cpu_bf16_flags, resolve_precision, train  # noqa: E402
 from facial_emotion.training.nets import ARCHITECTURES, create_model  # noqa: E402
 
 
@@ -335,6 +335,21 @@ def test_augment_is_seeded_and_shaped() -> None:
     b = augment(faces, AugmentConfig(), torch.Generator().manual_seed(3))
     assert a.shape == (8, 1, 40, 40) and torch.equal(a, b)
     assert float(a.min()) >= 0 and float(a.max()) <= 255
+
+
+def test_auto_precision_is_bf16_only_with_native_bf16_flags() -> None:
+    xeon_amx = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni amx_bf16 amx_tile\n"
+    epyc_zen4 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n"
+    epyc_zen2 = "processor\t: 0\nflags\t\t: fpu avx2 fma sha_ni\n"
+    assert cpu_bf16_flags(xeon_amx) == ["amx_bf16"]
+    assert cpu_bf16_flags(epyc_zen4) == ["avx512_bf16"]
+    assert cpu_bf16_flags(epyc_zen2) == []
+    assert cpu_bf16_flags("model name\t: avx512_bf16 in a name, not a flag\nflags\t: avx2\n") == []
+    # This machine: auto follows its own /proc/cpuinfo; explicit choices pass through.
+    assert resolve_precision("auto") == ("bf16" if cpu_bf16_flags() else "fp32")
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
+    with pytest.raises(ValueError):
+        resolve_precision("fp16")
 
 
 def test_cli_train_bad_input_is_one_clear_error(tmp_path: Path) -> None:

@@ -422,7 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--val-split", help="split to validate on (default PublicTest / test / 10%% hold-out; 'none')"
     )
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="auto = bf16 where the CPU has AMX")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        help="auto = bf16 where the CPU has native bf16 (AMX or AVX512-BF16)",
+    )
     p.add_argument("--out", default="runs/train", help="run folder: checkpoints, logs, curves, model.onnx")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument(

@@ -1,6 +1,7 @@
 """The training loop: data in RAM as uint8, batched tensor augmentation, SGD Nesterov one-cycle (or
 constant lr with stochastic weight averaging), bf16 autocast where the CPU has native bf16 (AMX or
-AVX512-BF16), EMA weights, per-epoch validation, atomic checkpoints, ``--resume``, CSV/JSON logs and curves, and ONNX export of the best weights at the end."""
+AVX512-BF16), EMA weights, per-epoch validation, atomic checkpoints, ``--resume``, CSV/JSON logs and
+curves, and ONNX export of the best weights at the end."""
 
 from __future__ import annotations
 

@@ -49,9 +49,10 @@ def _teachers(m: dict) -> str:
         parts.append(f"`{stages[-1]['recipe']['arch']}`, {text}{f', mixup {mixup}' if mixup else ''}")
     own = m.get("train_seconds", 0)
     total = own + sum(s.get("train_seconds", 0) for t in teachers for s in t["stages"])
+    who = "a teacher model" if len(teachers) == 1 else f"{len(teachers)} teacher models (averaged)"
     return (
-        f" Its targets blend the labels (weight {1 - m['recipe']['distill']:.1f}) with the averaged ten-crop"
-        f" predictions (weight {m['recipe']['distill']}) of {len(teachers)} teacher models trained first on the"
+        f" Its targets blend the labels (weight {1 - m['recipe']['distill']:.1f}) with the ten-crop"
+        f" predictions (weight {m['recipe']['distill']}) of {who} trained first on the"
         f" same faces: {'; '.join(parts)}. Training took {_duration(total)} in all, teachers included."
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -220,6 +221,7 @@ def test_distillation_blends_the_teachers_ten_crop_probabilities_into_the_target
     assert meta["teachers"] == [
         {
             "model": teacher,
+            "sha256": hashlib.sha256(Path(teacher).read_bytes()).hexdigest(),
             "stages": [
                 {
                     k: first[k]

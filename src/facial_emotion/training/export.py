@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import json
 import warnings
@@ -129,13 +130,21 @@ def model_file_stages(path: Path) -> list[dict[str, Any]]:
 
 
 def teacher_summaries(cfg: TrainConfig) -> list[dict[str, Any]]:
-    """The models a distilled run learnt from, each with the stages its own metadata records."""
+    """The models a distilled run learnt from: path, SHA-256 (the path alone may later hold another
+    model, e.g. when the student replaces the built-in model it learnt from), and the stages their own
+    metadata records."""
     from facial_emotion.training.distill import is_distilled, teacher_paths
 
     if not is_distilled(cfg):
         return []
-
-    return [{"model": str(p), "stages": model_file_stages(p)} for p in teacher_paths(cfg.teacher)]
+    return [
+        {
+            "model": str(p),
+            "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+            "stages": model_file_stages(p),
+        }
+        for p in teacher_paths(cfg.teacher)
+    ]
 
 
 def export_checkpoint(

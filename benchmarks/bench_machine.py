@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from facial_emotion.training.machine import cpu_flags, cpuinfo_text
+
 REPO = Path(__file__).resolve().parents[1]
 # The CPU features that change our speed: SIMD width for onnxruntime, native bf16 for training.
 CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
@@ -15,9 +17,9 @@ CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
 
 def describe_machine() -> dict:
     """Date, commit, CPU model, cores, CPU_FEATURES present, OS, Python, load."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    cpuinfo = cpuinfo_text()
     names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
-    flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
+    flags = cpu_flags(cpuinfo)
     # "-dirty": the measured files had uncommitted changes
     commit = subprocess.run(
         ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=REPO
@@ -27,7 +29,7 @@ def describe_machine() -> dict:
         "commit": commit or "unknown",
         "cpu": names[0] if names else platform.processor() or "unknown",
         "cores": os.cpu_count(),
-        "cpu_features": [f for f in CPU_FEATURES if f" {f}" in flags],
+        "cpu_features": [f for f in CPU_FEATURES if f in flags],
         "os": platform.platform(),
         "python": platform.python_version(),
         "load_average_at_start": list(os.getloadavg()),

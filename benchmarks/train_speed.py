@@ -43,7 +43,8 @@ def measure(
 
     from facial_emotion.data import load_dataset
     from facial_emotion.training.config import TrainConfig
-    from facial_emotion.training.loop import build_targets, cpu_bf16_flags, resolve_precision, split_dataset
+    from facial_emotion.training.loop import build_targets, resolve_precision, split_dataset
+    from facial_emotion.training.machine import cpu_bf16_flags
 
     cfg = TrainConfig(data=str(data))
     if threads:
@@ -56,8 +57,9 @@ def measure(
     targets = build_targets(train_ds, cfg, ds.num_classes)
     images = torch.from_numpy(train_ds.images)
     steps_per_epoch = len(train_ds) // cfg.batch_size
+    native_bf16 = cpu_bf16_flags()
     if precisions is None:
-        precisions = ["fp32", "bf16"] if cpu_bf16_flags() else [resolve_precision(cfg.precision)]
+        precisions = ["fp32", "bf16"] if native_bf16 else [resolve_precision(cfg.precision)]
 
     out: dict = {
         "recipe": {
@@ -72,7 +74,7 @@ def measure(
         "steps_per_epoch": steps_per_epoch,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "native_bf16": cpu_bf16_flags(),
+        "native_bf16": native_bf16,
         "steps": steps,
         "warmup": warmup,
         "runs": {},

@@ -28,7 +28,7 @@ from facial_emotion.training.checkpoint import (
 )
 from facial_emotion.training.config import TrainConfig
 from facial_emotion.training.distill import attach_teacher, is_distilled
-from facial_emotion.training.machine import training_machine
+from facial_emotion.training.machine import cpu_bf16_flags, training_machine
 from facial_emotion.training.nets import create_model
 
 log = logging.getLogger(__name__)
@@ -37,34 +37,10 @@ LAST = "last.pt"
 BEST = "best.pt"
 
 
-# CPU flags of native bf16 matrix maths: Intel AMX (Sapphire Rapids on) and AVX512-BF16 (AMD Zen 4 on,
-# Cooper Lake). Measured for vgg-m on 2 cores: bf16 534 vs fp32 215 img/s on a Xeon with AMX, 513 vs 294
-# on an AMD EPYC with AVX512-BF16; on an AVX2-only EPYC bf16 is emulated and several times slower.
-NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-
-
-def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:
-    """The native-bf16 flags of this CPU (from /proc/cpuinfo, or the given text); [] if unknown."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return []
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[-1].split())
-    return [f for f in NATIVE_BF16_FLAGS if f in flags]
-
-
-def cpu_has_native_bf16() -> bool:
-    return bool(cpu_bf16_flags())
-
-
 def resolve_precision(precision: str) -> str:
     """bf16 autocast only pays off with native bf16 (AMX or AVX512-BF16); elsewhere fp32 is faster."""
     if precision == "auto":
-        return "bf16" if cpu_has_native_bf16() else "fp32"
+        return "bf16" if cpu_bf16_flags() else "fp32"
     if precision not in ("bf16", "fp32"):
         raise ValueError(f"unknown precision {precision!r}")
     return precision

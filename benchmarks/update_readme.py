@@ -28,6 +28,8 @@ def _stage(s: dict) -> str:
         text = f"{r['epochs']} epochs of stochastic weight averaging (SWA) at constant lr {r['lr']}"
     else:
         text = f"{r['epochs']} epochs, one-cycle schedule at max lr {r['lr']}"
+    if r.get("mixup"):
+        text += f" with mixup {r['mixup']}"
     if r.get("init_from"):
         text += " from the previous stage's weights"
     if "train_seconds" in s:
@@ -44,9 +46,7 @@ def _teachers(m: dict) -> str:
     parts = []
     for t in teachers:
         stages = t["stages"]
-        text = "; then ".join(_stage(s) for s in stages)
-        mixup = stages[-1]["recipe"].get("mixup", 0)
-        parts.append(f"`{stages[-1]['recipe']['arch']}`, {text}{f', mixup {mixup}' if mixup else ''}")
+        parts.append(f"`{stages[-1]['recipe']['arch']}`, " + "; then ".join(_stage(s) for s in stages))
     own = m.get("train_seconds", 0)
     total = own + sum(s.get("train_seconds", 0) for t in teachers for s in t["stages"])
     who = "a teacher model" if len(teachers) == 1 else f"{len(teachers)} teacher models (averaged)"

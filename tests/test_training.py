@@ -22,6 +22,18 @@ from facial_emotion.training.loop import cpu_bf16_flags, resolve_precision, trai
 from facial_emotion.training.nets import ARCHITECTURES, create_model  # noqa: E402
 
 
+def render_readme_accuracy(meta: dict) -> str:
+    """benchmarks/update_readme.py's accuracy section for a model's metadata (benchmarks is no package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "update_readme.py"
+    spec = importlib.util.spec_from_file_location("update_readme", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.accuracy({"model": meta, "markdown": "| results |"})
+
+
 def small_config(data: Path, **kw) -> TrainConfig:
     return TrainConfig(data=str(data), arch="vgg-s", epochs=2, batch_size=32, lr=0.05, **kw)
 
@@ -207,7 +219,7 @@ def test_distillation_blends_the_teachers_ten_crop_probabilities_into_the_target
     data = trained_run.parent / "fer2013.csv"
     teacher = str(trained_run / "model.onnx")
     out = tmp_path / "student"
-    cfg = small_config(data, threads=1, teacher=teacher, distill=0.6)
+    cfg = small_config(data, threads=1, teacher=teacher, distill=0.6, mixup=0.2)
     cfg.epochs = 1
     train(cfg, out, progress=False)
     faces = load_dataset(str(data)).select_split("Training").images
@@ -231,6 +243,13 @@ def test_distillation_blends_the_teachers_ten_crop_probabilities_into_the_target
             ],
         }
     ]
+    # The README renderer describes this model from its metadata: the student's own mixup, the
+    # weights of labels and teacher, and the teacher's training.
+    readme = render_readme_accuracy(meta)
+    assert "Training only: 1 epochs, one-cycle schedule at max lr 0.05 with mixup 0.2 (" in readme
+    assert "labels (weight 0.4) with the ten-crop predictions (weight 0.6) of a teacher model" in readme
+    assert "`vgg-s`, 2 epochs, one-cycle schedule at max lr 0.05 (" in readme
+    assert "mixup 0.0" not in readme
     # target = 0.4 * label target + 0.6 * teacher probabilities; two teachers count as their mean.
     labels = torch.full((len(faces), 7), 1 / 7)
     both = attach_teacher(labels, faces, f"{teacher},{teacher}", 0.6, 1.0, tmp_path / "two")

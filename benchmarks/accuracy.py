@@ -8,10 +8,11 @@ and the report (confusion matrices, mistakes grid) of the csv run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
+
+from bench_machine import write_results
 
 from facial_emotion.evaluation.evaluate import evaluate, write_report
 from facial_emotion.inference.classifier import EmotionClassifier
@@ -75,10 +76,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     results["markdown"] = table
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(Path(args.out), results)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
-"""What a benchmark records about where it ran, in one place for every script in benchmarks/."""
+"""What a benchmark records about where it ran, and how it writes its results, in one place for every
+script in benchmarks/."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
 import time
 from pathlib import Path
 
+from facial_emotion.model_file import atomic_write_bytes
 from facial_emotion.training.machine import cpu_flags, cpuinfo_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,3 +37,14 @@ def describe_machine() -> dict:
         "python": platform.python_version(),
         "load_average_at_start": list(os.getloadavg()),
     }
+
+
+def write_results(out: Path, results: dict, markdown: str | None = None) -> None:
+    """``results`` as JSON at ``out`` (and ``markdown`` beside it as .md), each written to a temp file
+    and renamed: an interrupted benchmark leaves the previous results whole."""
+    atomic_write_bytes(out, (json.dumps(results, indent=2) + "\n").encode())
+    written = [str(out)]
+    if markdown is not None:
+        atomic_write_bytes(out.with_suffix(".md"), markdown.encode())
+        written.append(str(out.with_suffix(".md")))
+    print(f"wrote {' and '.join(written)}")

@@ -42,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import train_speed  # noqa: E402  (benchmarks/train_speed.py)
-from bench_machine import describe_machine  # noqa: E402
+from bench_machine import describe_machine, write_results  # noqa: E402
 from peer_fer import rate  # noqa: E402  the one timing function both systems use
 
 from facial_emotion import EmotionRecognizer, __version__, load_image  # noqa: E402
@@ -606,10 +606,8 @@ def main() -> None:
     table = markdown(res)
     print()
     print(table)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    out.with_suffix(".md").write_text(table)
-    print(f"wrote {out} and {out.with_suffix('.md')} in {res['wall_seconds']:.0f} s")
+    write_results(out, res, markdown=table)
+    print(f"compare_fer took {res['wall_seconds']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -11,12 +11,12 @@ $FACIAL_EMOTION_YUNET); it is not bundled.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
 
 import cv2
+from bench_machine import write_results
 
 from facial_emotion import load_image
 from facial_emotion.inference.detectors import create_detector
@@ -91,10 +91,7 @@ def main() -> None:
         cells = [f"{p['found']} ({p['ms']:.0f} ms)" for p in r["photos"].values()]
         cells += [f"{v['with_face']:.0%} ({v['ms_per_frame']:.0f} ms)" for v in r["videos"].values()]
         print(f"| {spec} | {r['photos_correct']} | " + " | ".join(cells) + " |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(Path(args.out), results)
 
 
 if __name__ == "__main__":

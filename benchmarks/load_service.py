@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import socket
 import subprocess
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 
 import httpx
-from bench_machine import describe_machine
+from bench_machine import describe_machine, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACIAL_EMOTION_SHARED", REPO.parent / "shared"))
@@ -147,9 +146,7 @@ def main() -> int:
     )
     for e in result["error_samples"]:
         print("  error:", e)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, result)
     return 1 if errors else 0
 
 

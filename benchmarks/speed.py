@@ -9,7 +9,6 @@ Prints a table and writes JSON. Run it on a quiet machine: figures are wall-cloc
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnxruntime as ort
-from bench_machine import describe_machine
+from bench_machine import describe_machine, write_results
 
 from facial_emotion import EmotionRecognizer, __version__, load_image
 from facial_emotion.inference.classifier import EmotionClassifier
@@ -157,10 +156,7 @@ def main() -> None:
                 flush=True,
             )
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(Path(args.out), results)
 
 
 if __name__ == "__main__":

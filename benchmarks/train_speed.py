@@ -17,13 +17,13 @@ compare_fer.py imports ``measure`` from here; run this file alone for the traini
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from bench_machine import write_results
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACIAL_EMOTION_SHARED", REPO.parent / "shared"))
@@ -184,10 +184,7 @@ def main() -> None:
     precisions = None if args.precision == "both" else [resolve_precision(args.precision)]
     res = measure(Path(args.data), args.steps, args.warmup, args.threads, args.val_limit, precisions)
     print(table(res))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(Path(args.out), res)
 
 
 if __name__ == "__main__":

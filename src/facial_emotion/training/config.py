@@ -20,7 +20,7 @@ class TrainConfig:
     val_split: str = ""  # default PublicTest / test / a 10 % hold-out of the training split
     # Defaults = the built-in model's recipe (scripts/train_builtin.sh spells it out).
     arch: str = "vgg-m"
-    epochs: int = 120
+    epochs: int = 240
     batch_size: int = 128
     lr: float = 0.1
     weight_decay: float = 5e-4
@@ -29,7 +29,7 @@ class TrainConfig:
     # every epoch (stochastic weight averaging) with BatchNorm re-estimated; for a stage after --init-from.
     schedule: str = "onecycle"
     label_smoothing: float = 0.1
-    mixup: float = 0.0  # Beta(a, a); 0 = off
+    mixup: float = 0.2  # Beta(a, a); 0 = off
     ema_decay: float = 0.999  # 0 = off
     precision: str = "auto"  # auto | bf16 | fp32
     seed: int = 0

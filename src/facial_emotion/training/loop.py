@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -301,7 +302,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     )
     # Whole-epoch wall times (training, validation, checkpoint) for the ETA; epoch_s counts the
     # training steps only, so an ETA from it came out about 10 % short.
-    recent_wall_s: list[float] = []
+    recent_wall_s: deque[float] = deque(maxlen=5)
     for epoch in range(start_epoch, cfg.epochs):
         # Every random draw of an epoch comes from generators seeded by (seed, epoch): a resumed
         # run repeats exactly what the uninterrupted run would have done.
@@ -398,7 +399,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
             out / LAST,
         )
         _write_logs(out, history)
-        recent_wall_s = [*recent_wall_s[-4:], time.time() - t0]
+        recent_wall_s.append(time.time() - t0)
         eta_min = (cfg.epochs - epoch - 1) * sum(recent_wall_s) / len(recent_wall_s) / 60
         log.info(
             "epoch %d/%d %s%s | eta %.0f min",

@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from facial_emotion.model_file import atomic_write_bytes
+from facial_emotion.results.files import atomic_write_bytes
 from facial_emotion.training.machine import cpu_flags, cpuinfo_text
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from facial_emotion.labels import EMOTIONS
+from facial_emotion.results.files import atomic_write_bytes
 
 # Preprocessing facts, used by the readers, training and inference alike: FER-2013 faces are
 # 48 x 48 gray; nets see a 40 x 40 crop of them (random in training, centre or ten crops at test).
@@ -75,20 +75,6 @@ def read_metadata_from_session_meta(custom: dict[str, str], source: str) -> dict
     except json.JSONDecodeError as e:
         raise ModelFileError(f"{source}: damaged metadata: {e}") from None
     return validate_metadata(meta, source)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file beside ``path`` then rename, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary readable files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_model(path: Path, onnx_bytes: bytes, meta: dict[str, Any]) -> None:

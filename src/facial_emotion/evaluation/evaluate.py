@@ -52,7 +52,7 @@ def write_report(
     """Confusion matrices (counts, row-normalised), the classification report (Markdown + JSON)
     and a grid of the most confident mistakes."""
     from facial_emotion.evaluation.plots import plot_confusion_matrix, plot_mistakes
-    from facial_emotion.model_file import atomic_write_bytes
+    from facial_emotion.results.files import atomic_write_bytes
 
     out.mkdir(parents=True, exist_ok=True)
     classes = list(part.class_names)

@@ -19,7 +19,7 @@ def _figure():
 
 
 def _save(fig, path: Path) -> None:
-    from facial_emotion.model_file import atomic_write_bytes
+    from facial_emotion.results.files import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")

@@ -63,7 +63,7 @@ def attach_teacher(
     targets: torch.Tensor, faces: np.ndarray, spec: str, weight: float, temperature: float, out: Path
 ) -> torch.Tensor:
     """target = (1 - weight) * target + weight * softened teacher probabilities."""
-    from facial_emotion.model_file import atomic_write_bytes
+    from facial_emotion.results.files import atomic_write_bytes
 
     cache = out / TEACHER_TARGETS
     probs = None

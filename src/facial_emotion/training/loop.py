@@ -135,7 +135,7 @@ def evaluate_torch(
 
 def _write_logs(out: Path, history: list[dict[str, Any]]) -> None:
     from facial_emotion.evaluation.plots import plot_training_curves
-    from facial_emotion.model_file import atomic_write_bytes
+    from facial_emotion.results.files import atomic_write_bytes
 
     if not history:
         return

@@ -1,0 +1,42 @@
+"""Atomic file writing: every output file (results, models, benchmark JSON) is written to a temp file
+beside its target and renamed over it, so a crash or a full disk never leaves half a file.
+
+Imports nothing of ours, so every layer (model files, results, benchmarks) can use it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temp path beside ``path`` to write to (by any writer: OpenCV, matplotlib, torch...); it is
+    renamed to ``path`` when the block ends without an error and removed when it raises."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary readable files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file and a rename."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """UTF-8 text; characters that cannot be encoded (file names with undecodable bytes, kept by
+    Python as surrogate escapes) are written back as their original bytes."""
+    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))

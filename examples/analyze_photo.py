@@ -8,7 +8,7 @@ import sys
 import cv2
 
 from facial_emotion import EmotionRecognizer, load_image
-from facial_emotion.inference.draw import annotate
+from facial_emotion.results.draw import annotate
 
 image = load_image(sys.argv[1])  # BGR, EXIF-upright
 recognizer = EmotionRecognizer()

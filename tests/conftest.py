@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from facial_emotion import settings
 from facial_emotion.labels import EMOTIONS, FERPLUS_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,6 +32,7 @@ def need_shared(*parts: str) -> Path:
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Dataset caches of generated data go to a temp folder, not the user's home."""
     monkeypatch.setenv("FACIAL_EMOTION_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    settings.reload()  # settings are read once per process: read them again with this variable
 
 
 def synthetic_faces(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -138,6 +138,8 @@ def test_cli_bad_files_are_reported_and_the_rest_processed(tmp_path: Path) -> No
     ]
     img = cv2.imread(str(annotated / "justin.annotated.jpg"))
     assert img is not None and img.shape == cv2.imread(str(good)).shape
+    assert doc["justin.jpg"]["annotated"] == str(annotated / "justin.annotated.jpg")
+    assert "annotated" not in doc["missing.jpg"]
 
 
 def test_cli_folder_and_glob_inputs_and_table() -> None:
@@ -179,3 +181,49 @@ def test_example_script_runs(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 2 and cv2.imread(str(out)) is not None
+
+
+def test_output_closed_early_is_not_an_error() -> None:
+    """``facial-emotion analyze ... | head -1``: the reader went away, which is not a failure."""
+    media = need_shared("media")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "facial_emotion", "analyze", str(media), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before it writes anything: its first write meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "error" not in err.lower() and "Traceback" not in err
+
+
+def test_undecodable_file_name_keeps_the_batch(tmp_path: Path) -> None:
+    """A file name that is not UTF-8 is written with U+FFFD in every output; no result is lost."""
+    photo = need_shared("media", "justin.jpg")
+    odd = tmp_path / "x\udcff.jpg"  # the byte 0xff, as Python keeps it in a str (surrogate escape)
+    odd.write_bytes(photo.read_bytes())
+    out_csv = tmp_path / "o.csv"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facial_emotion",
+            "analyze",
+            str(odd),
+            str(photo),
+            "--json",
+            "--csv",
+            str(out_csv),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    doc = json.loads(proc.stdout)
+    assert [len(e["faces"]) for e in doc] == [1, 1]
+    assert doc[0]["path"].endswith("x\ufffd.jpg")
+    rows = list(csv.DictReader(out_csv.open(encoding="utf-8")))
+    assert [r["path"].endswith("x\ufffd.jpg") for r in rows] == [True, False]
+    table = run_cli("analyze", str(odd))
+    assert table.returncode == 0 and "x\ufffd.jpg: 1 face(s)" in table.stdout

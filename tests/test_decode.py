@@ -11,8 +11,8 @@ import pytest
 from conftest import need_shared
 from PIL import Image
 
-from facial_emotion.inference import decode
-from facial_emotion.inference.decode import ImageError, load_image
+from facial_emotion import settings
+from facial_emotion.inference.decode import ImageError, ImageTooLarge, load_image
 
 
 def _png_bytes(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
@@ -81,12 +81,23 @@ def test_bad_inputs_give_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_huge_images_are_refused_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(decode, "MAX_PIXELS", 10_000)
     data = _png_bytes(Image.new("L", (200, 200)))
-    with pytest.raises(ImageError, match="too large"):
-        load_image(data)
-    with pytest.raises(ImageError, match="too large"):
-        load_image(np.zeros((200, 200), np.uint8))
+    # The limit given by the caller (the service passes its own) ...
+    with pytest.raises(ImageTooLarge, match="too large"):
+        load_image(data, max_pixels=10_000)
+    assert load_image(data, max_pixels=40_000).shape == (200, 200, 3)
+    # ... else the process's setting, read from the environment.
+    monkeypatch.setenv("FACIAL_EMOTION_MAX_PIXELS", "10000")
+    settings.reload()
+    try:
+        with pytest.raises(ImageTooLarge, match="too large"):
+            load_image(data)
+        with pytest.raises(ImageTooLarge, match="too large"):
+            load_image(np.zeros((200, 200), np.uint8))
+    finally:
+        monkeypatch.delenv("FACIAL_EMOTION_MAX_PIXELS")
+        settings.reload()
+    assert load_image(data).shape == (200, 200, 3)
 
 
 def test_decompression_bomb_is_refused() -> None:
@@ -94,7 +105,7 @@ def test_decompression_bomb_is_refused() -> None:
     bomb = Image.new("1", (20000, 20000))
     data = _png_bytes(bomb)
     assert len(data) < 2_000_000
-    with pytest.raises(ImageError, match="too large"):
+    with pytest.raises(ImageTooLarge, match="too large"):
         load_image(data)
 
 

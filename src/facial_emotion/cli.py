@@ -1,5 +1,6 @@
-"""The ``facial-emotion`` command. One thin function per subcommand; heavy imports happen inside
-them, so ``analyze`` never loads torch and ``--help`` is instant.
+"""The ``facial-emotion`` command. One thin function per subcommand: parse -> call the pipeline ->
+write through ``results``. Heavy imports happen inside them, so ``analyze`` never loads torch and
+``--help`` loads neither OpenCV nor onnxruntime.
 
 Exit codes: 0 success, 1 some inputs failed (others were still processed), 2 usage or data error.
 """
@@ -8,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import sys
 from dataclasses import fields
 from pathlib import Path
 
-from facial_emotion import __version__
-from facial_emotion.inference.tracking import DEFAULT_DETECT_EVERY
+from facial_emotion import __version__, settings
+from facial_emotion.settings import DEFAULT_DETECT_EVERY
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 
@@ -28,27 +28,27 @@ class MissingDependency(UserError):
     """An optional package that this command needs is not installed."""
 
 
+# Every exception type that means 'bad input', not 'bug', by module. A module that was never imported
+# cannot have raised, so only loaded modules are looked at: an error path never imports torch.
+_USER_ERRORS = {
+    "facial_emotion.settings": ("SettingsError",),
+    "facial_emotion.data.dataset": ("DatasetError",),
+    "facial_emotion.inference.decode": ("ImageError",),
+    "facial_emotion.inference.detectors": ("DetectorError",),
+    "facial_emotion.inference.video": ("VideoError",),
+    "facial_emotion.model_file": ("ModelFileError",),
+    "facial_emotion.results.media": ("MediaError",),
+    "facial_emotion.training.config": ("ConfigError",),
+    "facial_emotion.training.checkpoint": ("CheckpointError",),
+}
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Every exception type that means 'bad input', not 'bug'."""
-    from facial_emotion.data import DatasetError
-    from facial_emotion.inference.decode import ImageError
-    from facial_emotion.inference.detectors import DetectorError
-    from facial_emotion.inference.video import VideoError
-    from facial_emotion.model_file import ModelFileError
-
-    errors: tuple[type[BaseException], ...] = (UserError, DatasetError, ImageError, DetectorError, VideoError)
-    errors += (ModelFileError, MissingDependency)
-    try:  # only present with the [train] extra
-        from facial_emotion.training.checkpoint import CheckpointError
-
-        errors += (CheckpointError,)
-    except ImportError:
-        pass
-    return errors
-
-
-def _print_json(obj: object) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    errors: list[type[BaseException]] = [UserError]
+    for module, names in _USER_ERRORS.items():
+        if module in sys.modules:
+            errors += [getattr(sys.modules[module], name) for name in names]
+    return tuple(errors)
 
 
 # --- train / evaluate / export ---------------------------------------------------------------------
@@ -57,35 +57,17 @@ def _print_json(obj: object) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     try:
         from facial_emotion.training.config import TrainConfig
-        from facial_emotion.training.distill import teacher_paths
         from facial_emotion.training.loop import train
-        from facial_emotion.training.nets import ARCHITECTURES
     except ImportError as e:
         raise UserError(
             f"training needs the [train] extra ({e.name} is missing): pip install 'facial-emotion[train]'"
         ) from None
     # Each option's dest is its TrainConfig field; options left out (None) keep TrainConfig's defaults,
-    # which are the built-in model's recipe: one place for them.
+    # which are the built-in model's recipe: one place for them. train() validates the config.
     given = {
         f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None
     }
-    cfg = TrainConfig(**given)
-    if cfg.arch not in ARCHITECTURES:
-        raise UserError(f"unknown architecture {cfg.arch!r}; choose from {', '.join(sorted(ARCHITECTURES))}")
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0 or cfg.threads < 0:
-        raise UserError("--epochs, --batch-size and --lr must be positive, --threads not negative")
-    if not (0 <= cfg.ferplus_mix <= 1 and 0 <= cfg.label_smoothing < 1 and 0 <= cfg.ema_decay < 1):
-        raise UserError("--ferplus-mix must be in 0..1, --label-smoothing and --ema in 0..1 (excluded)")
-    if not (0 <= cfg.distill <= 1 and cfg.distill_temperature > 0):
-        raise UserError("--distill must be in 0..1 and --distill-temperature positive")
-    if (cfg.distill > 0) != bool(teacher_paths(cfg.teacher)):
-        raise UserError("--distill W (> 0) and --teacher MODEL.onnx[,MODEL.onnx...] go together")
-    for teacher in teacher_paths(cfg.teacher):
-        if not teacher.is_file():
-            raise UserError(f"--teacher {teacher}: no such file")
-    if args.init_from and not Path(args.init_from).is_file():
-        raise UserError(f"--init-from {args.init_from}: no such file")
-    result = train(cfg, Path(args.out), resume=args.resume, progress=not args.quiet)
+    result = train(TrainConfig(**given), Path(args.out), resume=args.resume, progress=not args.quiet)
     best = result["best"]
     print(
         f"best validation accuracy {best['val_acc']:.2%} (epoch {best['epoch']}, {best['weights']} weights)"
@@ -96,6 +78,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from facial_emotion.evaluation.evaluate import evaluate, write_report
+    from facial_emotion.results.writers import print_json
 
     results, part, probs = evaluate(
         args.data, args.model, args.split, tta=args.tta, skip_bad=args.skip_bad, threads=args.threads
@@ -104,7 +87,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for path in write_report(results, part, probs, Path(args.report)):
             print(f"wrote {path}", file=sys.stderr)
     if args.json:
-        _print_json(results)
+        print_json(results)
     else:
         print(
             f"{results['dataset']} [{results['split']}]: {results['n']} faces, accuracy {results['accuracy']:.2%}"
@@ -150,81 +133,32 @@ def _expand_inputs(items: list[str]) -> list[str]:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from facial_emotion.inference.decode import ImageError, load_image
-    from facial_emotion.inference.draw import annotate
     from facial_emotion.inference.pipeline import EmotionRecognizer
-    from facial_emotion.model_file import atomic_write_bytes
+    from facial_emotion.results import writers
+    from facial_emotion.results.media import AnnotatedFolder
 
     recognizer = EmotionRecognizer(args.model, detector=args.detector, tta=args.tta, threads=args.threads)
     paths = _expand_inputs(args.paths)
     if not paths:
         raise UserError("no input images found")
-    results = []
-    written: set[str] = set()
-    for path in paths:
-        entry: dict = {"path": path, "faces": [], "error": None}
-        try:
-            image = load_image(path)
-            faces = recognizer.analyze_frame(image)
-            entry["faces"] = [f.to_dict() for f in faces]
-            if args.annotate:
-                import cv2
-
-                ok, buf = cv2.imencode(".jpg", annotate(image, faces), [cv2.IMWRITE_JPEG_QUALITY, 92])
-                out = Path(args.annotate) / (Path(path).stem + ".annotated.jpg")
-                n = 2
-                while str(out) in written:  # same file name in two folders: keep both
-                    out = Path(args.annotate) / f"{Path(path).stem}.{n}.annotated.jpg"
-                    n += 1
-                written.add(str(out))
-                atomic_write_bytes(out, buf.tobytes())
-                entry["annotated"] = str(out)
-        except ImageError as e:
-            entry["error"] = str(e)
-            print(f"error: {e}", file=sys.stderr)
-        results.append(entry)
+    folder = AnnotatedFolder(Path(args.annotate)) if args.annotate else None
+    results, annotated = [], []
+    for result in recognizer.analyze_each(paths):
+        drawn = None
+        if result.error:
+            print(f"error: {result.error}", file=sys.stderr)
+        elif folder is not None and result.image is not None:
+            drawn = str(folder.write(result.source, result.image, result.faces))
+        result.image = None  # written: free the pixels before the next photo
+        results.append(result)
+        annotated.append(drawn)
     if args.csv:
-        _write_analyze_csv(results, Path(args.csv), recognizer.classes)
+        writers.write_photos_csv(results, Path(args.csv), recognizer.classes)
     if args.json:
-        _print_json(results)
+        writers.print_json(writers.photos_json(results, annotated))
     else:
-        for entry in results:
-            if entry["error"]:
-                print(f"{entry['path']}: ERROR {entry['error']}")
-                continue
-            print(f"{entry['path']}: {len(entry['faces'])} face(s)")
-            for i, f in enumerate(entry["faces"], 1):
-                top = sorted(f["scores"].items(), key=lambda kv: -kv[1])[1:3]
-                others = ", ".join(f"{k} {v:.0%}" for k, v in top)
-                print(f"  #{i} box={tuple(f['box'])} {f['emotion']:<9}{f['confidence']:>5.0%}   ({others})")
-    return EXIT_PARTIAL if any(e["error"] for e in results) else EXIT_OK
-
-
-def _write_analyze_csv(results: list[dict], path: Path, classes: list[str]) -> None:
-    import csv
-    import io
-
-    from facial_emotion.model_file import atomic_write_bytes
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "face", "x", "y", "w", "h", "emotion", "confidence", *classes, "error"])
-    for e in results:
-        if e["error"] or not e["faces"]:
-            w.writerow([e["path"], "", "", "", "", "", "", "", *[""] * len(classes), e["error"] or ""])
-        for i, f in enumerate(e["faces"], 1):
-            w.writerow(
-                [
-                    e["path"],
-                    i,
-                    *f["box"],
-                    f["emotion"],
-                    f["confidence"],
-                    *(f["scores"][c] for c in classes),
-                    "",
-                ]
-            )
-    atomic_write_bytes(path, buf.getvalue().encode())
+        sys.stdout.write(writers.photos_table(results))
+    return EXIT_PARTIAL if any(r.error for r in results) else EXIT_OK
 
 
 def _check_video_args(args: argparse.Namespace) -> None:
@@ -232,54 +166,46 @@ def _check_video_args(args: argparse.Namespace) -> None:
         raise UserError("--smoothing must be in 0..1 (1 excluded: the scores would never change)")
     if args.threads is not None and args.threads < 0:
         raise UserError("--threads must not be negative")
-
-
-def _detector_for(args: argparse.Namespace, default: str) -> str:
-    import os
-
-    return args.detector or os.environ.get("FACIAL_EMOTION_DETECTOR") or default
+    if args.detect_every < 1:
+        raise UserError("--detect-every must be at least 1")
 
 
 def cmd_video(args: argparse.Namespace) -> int:
-    from facial_emotion.inference.pipeline import EmotionRecognizer
-    from facial_emotion.inference.video import analyze_video, plot_timeline, write_timeline_csv
+    import importlib.util
 
-    if args.every < 1 or args.detect_every < 1:
-        raise UserError("--every and --detect-every must be at least 1")
+    from facial_emotion.inference.pipeline import EmotionRecognizer
+    from facial_emotion.inference.video import analyze_video
+    from facial_emotion.results import writers
+    from facial_emotion.results.media import AnnotatedVideo
+
+    if args.every < 1:
+        raise UserError("--every must be at least 1")
     _check_video_args(args)
-    recognizer = EmotionRecognizer(
-        args.model, detector=_detector_for(args, "haar"), tta=args.tta, threads=args.threads
-    )
-    result = analyze_video(
-        recognizer,
-        args.file,
-        every=args.every,
-        smoothing=args.smoothing,
-        annotated_out=Path(args.out) if args.out else None,
-        progress=not args.json and sys.stderr.isatty(),
-        detect_every=args.detect_every,
-    )
+    if args.plot and importlib.util.find_spec("matplotlib") is None:  # say so before a long video
+        raise UserError("--plot needs matplotlib: pip install 'facial-emotion[plot]'")
+    recognizer = EmotionRecognizer(args.model, detector=args.detector, tta=args.tta, threads=args.threads)
+    with contextlib.ExitStack() as outputs:
+        video = outputs.enter_context(AnnotatedVideo(Path(args.out))) if args.out else None
+        result = analyze_video(
+            recognizer,
+            args.file,
+            every=args.every,
+            smoothing=args.smoothing,
+            detect_every=args.detect_every,
+            progress=not args.json and sys.stderr.isatty(),
+            on_open=video.set_fps if video else None,
+            on_frame=(lambda _i, frame, faces, _fps: video.write(frame, faces)) if video else None,
+        )
     if args.timeline:
-        write_timeline_csv(result, Path(args.timeline), recognizer.classes)
+        writers.write_timeline_csv(result, Path(args.timeline), recognizer.classes)
     if args.plot:
+        from facial_emotion.results.plots import plot_timeline
+
         plot_timeline(result, Path(args.plot), recognizer.classes)
     if args.json:
-        _print_json(result.to_dict())
-        return EXIT_OK
-    d = result.to_dict()
-    print(
-        f"{args.file}: {d['frames_read']} frames read, {d['frames_analyzed']} analysed in {d['processing_seconds']:.1f} s"
-        f" ({d['processing_fps']} fps; video is {d['video_fps']} fps)"
-    )
-    for face in d["faces"]:
-        share = ", ".join(
-            f"{k} {v:.0%}" for k, v in sorted(face["share"].items(), key=lambda kv: -kv[1]) if v >= 0.05
-        )
-        print(
-            f"  face #{face['track_id']}: {face['frames']} frames, mostly {face['dominant_emotion']} ({share})"
-        )
-    if not d["faces"]:
-        print("  no faces found")
+        writers.print_json(writers.video_json(result))
+    else:
+        sys.stdout.write(writers.video_table(result))
     return EXIT_OK
 
 
@@ -290,6 +216,7 @@ def cmd_webcam(args: argparse.Namespace) -> int:
 
     from facial_emotion.inference.pipeline import EmotionRecognizer
     from facial_emotion.inference.video import VideoError, analyze_video
+    from facial_emotion.results.draw import annotate
 
     source = args.source if args.source is not None else str(args.camera)
     headless = (
@@ -302,19 +229,14 @@ def cmd_webcam(args: argparse.Namespace) -> int:
             "no display to show the camera window (set DISPLAY, or use --no-window / the 'video' command)"
         )
     _check_video_args(args)
-    recognizer = EmotionRecognizer(
-        # A camera wants speed and shows big faces: search frames at 320 px (3-4x faster than 640;
-        # video files search at 640 px to find small faces too, see benchmarks/detectors.py).
-        args.model,
-        detector=_detector_for(args, "haar:320"),
-        threads=args.threads,
-    )
+    detector = args.detector or settings.current().detector_or(settings.LIVE_DETECTOR)
+    recognizer = EmotionRecognizer(args.model, detector=detector, threads=args.threads)
 
-    def show(index: int, frame, faces, fps: float) -> bool:
+    def show(_index: int, frame, faces, fps: float) -> bool:
         if args.no_window:
             return True
         try:
-            cv2.imshow("facial-emotion (q quits)", frame)
+            cv2.imshow("facial-emotion (q quits)", annotate(frame, faces, fps=fps))
         except cv2.error:
             raise UserError(
                 "cannot open a window: this OpenCV build has no GUI (pip install opencv-python, or --no-window)"
@@ -370,7 +292,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _common_inference(p: argparse.ArgumentParser, tta: bool = True) -> None:
     p.add_argument("--model", help="ONNX model file (default: the built-in model or $FACIAL_EMOTION_MODEL)")
-    p.add_argument("--detector", default=None, help="haar (default) or yunet[:MODEL.onnx]")
+    p.add_argument(
+        "--detector",
+        default=None,
+        help="haar (default; the webcam's: haar:320), haar:N (search at N px) or yunet[:MODEL.onnx]",
+    )
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
     if tta:
         p.add_argument(
@@ -540,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    except BrokenPipeError:  # `... | head -1` closed our stdout: what it wanted was written
+        _silence_stdout()
+        return EXIT_OK
     except OSError as e:  # cannot read or write a file the user named (permissions, full disk...)
         where = f" {e.filename}" if e.filename else ""
         print(f"facial-emotion {args.command}: error:{where}: {e.strerror or e}", file=sys.stderr)
@@ -547,8 +476,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return EXIT_OK
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush of a closed pipe does not
+    raise a second BrokenPipeError (Python's documented recipe, see the signal module's notes)."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

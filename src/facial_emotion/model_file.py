@@ -9,11 +9,11 @@ for test-time augmentation).
 from __future__ import annotations
 
 import json
-import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from facial_emotion import settings
 from facial_emotion.labels import EMOTIONS
 from facial_emotion.results.files import atomic_write_bytes
 
@@ -37,8 +37,7 @@ def builtin_model_path() -> Path:
 
 def default_model_path() -> Path:
     """$FACIAL_EMOTION_MODEL if set, else the model shipped inside the package."""
-    env = os.environ.get("FACIAL_EMOTION_MODEL")
-    return Path(env) if env else builtin_model_path()
+    return settings.current().model or builtin_model_path()
 
 
 def make_metadata(**fields: Any) -> dict[str, Any]:

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from facial_emotion import settings
 from facial_emotion.data.dataset import FaceDataset
+from facial_emotion.results.files import atomic_path
 
 CACHE_VERSION = "1"
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("FACIAL_EMOTION_CACHE") or Path.home() / ".cache" / "facial-emotion"
-    return Path(root) / "datasets"
+    return settings.current().cache_dir / "datasets"
 
 
 def _fingerprint(path: Path) -> str:
@@ -59,17 +58,8 @@ def cached(path: Path, variant: str, parse: Callable[[], FaceDataset]) -> FaceDa
     if ds.rows is not None:
         arrays["rows"] = ds.rows
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Write beside the target, then rename: a killed run never leaves a half-written cache.
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp.npz")
-    except OSError:
-        return ds  # the cache is an optimisation; a read-only home must not stop the run
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(target, suffix=".tmp.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, target)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if not isinstance(e, OSError):
-            raise
+    except OSError:
+        pass  # the cache is an optimisation; a read-only home or a full disk must not stop the run
     return ds

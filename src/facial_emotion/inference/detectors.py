@@ -18,6 +18,9 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from facial_emotion import settings
+from facial_emotion.settings import PHOTO_DETECTOR
+
 
 class DetectorError(Exception):
     """The detector cannot be created (unknown name, missing model file)."""
@@ -127,11 +130,12 @@ class YuNetDetector:
         return out
 
 
-def create_detector(spec: str | FaceDetector | None = None) -> FaceDetector:
-    """'haar' (default; 'haar:320' searches a frame downscaled to 320 px, faster, for video),
-    'yunet' (model from $FACIAL_EMOTION_YUNET) or 'yunet:/path/model.onnx'."""
+def create_detector(spec: str | FaceDetector | None = None, default: str = PHOTO_DETECTOR) -> FaceDetector:
+    """'haar' ('haar:320' searches a frame downscaled to 320 px, faster, for live video),
+    'yunet' (model from $FACIAL_EMOTION_YUNET) or 'yunet:/path/model.onnx'. Without a spec:
+    $FACIAL_EMOTION_DETECTOR, else ``default``."""
     if spec is None:
-        spec = os.environ.get("FACIAL_EMOTION_DETECTOR", "haar")
+        spec = settings.current().detector_or(default)
     if not isinstance(spec, str):
         return spec
     name, _, arg = spec.partition(":")
@@ -140,7 +144,7 @@ def create_detector(spec: str | FaceDetector | None = None) -> FaceDetector:
             raise DetectorError(f"haar:N takes the frame size to search at, at least 64 pixels, not {arg!r}")
         return HaarDetector(max_side=int(arg)) if arg else HaarDetector()
     if name == "yunet":
-        path = arg or os.environ.get("FACIAL_EMOTION_YUNET", "")
+        path = arg or settings.current().yunet_model
         if not path:
             raise DetectorError(
                 "the yunet detector needs its model file: --detector yunet:/path/to/model.onnx or $FACIAL_EMOTION_YUNET"

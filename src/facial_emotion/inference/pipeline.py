@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from facial_emotion.inference.align import crop_face
 from facial_emotion.inference.classifier import EmotionClassifier
-from facial_emotion.inference.decode import ImageInput, load_image
+from facial_emotion.inference.decode import ImageError, ImageInput, load_image
 from facial_emotion.inference.detectors import Detection, FaceDetector, create_detector
 
 
@@ -22,19 +23,17 @@ class Face:
     confidence: float
     scores: dict[str, float]  # every class's probability; they sum to 1
     detector_score: float = 1.0
-    track_id: int | None = field(default=None)
+    track_id: int | None = field(default=None)  # a face's id across the frames of a FaceStream
 
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "box": list(self.box),
-            "emotion": self.emotion,
-            "confidence": round(self.confidence, 4),
-            "scores": {k: round(v, 4) for k, v in self.scores.items()},
-            "detector_score": round(self.detector_score, 4),
-        }
-        if self.track_id is not None:
-            d["track_id"] = self.track_id
-        return d
+
+@dataclass
+class PhotoResult:
+    """One photo of a batch: its faces, or why it could not be read."""
+
+    source: str
+    faces: list[Face] = field(default_factory=list)
+    error: str | None = None
+    image: np.ndarray | None = field(default=None, repr=False)  # the decoded image, to draw on
 
 
 class EmotionRecognizer:
@@ -117,6 +116,17 @@ class EmotionRecognizer:
     def analyze(self, image: ImageInput) -> list[Face]:
         """A path, bytes, numpy array or PIL image -> its faces. Raises ImageError for bad input."""
         return self.analyze_frame(load_image(image))
+
+    def analyze_each(self, sources: Iterable[ImageInput]) -> Iterator[PhotoResult]:
+        """Photos one by one; a bad one gives a result with its ``error`` and the batch goes on."""
+        for source in sources:
+            name = str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
+            try:
+                image = load_image(source)
+            except ImageError as e:
+                yield PhotoResult(name, error=str(e))
+                continue
+            yield PhotoResult(name, self.analyze_frame(image), image=image)
 
     def analyze_batch(self, images: list[ImageInput]) -> list[list[Face]]:
         """Several images; their faces are classified together in one call. Raises on the first bad input."""

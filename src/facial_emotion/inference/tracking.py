@@ -9,6 +9,7 @@ import numpy as np
 
 from facial_emotion.inference.detectors import Detection, FaceDetector
 from facial_emotion.inference.pipeline import Face
+from facial_emotion.settings import DEFAULT_DETECT_EVERY
 
 
 def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
@@ -95,11 +96,6 @@ class FaceTracker:
                 }
             )
         return out
-
-
-# Full-frame searches in video: every 15th frame (half a second at 30 fps) finds new faces soon
-# enough and keeps 640x480 video above 100 fps on one core (benchmarks/speed.py).
-DEFAULT_DETECT_EVERY = 15
 
 
 class VideoFaceFinder:

@@ -13,7 +13,6 @@ import logging
 import os
 from collections.abc import Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +27,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facial_emotion import __version__
-from facial_emotion.inference import decode
-from facial_emotion.inference.decode import ImageError
+from facial_emotion.inference.decode import ImageError, ImageTooLarge
 from facial_emotion.labels import COLORS_RGB, DISPLAY_NAMES
 from facial_emotion.service import stream as stream_module
-from facial_emotion.service.engine import Busy, Engine, is_too_large
+from facial_emotion.service.engine import Busy, Engine
+from facial_emotion.service.settings import DEFAULT_MAX_UPLOAD, ServiceSettings
 from facial_emotion.service.upload import UploadError, read_image
 
 log = logging.getLogger("facial_emotion.service")
 STATIC_DIR = Path(__file__).parent / "static"
-DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Settings:
-    max_upload_bytes: int
-    max_pixels: int
-    request_timeout: float
-    cors_origins: tuple[str, ...]
 
 
 # --- response schemas (for the OpenAPI docs; responses are built as plain dicts for speed) ---------
@@ -162,11 +152,8 @@ def create_app(
     ``workers``: images analysed at once (default: the number of cores, at most 4), each with its own
     face detector; ``threads``: onnxruntime threads per analysis (1 suits several workers).
     """
-    settings = Settings(
-        max_upload_bytes=int(max_upload_bytes),
-        max_pixels=int(max_pixels or decode.MAX_PIXELS),
-        request_timeout=float(request_timeout),
-        cors_origins=tuple(cors_origins or ()),
+    settings = ServiceSettings.create(
+        max_upload_bytes, max_pixels, request_timeout, tuple(cors_origins or ())
     )
     engine = Engine(model, detector, workers=workers, threads=threads, max_pixels=settings.max_pixels)
     rec = engine.recognizer
@@ -228,8 +215,10 @@ def create_app(
             result = await asyncio.wait_for(work(), settings.request_timeout)
         except UploadError as e:
             return error(e.status, str(e))
+        except ImageTooLarge as e:
+            return error(413, str(e))
         except ImageError as e:
-            return error(413 if is_too_large(e) else 422, str(e))
+            return error(422, str(e))
         except Busy as e:
             return error(503, str(e), {"retry-after": "1"})
         except asyncio.TimeoutError:

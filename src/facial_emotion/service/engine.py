@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
-import io
 import os
 import queue
 import threading
@@ -20,39 +19,19 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import cv2
-from PIL import Image
+import numpy as np
 
-from facial_emotion.inference.decode import ImageError, from_bytes
-from facial_emotion.inference.detectors import Detection, create_detector
-from facial_emotion.inference.draw import annotate
+from facial_emotion import settings
+from facial_emotion.inference.decode import from_bytes
+from facial_emotion.inference.detectors import create_detector
 from facial_emotion.inference.pipeline import EmotionRecognizer, Face
+from facial_emotion.inference.stream import FaceStream
+from facial_emotion.results.media import annotated_jpeg
+from facial_emotion.results.schema import face_json
 
 
 class Busy(Exception):
     """Too many images are already waiting for a worker (answered with 503)."""
-
-
-class TooLarge(ImageError):
-    """The image has more pixels than the service accepts (answered with 413)."""
-
-
-def check_pixels(data: bytes, max_pixels: int, name: str) -> None:
-    """Reject huge images from their header alone, before a single pixel is decoded."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            w, h = img.size
-    except Exception:  # not something Pillow can read: the decoder gives the real message later
-        return
-    if w * h > max_pixels:
-        raise TooLarge(
-            f"{name}: image too large ({w}x{h} = {w * h / 1e6:.1f} MP; limit {max_pixels / 1e6:.1f} MP)"
-        )
-
-
-def is_too_large(e: ImageError) -> bool:
-    # decode.from_bytes has its own pixel cap and bomb guard; both say "too large".
-    return isinstance(e, TooLarge) or "too large" in str(e)
 
 
 class Engine:
@@ -62,7 +41,7 @@ class Engine:
         detector: Any = None,
         workers: int | None = None,
         threads: int | None = 1,
-        max_pixels: int = 64_000_000,
+        max_pixels: int = settings.DEFAULT_MAX_PIXELS,
         max_pending: int = 256,
     ):
         base = EmotionRecognizer(model, detector, threads=threads)
@@ -81,13 +60,13 @@ class Engine:
             "arch": info.get("arch"),
             "date": info.get("date"),
         }
-        # Live streams follow faces between full searches (VideoFaceFinder), searching frames at
-        # 320 px unless the server was given a detector; an object detector is used as it is.
-        self.stream_detector: str | None = (
-            (detector or os.environ.get("FACIAL_EMOTION_DETECTOR") or "haar:320")
-            if not detector or isinstance(detector, str)
-            else None
-        )
+        # Live streams search frames at 320 px unless the server was given a detector; an object
+        # detector is used as it is (one worker, so never by two threads at once).
+        self.stream_detector: str | None = None
+        if detector is None:
+            self.stream_detector = settings.current().detector_or(settings.LIVE_DETECTOR)
+        elif isinstance(detector, str):
+            self.stream_detector = detector
         self.max_pixels = max_pixels
         self.max_pending = max_pending  # beyond this, refuse at once rather than queue for minutes
         self.pending = 0
@@ -127,32 +106,38 @@ class Engine:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def new_stream(self, smoothing: float = 0.0) -> FaceStream:
+        """A FaceStream for one live connection, with its own detector (a stream's frames are analysed
+        one at a time, so its detector is never shared); classification shares the model session."""
+        detector = create_detector(self.stream_detector) if self.stream_detector else None
+        return FaceStream(self.recognizer, detector, smoothing=smoothing)
+
     # --- the jobs (run in worker threads) ---------------------------------------------------------
 
     def analyze_bytes(
-        self,
-        rec: EmotionRecognizer,
-        data: bytes,
-        name: str,
-        want_annotated: bool = False,
-        post: Callable[[list[Face]], list[Face]] | None = None,
-        detect: Callable[[Any], list[Detection]] | None = None,
+        self, rec: EmotionRecognizer, data: bytes, name: str, want_annotated: bool = False
     ) -> dict[str, Any]:
+        """One uploaded image. Raises ``ImageError`` (``ImageTooLarge`` above the pixel limit)."""
         t0 = time.perf_counter()
-        check_pixels(data, self.max_pixels, name)
-        bgr = from_bytes(data, name)
-        faces = rec.analyze_frame(bgr, detect(bgr) if detect is not None else None)
-        if post is not None:
-            faces = post(faces)
+        bgr = from_bytes(data, name, self.max_pixels)
+        return self._reply(bgr, rec.analyze_frame(bgr), want_annotated, t0)
+
+    def analyze_stream_frame(
+        self, _rec: EmotionRecognizer, data: bytes, name: str, stream: FaceStream
+    ) -> dict[str, Any]:
+        """One frame of a live stream, through that connection's FaceStream."""
+        t0 = time.perf_counter()
+        bgr = from_bytes(data, name, self.max_pixels)
+        return self._reply(bgr, stream.process(bgr), False, t0)
+
+    @staticmethod
+    def _reply(bgr: np.ndarray, faces: list[Face], want_annotated: bool, t0: float) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "faces": [f.to_dict() for f in faces],
+            "faces": [face_json(f) for f in faces],
             "width": bgr.shape[1],
             "height": bgr.shape[0],
         }
         if want_annotated:
-            ok, buf = cv2.imencode(".jpg", annotate(bgr, faces), [cv2.IMWRITE_JPEG_QUALITY, 88])
-            if not ok:
-                raise RuntimeError("JPEG encoding failed")
-            out["annotated_jpeg_base64"] = base64.b64encode(buf.tobytes()).decode("ascii")
+            out["annotated_jpeg_base64"] = base64.b64encode(annotated_jpeg(bgr, faces, 88)).decode("ascii")
         out["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 1)
         return out

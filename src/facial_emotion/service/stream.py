@@ -13,20 +13,16 @@ import json
 import logging
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from facial_emotion.inference.decode import ImageError
-from facial_emotion.inference.detectors import create_detector
-from facial_emotion.inference.tracking import FaceTracker, VideoFaceFinder
-from facial_emotion.service.engine import Busy
+from facial_emotion.inference.stream import FaceStream
+from facial_emotion.service.engine import Busy, Engine
+from facial_emotion.service.settings import ServiceSettings
 from facial_emotion.service.upload import looks_like_image
-
-if TYPE_CHECKING:
-    from facial_emotion.service.app import Settings
-    from facial_emotion.service.engine import Engine
 
 log = logging.getLogger("facial_emotion.service")
 
@@ -65,7 +61,7 @@ def origin_allowed(origin: str | None, host: str | None, allowed: Iterable[str])
     return "*" in allowed or origin in allowed or urlsplit(origin).netloc == (host or "")
 
 
-async def stream(ws: WebSocket, engine: Engine, settings: Settings) -> None:
+async def stream(ws: WebSocket, engine: Engine, settings: ServiceSettings) -> None:
     if not origin_allowed(ws.headers.get("origin"), ws.headers.get("host"), settings.cors_origins):
         await ws.close(code=1008, reason="origin not allowed")
         return
@@ -74,7 +70,7 @@ async def stream(ws: WebSocket, engine: Engine, settings: Settings) -> None:
         smoothing = min(0.95, max(0.0, float(ws.query_params.get("smooth", "0"))))
     except ValueError:
         smoothing = 0.0
-    tracker = FaceTracker(engine.recognizer.classes, smoothing=smoothing)
+    faces = engine.new_stream(smoothing)  # this connection's detect-or-track, classify, smooth
     slot = LatestFrame()
     send_lock = asyncio.Lock()  # the receiver and the worker both reply
 
@@ -82,9 +78,7 @@ async def stream(ws: WebSocket, engine: Engine, settings: Settings) -> None:
         async with send_lock:
             await ws.send_text(json.dumps(obj))
 
-    # One finder per connection: its frames are analysed one at a time, so its detector is never shared.
-    finder = VideoFaceFinder(create_detector(engine.stream_detector)) if engine.stream_detector else None
-    worker = asyncio.create_task(_work(slot, tracker, finder, send, engine, settings))
+    worker = asyncio.create_task(_work(slot, faces, send, engine, settings))
     try:
         while True:
             msg = await ws.receive()
@@ -115,12 +109,7 @@ async def stream(ws: WebSocket, engine: Engine, settings: Settings) -> None:
 
 
 async def _work(
-    slot: LatestFrame,
-    tracker: FaceTracker,
-    finder: VideoFaceFinder | None,
-    send: Any,
-    engine: Engine,
-    settings: Settings,
+    slot: LatestFrame, faces: FaceStream, send: Any, engine: Engine, settings: ServiceSettings
 ) -> None:
     dropped_total = 0
     previous: asyncio.Future | None = None
@@ -128,21 +117,12 @@ async def _work(
         (seq, data, t_recv), dropped = await slot.take()
         dropped_total += dropped
         reply: dict[str, Any]
-        # The tracker and the finder of a connection must see one frame at a time: a timed-out
-        # job keeps running in its thread, so wait for it before starting the next one.
+        # A connection's FaceStream must see one frame at a time: a timed-out job keeps running in
+        # its thread, so wait for it before starting the next one.
         if previous is not None:
             with contextlib.suppress(Exception):
                 await previous
-        job = asyncio.ensure_future(
-            engine.run(
-                engine.analyze_bytes,
-                data,
-                f"frame {seq}",
-                False,
-                tracker.update,
-                finder.detect if finder is not None else None,
-            )
-        )
+        job = asyncio.ensure_future(engine.run(engine.analyze_stream_frame, data, f"frame {seq}", faces))
         previous = job
         try:
             result = await asyncio.wait_for(asyncio.shield(job), settings.request_timeout)

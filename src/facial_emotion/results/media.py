@@ -1,0 +1,87 @@
+"""Annotated media: JPEG bytes of an annotated image, annotated copies of photos in a folder, and an
+annotated video, each written atomically (a temp file beside the target, renamed when complete)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+import cv2
+import numpy as np
+
+from facial_emotion.inference.pipeline import Face
+from facial_emotion.results.draw import annotate
+from facial_emotion.results.files import atomic_path, atomic_write_bytes
+
+
+class MediaError(Exception):
+    """An output file cannot be written in the requested format or place."""
+
+
+def encode_jpeg(bgr: np.ndarray, quality: int = 90) -> bytes:
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise MediaError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def annotated_jpeg(bgr: np.ndarray, faces: list[Face], quality: int = 90) -> bytes:
+    return encode_jpeg(annotate(bgr, faces), quality)
+
+
+class AnnotatedFolder:
+    """Annotated copies of photos in one folder, named ``<stem>.annotated.jpg``; two sources with the
+    same file name (from two folders) get ``<stem>.2.annotated.jpg`` and so on, never overwriting."""
+
+    def __init__(self, folder: Path, quality: int = 92):
+        self.folder = Path(folder)
+        self.quality = quality
+        self.written: set[Path] = set()
+
+    def write(self, source: str, bgr: np.ndarray, faces: list[Face]) -> Path:
+        stem = Path(source).stem or "image"
+        out, n = self.folder / f"{stem}.annotated.jpg", 2
+        while out in self.written:
+            out, n = self.folder / f"{stem}.{n}.annotated.jpg", n + 1
+        self.written.add(out)
+        atomic_write_bytes(out, annotated_jpeg(bgr, faces, self.quality))
+        return out
+
+
+class AnnotatedVideo:
+    """An annotated copy of a video: ``write(frame, faces)`` per frame, inside a ``with`` block. The
+    file appears under its name only when the block ends without an error; otherwise nothing is left.
+    ``.mp4``/``.m4v``/``.mov`` are written as MPEG-4, anything else as Motion JPEG. The frame rate
+    may be set after the source is opened (``set_fps``), before the first frame."""
+
+    def __init__(self, path: Path, fps: float = 30.0):
+        self.path = Path(path)
+        self.fps = fps
+        self._atomic = atomic_path(self.path, suffix=self.path.suffix or ".mp4")
+        self._tmp: Path | None = None
+        self._writer: cv2.VideoWriter | None = None
+
+    def __enter__(self) -> AnnotatedVideo:
+        self._tmp = self._atomic.__enter__()
+        return self
+
+    def set_fps(self, fps: float) -> None:
+        self.fps = fps
+
+    def write(self, frame: np.ndarray, faces: list[Face]) -> None:
+        if self._writer is None:  # the frame size is known from the first frame
+            assert self._tmp is not None, "use AnnotatedVideo inside a with block"
+            mp4 = self.path.suffix.lower() in (".mp4", ".m4v", ".mov")
+            fourcc = cv2.VideoWriter.fourcc(*("mp4v" if mp4 else "MJPG"))
+            size = (frame.shape[1], frame.shape[0])
+            self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, size)
+            if not self._writer.isOpened():
+                raise MediaError(f"{self.path}: cannot write a video here")
+        self._writer.write(annotate(frame, faces))
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._writer is not None:
+            self._writer.release()
+        self._atomic.__exit__(kind, exc, tb)

@@ -1,0 +1,87 @@
+"""Every setting that comes from the environment, read in one place.
+
+``current()`` reads the ``FACIAL_EMOTION_*`` variables once per process and keeps them; code takes
+its defaults from there instead of calling ``os.environ`` itself. ``reload()`` reads them again
+(tests, long-lived programs whose environment changed). Imports nothing heavy: the CLI's ``--help``
+uses the defaults below.
+
+| variable | meaning | default |
+| --- | --- | --- |
+| ``FACIAL_EMOTION_MODEL`` | emotion model file | the built-in model |
+| ``FACIAL_EMOTION_DETECTOR`` | face detector spec (``haar``, ``haar:320``, ``yunet[:FILE]``) | each command's own |
+| ``FACIAL_EMOTION_YUNET`` | YuNet ONNX file for ``--detector yunet`` | none |
+| ``FACIAL_EMOTION_MAX_PIXELS`` | largest image decoded, in pixels | 64,000,000 |
+| ``FACIAL_EMOTION_CACHE`` | cache of parsed datasets | ``~/.cache/facial-emotion`` |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+# 64 megapixels: well above any phone photo, far below a decompression bomb's size.
+DEFAULT_MAX_PIXELS = 64_000_000
+
+# Face detector defaults. Photos and video files search frames at 640 px to find small faces too; a
+# camera or a browser stream shows big faces and wants speed, so it searches at 320 px (3-4x faster;
+# benchmarks/detectors.py).
+PHOTO_DETECTOR = "haar"
+LIVE_DETECTOR = "haar:320"
+
+# Full-frame face searches in a sequence of frames: every 15th frame (half a second at 30 fps) finds
+# new faces soon enough and keeps 640x480 video above 100 fps on one core (benchmarks/speed.py);
+# faces are followed in between.
+DEFAULT_DETECT_EVERY = 15
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value we cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: Path | None = None  # None: the built-in model
+    detector: str | None = None  # None: the command's own default (PHOTO_DETECTOR / LIVE_DETECTOR)
+    yunet_model: str = ""
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    cache_dir: Path = Path.home() / ".cache" / "facial-emotion"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        def get(name: str) -> str:
+            return environ.get(f"FACIAL_EMOTION_{name}", "").strip()
+
+        max_pixels = get("MAX_PIXELS")
+        if max_pixels and (not max_pixels.isdigit() or int(max_pixels) < 1):
+            raise SettingsError(f"FACIAL_EMOTION_MAX_PIXELS must be a positive integer, not {max_pixels!r}")
+        return cls(
+            model=Path(get("MODEL")) if get("MODEL") else None,
+            detector=get("DETECTOR") or None,
+            yunet_model=get("YUNET"),
+            max_pixels=int(max_pixels) if max_pixels else DEFAULT_MAX_PIXELS,
+            cache_dir=Path(get("CACHE")) if get("CACHE") else cls.cache_dir,
+        )
+
+    def detector_or(self, default: str) -> str:
+        """The detector from the environment, else the caller's default."""
+        return self.detector or default
+
+
+_current: Settings | None = None
+
+
+def current() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    global _current
+    if _current is None:
+        _current = Settings.from_env()
+    return _current
+
+
+def reload() -> Settings:
+    """Read the environment again (tests, or after the environment changed)."""
+    global _current
+    _current = Settings.from_env()
+    return _current

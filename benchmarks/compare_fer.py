@@ -16,7 +16,9 @@ fer runs in its own virtual environment (benchmarks/.peer-venv, made by setup_pe
 JSON-lines server (benchmarks/peer_fer.py), one process per thread count. Timings alternate between the
 two systems measurement by measurement (ours, theirs, then theirs, ours in the next round), each is
 repeated ``--rounds`` times and the median is reported, with the ratio ours / theirs beside the
-absolute figures. Writes benchmarks/results/compare_fer.json and compare_fer.md (the table).
+absolute figures. Both systems are timed by the same code, benchmarks/timing.py. Writes
+benchmarks/results/compare_fer.json (every figure) and compare_fer.md, the summary and tables that
+benchmarks/compare_fer_report.py renders from that JSON (run it alone to re-render without measuring).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ sys.path.insert(0, str(HERE))
 
 import train_speed  # noqa: E402  (benchmarks/train_speed.py)
 from bench_machine import describe_machine, write_results  # noqa: E402
-from peer_fer import rate  # noqa: E402  the one timing function both systems use
+from compare_fer_report import FER, FER_KERAS, FER_TFLITE, OURS, OURS_TTA, TRACKED, markdown  # noqa: E402
+from timing import rate, video_per_frame  # noqa: E402  the timing code both systems use
 
 from facial_emotion import EmotionRecognizer, __version__, load_image  # noqa: E402
 from facial_emotion.data import load_dataset  # noqa: E402
@@ -67,8 +70,6 @@ PHOTOS = {
     "no-faces.jpg": 0,
 }
 VIDEO = "woman2.mp4"  # one face throughout
-OURS, OURS_TTA = "facial-emotion", "facial-emotion + TTA"
-FER_TFLITE, FER_KERAS = "fer (default: TFLite)", "fer (Keras .hdf5)"
 FER_MODELS = {FER_TFLITE: "tflite", FER_KERAS: "keras"}
 
 
@@ -258,32 +259,6 @@ def bench_classifier(
     return out
 
 
-def ours_video_per_frame(rec: EmotionRecognizer, path: Path, max_frames: int) -> dict:
-    """Decode + full detection + classification on every frame: the same loop as the peer's."""
-    t0 = time.perf_counter()
-    cap = cv2.VideoCapture(str(path))
-    frames = with_faces = faces = 0
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        found = rec.analyze_frame(frame)
-        frames += 1
-        faces += len(found)
-        with_faces += bool(found)
-        if max_frames and frames >= max_frames:
-            break
-    cap.release()
-    wall = time.perf_counter() - t0
-    return {
-        "frames": frames,
-        "seconds": wall,
-        "fps": frames / wall,
-        "frames_with_faces": with_faces,
-        "faces": faces,
-    }
-
-
 def ours_video_tracked(rec: EmotionRecognizer, path: Path, max_frames: int) -> dict:
     """facial-emotion's own video path: tracking, a full detection every 10th frame."""
     t0 = time.perf_counter()
@@ -315,26 +290,26 @@ def bench_end_to_end(peers: Peers, threads: int, seconds: float, rounds: int, vi
             return reply["fps"]
 
         res = interleaved(
-            {OURS: lambda i=img: rate(lambda: rec.analyze_frame(i), 1, seconds), "fer": theirs}, rounds
+            {OURS: lambda i=img: rate(lambda: rec.analyze_frame(i), 1, seconds), FER: theirs}, rounds
         )
         out["photos"][name] = {
             "size": f"{img.shape[1]}x{img.shape[0]}",
             "expected_faces": expected,
             "fps": res,
-            "faces": {OURS: ours_faces, "fer": peer_meta["faces"]},
+            "faces": {OURS: ours_faces, FER: peer_meta["faces"]},
         }
         print(
             f"end-to-end {name:<24} ours {res[OURS]['median']:.1f} fps (faces: {ours_faces}), "
-            f"fer {res['fer']['median']:.1f} fps (faces: {peer_meta['faces']})",
+            f"fer {res[FER]['median']:.1f} fps (faces: {peer_meta['faces']})",
             flush=True,
         )
 
     path = SHARED / "media" / VIDEO
-    runs: dict[str, list[dict]] = {OURS: [], "fer": [], "facial-emotion video (tracked)": []}
+    runs: dict[str, list[dict]] = {OURS: [], FER: [], TRACKED: []}
     fns = {
-        OURS: lambda: ours_video_per_frame(rec, path, video_frames),
-        "fer": lambda: peer.call("video", path=str(path), max_frames=video_frames),
-        "facial-emotion video (tracked)": lambda: ours_video_tracked(rec, path, video_frames),
+        OURS: lambda: video_per_frame(str(path), rec.analyze_frame, video_frames),  # the peer's loop
+        FER: lambda: peer.call("video", path=str(path), max_frames=video_frames),
+        TRACKED: lambda: ours_video_tracked(rec, path, video_frames),
     }
 
     def recorder(key: str) -> Callable[[], float]:
@@ -361,168 +336,6 @@ def bench_end_to_end(peers: Peers, threads: int, seconds: float, rounds: int, vi
         f"end-to-end {VIDEO}: " + ", ".join(f"{k} {v['median']:.1f} fps" for k, v in res.items()), flush=True
     )
     return out
-
-
-# ---------------------------------------------------------------- table
-
-
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}x" if b else "n/a"
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.1f}"
-
-
-SELECTION_NOTE = (
-    "Both models have seen this split during model selection: facial-emotion keeps the epoch with the best "
-    "PublicTest accuracy; fer's model (from oarriaga/face_classification) was trained on the Training rows "
-    "and its checkpoint kept by loss on PublicTest + PrivateTest. PrivateTest, the usual test set, is "
-    "withheld from ../shared."
-)
-
-
-def geomean(xs: list[float]) -> float:
-    return float(np.exp(np.mean(np.log(xs)))) if xs else float("nan")
-
-
-def summary(res: dict) -> list[str]:
-    """One honest line per benchmark: who is ahead, by how much."""
-    lines = []
-    for name, acc in res.get("accuracy", {}).items():
-        s = acc["systems"]
-        ours_key = max((OURS, OURS_TTA), key=lambda k: s[k]["accuracy"])
-        d = 100 * (s[ours_key]["accuracy"] - s[FER_TFLITE]["accuracy"])
-        f1 = 100 * (s[ours_key]["macro_f1"] - s[FER_TFLITE]["macro_f1"])
-        who = "facial-emotion ahead" if d > 0 else "fer ahead" if d < 0 else "tie"
-        lines.append(
-            f"Accuracy on {name}: {who} — {ours_key} {pct(s[ours_key]['accuracy'])} % vs fer "
-            f"{pct(s[FER_TFLITE]['accuracy'])} % ({d:+.1f} points; macro F1 {f1:+.1f} points)."
-        )
-    if res.get("classifier"):
-        ratios = {
-            k: c["faces_per_s"][OURS]["median"] / c["faces_per_s"][FER_TFLITE]["median"]
-            for k, c in res["classifier"].items()
-        }
-        faster = [k for k, r in ratios.items() if r > 1]
-        lines.append(
-            f"Classifier speed vs fer's default TFLite model: facial-emotion faster in {len(faster)} of "
-            f"{len(ratios)} settings (ours / fer {min(ratios.values()):.2f}x to {max(ratios.values()):.2f}x)."
-        )
-    if res.get("end_to_end"):
-        e = res["end_to_end"]
-        photos = e["photos"]
-        r = geomean([p["fps"][OURS]["median"] / p["fps"]["fer"]["median"] for p in photos.values()])
-        right = {k: sum(p["faces"][k] == p["expected_faces"] for p in photos.values()) for k in (OURS, "fer")}
-        v = e["video"]
-        per_frame = v["fps"][OURS]["median"] / v["fps"]["fer"]["median"]
-        tracked = v["fps"]["facial-emotion video (tracked)"]["median"] / v["fps"]["fer"]["median"]
-        lines.append(
-            f"End to end on the photos: facial-emotion {'faster' if r > 1 else 'slower'} "
-            f"(geometric mean ours / fer {r:.2f}x); right face count on {right[OURS]} of {len(photos)} "
-            "photos "
-            f"vs fer's {right['fer']}. Video: {per_frame:.2f}x with detection on every frame, "
-            f"{tracked:.2f}x through facial-emotion's tracking video path."
-        )
-    if res.get("training"):
-        tr = res["training"]
-        run = tr["runs"][tr["recipe"]["precision_auto"]]
-        lines.append(
-            f"Training (ours only): {run['img_per_s']:.0f} img/s, "
-            f"about {run['epoch_s'] / 60:.1f} min per epoch "
-            f"on {tr['threads']} threads ({tr['recipe']['precision_auto']})."
-        )
-    return lines
-
-
-def markdown(res: dict) -> str:
-    m = res["machine"]
-    lines = [
-        f"### facial-emotion vs fer — {m['date']}, commit `{m['commit']}`",
-        "",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['cpu_features']) or 'no AVX2'}); "
-        f"load average {m['load_average_at_start'][0]:.2f} at start, "
-        f"{m.get('load_average_at_end', [float('nan')])[0]:.2f} at end (clean timings need both well "
-        "below 1). "
-        f"Ours: facial-emotion {m['ours']['facial_emotion']}, Python {m['ours']['python']}, onnxruntime "
-        f"{m['ours']['onnxruntime']}, OpenCV {m['ours']['opencv']}. Peer: fer {m['peer']['fer']}, TensorFlow "
-        f"{m['peer']['tensorflow']} (Keras {m['peer']['keras']}), OpenCV {m['peer']['opencv']}. "
-        f"Timings: median of {res['settings']['rounds']} interleaved rounds of "
-        f"{res['settings']['seconds']} s.",
-        "",
-        "Reproduce: `bash benchmarks/run_all.sh`",
-        "",
-        "**Summary** (computed from the tables below)",
-        "",
-        *(f"- {line}" for line in summary(res)),
-    ]
-    for name, acc in res.get("accuracy", {}).items():
-        lines += [
-            "",
-            f"**Accuracy on {name}** ({acc['n']:,} faces; per-class columns are recall, %)",
-            "",
-            "| system | accuracy | macro F1 | " + " | ".join(EMOTIONS) + " |",
-            "| --- | ---: | ---: | " + " | ".join("---:" for _ in EMOTIONS) + " |",
-        ]
-        for system, s in acc["systems"].items():
-            recalls = " | ".join(pct(s["per_class"][e]["recall"]) for e in EMOTIONS)
-            lines.append(f"| {system} | {pct(s['accuracy'])} | {pct(s['macro_f1'])} | {recalls} |")
-        if name.startswith("FER-2013 PublicTest"):
-            lines += ["", SELECTION_NOTE]
-    if res.get("classifier"):
-        lines += [
-            "",
-            "**Classifier speed** (faces/s, higher is better; ratio = facial-emotion / fer)",
-            "",
-            f"| threads | batch | {OURS} | {FER_TFLITE} | ratio | {FER_KERAS} | ratio | {OURS_TTA} |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for c in res["classifier"].values():
-            f = {k: v["median"] for k, v in c["faces_per_s"].items()}
-            lines.append(
-                f"| {c['threads']} | {c['batch']} | {f[OURS]:,.0f} | {f[FER_TFLITE]:,.0f} | "
-                f"{ratio(f[OURS], f[FER_TFLITE])} | {f[FER_KERAS]:,.0f} | {ratio(f[OURS], f[FER_KERAS])} | "
-                f"{f[OURS_TTA]:,.0f} |"
-            )
-    if res.get("end_to_end"):
-        e = res["end_to_end"]
-        lines += [
-            "",
-            f"**End to end** (decoded image -> faces with emotions, {e['threads']} "
-            f"thread{'s' if e['threads'] != 1 else ''}; "
-            "fps, higher is better; faces found / expected)",
-            "",
-            "| input | facial-emotion fps | faces | fer fps | faces | ratio |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for name, p in e["photos"].items():
-            o, t = p["fps"][OURS]["median"], p["fps"]["fer"]["median"]
-            exp = p["expected_faces"]
-            lines.append(
-                f"| {name} ({p['size']}) | {o:.1f} | {p['faces'][OURS]}/{exp} | {t:.1f} | "
-                f"{p['faces']['fer']}/{exp} | {ratio(o, t)} |"
-            )
-        v = e["video"]
-        n = v["frames"]
-        t = v["fps"]["fer"]["median"]
-        tracked = "facial-emotion video (tracked)"
-
-        def found(k: str) -> str:
-            return f"{v['faces'][k]} in {v['frames_with_faces'][k]}/{n} frames"
-
-        lines += [
-            f"| {v['file']} ({v['size']}, {n} frames, 1 face), detection on every frame | "
-            f"{v['fps'][OURS]['median']:.1f} | {found(OURS)} | {t:.1f} | {found('fer')} "
-            f"| {ratio(v['fps'][OURS]['median'], t)} |",
-            f"| {v['file']} through facial-emotion's `analyze_video` (tracking) | "
-            f"{v['fps'][tracked]['median']:.1f} | {found(tracked)} | {t:.1f} | {found('fer')} "
-            f"| {ratio(v['fps'][tracked]['median'], t)} |",
-        ]
-    if res.get("training"):
-        tr = res["training"]
-        lines += ["", "**Training throughput** (facial-emotion only: fer ships no training)", ""]
-        lines += train_speed.table(tr).splitlines()
-    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- main

@@ -27,8 +27,8 @@ session), the TFLite interpreter's ``num_threads`` (fer leaves it unset; the ben
 systems run on the same number of threads) and OpenCV's threads. TensorFlow reads its thread settings
 once, so compare_fer.py starts one peer per thread count.
 
-This file must not import facial_emotion: it runs in the peer's environment. compare_fer.py imports
-``rate`` from here so that both systems are timed by the same function.
+This file must not import facial_emotion: it runs in the peer's environment. Its timings come from
+benchmarks/timing.py (found beside this script), the same code that times facial-emotion in compare_fer.py.
 """
 
 from __future__ import annotations
@@ -42,15 +42,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-
-def rate(fn: Callable[[], object], units: int, seconds: float) -> float:
-    """Calls of ``fn`` per second x units, after one warm-up call, over at least ``seconds`` and 3 calls."""
-    fn()
-    n, t0 = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - t0) < seconds or n < 3:
-        fn()
-        n += 1
-    return n * units / elapsed
+from timing import rate, video_per_frame  # benchmarks/timing.py: the code that times facial-emotion too
 
 
 class FerPeer:
@@ -150,31 +142,7 @@ class FerPeer:
     def video(self, path: str, max_frames: int = 0) -> dict:
         """Decode + fer.detect_emotions on every frame, as fer's Video.analyze does (without its
         moviepy/pandas output); timed from open to the last frame."""
-        det = self.detectors["tflite"]
-        t0 = time.perf_counter()
-        cap = self.cv2.VideoCapture(path)
-        if not cap.isOpened():
-            raise ValueError(f"{path}: cannot open")
-        frames = with_faces = faces = 0
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            found = det.detect_emotions(frame)
-            frames += 1
-            faces += len(found)
-            with_faces += bool(found)
-            if max_frames and frames >= max_frames:
-                break
-        cap.release()
-        wall = time.perf_counter() - t0
-        return {
-            "frames": frames,
-            "seconds": wall,
-            "fps": frames / wall,
-            "frames_with_faces": with_faces,
-            "faces": faces,
-        }
+        return video_per_frame(path, self.detectors["tflite"].detect_emotions, max_frames)
 
 
 def main() -> None:

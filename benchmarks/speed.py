@@ -18,23 +18,15 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 from bench_machine import describe_machine, write_results
+from timing import rate  # benchmarks/timing.py, the timing compare_fer.py uses for both systems
 
 from facial_emotion import EmotionRecognizer, __version__, load_image
 from facial_emotion.inference.classifier import EmotionClassifier
-from facial_emotion.inference.tracking import DEFAULT_DETECT_EVERY, VideoFaceFinder
+from facial_emotion.inference.tracking import VideoFaceFinder
+from facial_emotion.settings import DEFAULT_DETECT_EVERY
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACIAL_EMOTION_SHARED", REPO.parent / "shared"))
-
-
-def rate(fn, units: int, seconds: float) -> float:
-    """Calls of ``fn`` per second x units, after one warm-up call, over at least ``seconds``."""
-    fn()
-    n, t0 = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - t0) < seconds or n < 3:
-        fn()
-        n += 1
-    return n * units / elapsed
 
 
 def machine() -> dict:

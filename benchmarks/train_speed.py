@@ -43,8 +43,8 @@ def measure(
 
     from facial_emotion.data import load_dataset
     from facial_emotion.training.config import TrainConfig
-    from facial_emotion.training.loop import build_targets, resolve_precision, split_dataset
-    from facial_emotion.training.machine import cpu_bf16_flags
+    from facial_emotion.training.loop import build_targets, split_dataset
+    from facial_emotion.training.machine import cpu_bf16_flags, resolve_precision
 
     cfg = TrainConfig(data=str(data))
     if threads:
@@ -179,7 +179,7 @@ def main() -> None:
     args = ap.parse_args()
     if not Path(args.data).exists():
         sys.exit(f"{args.data} not found: set FACIAL_EMOTION_SHARED")
-    from facial_emotion.training.loop import resolve_precision
+    from facial_emotion.training.machine import resolve_precision
 
     precisions = None if args.precision == "both" else [resolve_precision(args.precision)]
     res = measure(Path(args.data), args.steps, args.warmup, args.threads, args.val_limit, precisions)

@@ -16,9 +16,10 @@ torch = pytest.importorskip("torch", reason="training tests need the [train] ext
 from facial_emotion.inference.classifier import EmotionClassifier  # noqa: E402
 from facial_emotion.labels import EMOTIONS  # noqa: E402
 from facial_emotion.training.augment import AugmentConfig, augment  # noqa: E402
-from facial_emotion.training.config import TrainConfig  # noqa: E402
+from facial_emotion.training.config import ConfigError, TrainConfig  # noqa: E402
 from facial_emotion.training.export import export_checkpoint, model_from_checkpoint  # noqa: E402
-from facial_emotion.training.loop import cpu_bf16_flags, resolve_precision, train  # noqa: E402
+from facial_emotion.training.loop import train  # noqa: E402
+from facial_emotion.training.machine import cpu_bf16_flags, resolve_precision  # noqa: E402
 from facial_emotion.training.nets import ARCHITECTURES, create_model  # noqa: E402
 
 
@@ -374,6 +375,20 @@ def test_auto_precision_is_bf16_only_with_native_bf16_flags() -> None:
     assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
     with pytest.raises(ValueError):
         resolve_precision("fp16")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"epochs": 0}, "--epochs, --batch-size and --lr must be positive"),
+        ({"arch": "no-such-net"}, "unknown architecture 'no-such-net'"),
+    ],
+)
+def test_train_checks_its_config_before_touching_data(tmp_path: Path, change: dict, message: str) -> None:
+    cfg = TrainConfig(data=str(tmp_path / "missing.csv"), **change)  # a data error would come later
+    with pytest.raises(ConfigError, match=message):
+        train(cfg, tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()
 
 
 def test_cli_train_bad_input_is_one_clear_error(tmp_path: Path) -> None:

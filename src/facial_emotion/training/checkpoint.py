@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
+from facial_emotion.training.config import TrainConfig
+
+LAST = "last.pt"  # everything --resume needs, rewritten after every epoch
+BEST = "best.pt"  # the best weights so far: what the export turns into the model file
 # The per-epoch log a run keeps beside its checkpoints (written by the loop, read back by export).
 METRICS_JSON = "metrics.json"
 
@@ -39,3 +45,60 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "config" not in state or "model" not in state:
         raise CheckpointError(f"{path}: not a facial-emotion checkpoint")
     return state
+
+
+@dataclass
+class TrainingState:
+    """Everything a run changes as it trains, and so everything last.pt keeps for ``--resume``."""
+
+    cfg: TrainConfig
+    num_classes: int
+    machine: str  # CPU, cores and precision, reported in the exported model's metadata
+    model: torch.nn.Module
+    ema: AveragedModel | None
+    swa: AveragedModel | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    history: list[dict[str, Any]] = field(default_factory=list)  # one metrics row per epoch
+    best: dict[str, Any] = field(default_factory=lambda: {"val_acc": -1.0, "epoch": -1})
+
+    def restore(self, last: dict[str, Any]) -> int:
+        """Take up the run saved in ``last`` (a last.pt); returns the epoch to go on with."""
+        self.model.load_state_dict(last["model"])
+        if self.ema is not None and last.get("ema"):
+            self.ema.load_state_dict(last["ema"])
+        if self.swa is not None and last.get("swa"):
+            self.swa.load_state_dict(last["swa"])
+        self.optimizer.load_state_dict(last["optimizer"])
+        self.scheduler.load_state_dict(last["scheduler"])
+        self.history, self.best = last["history"], last["best"]
+        return last["epoch"] + 1
+
+    def last_checkpoint(self, epoch: int) -> dict[str, Any]:
+        """The last.pt of the run at the end of (0-based) ``epoch``."""
+        return {
+            "config": self.cfg.to_dict(),
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "swa": self.swa.state_dict() if self.swa is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "history": self.history,
+            "best": self.best,
+            "num_classes": self.num_classes,
+            "machine": self.machine,
+        }
+
+    def best_checkpoint(self) -> dict[str, Any]:
+        """The best.pt of the run: the weights ``best["weights"]`` names (model, ema or swa)."""
+        averaged = {"ema": self.ema, "swa": self.swa}.get(self.best["weights"])
+        weights = averaged.module if averaged is not None else self.model
+        return {
+            "config": self.cfg.to_dict(),
+            "model": weights.state_dict(),
+            "best": self.best,
+            "num_classes": self.num_classes,
+            "history": self.history,  # a later --init-from stage reports this stage's time from it
+            "machine": self.machine,
+        }

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from facial_emotion.training.augment import AugmentConfig
+from facial_emotion.training.nets import ARCHITECTURES
+
+
+class ConfigError(ValueError):
+    """A training run asked for something it cannot do; the messages name the command-line options."""
+
+
+def teacher_paths(spec: str) -> list[Path]:
+    """The model files of a ``--teacher`` comma list."""
+    return [Path(p.strip()) for p in spec.split(",") if p.strip()]
 
 
 @dataclass
@@ -38,6 +49,29 @@ class TrainConfig:
     limit: int = 0  # use only the first N training faces (tests, smoke runs)
     init_from: str = ""  # checkpoint (.pt) or model file (.onnx) whose weights start the run
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def validate(self, resumed: bool = False) -> None:
+        """ConfigError unless every value is in range and every file the run reads exists; called
+        before a run touches any data. A resumed run takes its weights from its own checkpoint, so its
+        ``init_from`` file need not exist any more."""
+        if self.arch not in ARCHITECTURES:
+            raise ConfigError(
+                f"unknown architecture {self.arch!r}; choose from {', '.join(sorted(ARCHITECTURES))}"
+            )
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.threads < 0:
+            raise ConfigError("--epochs, --batch-size and --lr must be positive, --threads not negative")
+        if not (0 <= self.ferplus_mix <= 1 and 0 <= self.label_smoothing < 1 and 0 <= self.ema_decay < 1):
+            raise ConfigError("--ferplus-mix must be in 0..1, --label-smoothing and --ema in 0..1 (excluded)")
+        if not (0 <= self.distill <= 1 and self.distill_temperature > 0):
+            raise ConfigError("--distill must be in 0..1 and --distill-temperature positive")
+        teachers = teacher_paths(self.teacher)
+        if (self.distill > 0) != bool(teachers):
+            raise ConfigError("--distill W (> 0) and --teacher MODEL.onnx[,MODEL.onnx...] go together")
+        for teacher in teachers:
+            if not teacher.is_file():
+                raise ConfigError(f"--teacher {teacher}: no such file")
+        if self.init_from and not resumed and not Path(self.init_from).is_file():
+            raise ConfigError(f"--init-from {self.init_from}: no such file")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -15,15 +15,11 @@ import numpy as np
 import torch
 
 from facial_emotion.data import DatasetError
-from facial_emotion.training.config import TrainConfig
+from facial_emotion.training.config import TrainConfig, teacher_paths
 
 log = logging.getLogger(__name__)
 
 TEACHER_TARGETS = "teacher_targets.npz"  # cached in the run folder: a resumed run does not redo them
-
-
-def teacher_paths(spec: str) -> list[Path]:
-    return [Path(p.strip()) for p in spec.split(",") if p.strip()]
 
 
 def is_distilled(cfg: TrainConfig) -> bool:

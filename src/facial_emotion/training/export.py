@@ -15,8 +15,11 @@ import torch
 from facial_emotion.labels import EMOTIONS, FERPLUS_8_CLASSES
 from facial_emotion.model_file import make_metadata, write_model
 from facial_emotion.training.checkpoint import METRICS_JSON, CheckpointError, load_checkpoint
-from facial_emotion.training.config import TrainConfig
+from facial_emotion.training.config import TrainConfig, teacher_paths
+from facial_emotion.training.distill import is_distilled
+from facial_emotion.training.machine import resolve_precision, training_machine
 from facial_emotion.training.nets import create_model
+from facial_emotion.training.onnx_weights import read_onnx_model
 
 
 def model_from_checkpoint(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -110,8 +113,6 @@ def run_history(checkpoint: Path, state: dict[str, Any]) -> list[dict[str, Any]]
 
 def model_file_stages(path: Path) -> list[dict[str, Any]]:
     """The stages recorded in the metadata of the model file a run started from."""
-    from facial_emotion.training.onnx_weights import read_onnx_model
-
     try:
         _, meta = read_onnx_model(path)
     except CheckpointError:
@@ -133,8 +134,6 @@ def teacher_summaries(cfg: TrainConfig) -> list[dict[str, Any]]:
     """The models a distilled run learnt from: path, SHA-256 (the path alone may later hold another
     model, e.g. when the student replaces the built-in model it learnt from), and the stages their own
     metadata records."""
-    from facial_emotion.training.distill import is_distilled, teacher_paths
-
     if not is_distilled(cfg):
         return []
     return [
@@ -186,9 +185,6 @@ def export_checkpoint(
     # over every stage of a run that began --init-from an earlier one.
     this = stage_summary(state, history)
     if at_end_of_training and "machine" not in this:  # checkpoints older than the "machine" field
-        from facial_emotion.training.loop import resolve_precision
-        from facial_emotion.training.machine import training_machine
-
         this["machine"] = training_machine(resolve_precision(cfg.precision))
     stages = earlier_stages(cfg.init_from) + [this]
     if len(stages) > 1:

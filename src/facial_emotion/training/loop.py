@@ -1,15 +1,16 @@
 """The training loop: data in RAM as uint8, batched tensor augmentation, SGD Nesterov one-cycle (or
 constant lr with stochastic weight averaging), bf16 autocast where the CPU has native bf16 (AMX or
 AVX512-BF16), EMA weights, per-epoch validation, atomic checkpoints, ``--resume``, CSV/JSON logs and
-curves, and ONNX export of the best weights at the end."""
+curves, and ONNX export of the best weights at the end.
+
+``train`` reads top to bottom: resume, data, targets, model, then for each epoch
+``train_one_epoch``, ``validate``, save the checkpoints, log; then export."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -22,29 +23,22 @@ from tqdm import tqdm
 from facial_emotion.data import DatasetError, FaceDataset, load_dataset
 from facial_emotion.training.augment import augment, center_crop
 from facial_emotion.training.checkpoint import (
-    METRICS_JSON,
+    BEST,
+    LAST,
     CheckpointError,
+    TrainingState,
     load_checkpoint,
     save_checkpoint,
 )
 from facial_emotion.training.config import TrainConfig
 from facial_emotion.training.distill import attach_teacher, is_distilled
-from facial_emotion.training.machine import cpu_bf16_flags, training_machine
+from facial_emotion.training.export import export_checkpoint
+from facial_emotion.training.machine import resolve_precision, training_machine
 from facial_emotion.training.nets import create_model
+from facial_emotion.training.onnx_weights import weights_from_onnx
+from facial_emotion.training.runlog import RunLog
 
 log = logging.getLogger(__name__)
-
-LAST = "last.pt"
-BEST = "best.pt"
-
-
-def resolve_precision(precision: str) -> str:
-    """bf16 autocast only pays off with native bf16 (AMX or AVX512-BF16); elsewhere fp32 is faster."""
-    if precision == "auto":
-        return "bf16" if cpu_bf16_flags() else "fp32"
-    if precision not in ("bf16", "fp32"):
-        raise ValueError(f"unknown precision {precision!r}")
-    return precision
 
 
 def default_splits(ds: FaceDataset) -> tuple[list[str], list[str]]:
@@ -102,6 +96,31 @@ def attach_ferplus_mix(train: FaceDataset, targets: torch.Tensor, cfg: TrainConf
     return mixed
 
 
+def load_training_data(cfg: TrainConfig) -> tuple[FaceDataset, FaceDataset, FaceDataset | None]:
+    """The whole dataset, its training faces (the first ``cfg.limit`` if set) and validation faces."""
+    ds = load_dataset(cfg.data, labels=cfg.labels, skip_bad=cfg.skip_bad)
+    train_ds, val_ds = split_dataset(ds, cfg)
+    if cfg.limit:
+        train_ds = train_ds.subset(np.arange(len(train_ds)) < cfg.limit)
+    if len(train_ds) < cfg.batch_size:
+        raise DatasetError(
+            f"only {len(train_ds)} training faces; need at least one batch of {cfg.batch_size}"
+        )
+    return ds, train_ds, val_ds
+
+
+def training_targets(train: FaceDataset, cfg: TrainConfig, num_classes: int, out: Path) -> torch.Tensor:
+    """The soft target of every training face: labels, FER+ votes mixed in, teachers blended in."""
+    targets = build_targets(train, cfg, num_classes)
+    if cfg.ferplus_mix > 0:
+        targets = attach_ferplus_mix(train, targets, cfg)
+    if is_distilled(cfg):
+        targets = attach_teacher(
+            targets, train.images, cfg.teacher, cfg.distill, cfg.distill_temperature, out
+        )
+    return targets
+
+
 def ema_with_warmup(decay: float):
     """EMA whose decay grows as (1 + n) / (10 + n) up to ``decay``: a plain 0.999 EMA keeps ~40 %
     of the random initial weights for the first few epochs and predicts one class (seen here)."""
@@ -133,25 +152,10 @@ def evaluate_torch(
     return correct / len(val), loss_sum / len(val)
 
 
-def _write_logs(out: Path, history: list[dict[str, Any]]) -> None:
-    from facial_emotion.evaluation.plots import plot_training_curves
-    from facial_emotion.results.files import atomic_write_bytes
-
-    if not history:
-        return
-    keys = list(history[0].keys())
-    lines = [",".join(keys)] + [",".join(str(h[k]) for k in keys) for h in history]
-    atomic_write_bytes(out / "metrics.csv", ("\n".join(lines) + "\n").encode())
-    atomic_write_bytes(out / METRICS_JSON, json.dumps(history, indent=1).encode())
-    plot_training_curves(history, out / "curves.png")
-
-
 def initial_weights(cfg: TrainConfig, num_classes: int, images: torch.Tensor) -> dict[str, Any]:
     """The weights of ``cfg.init_from`` (a checkpoint, or one of our ONNX model files, whose BatchNorm
     statistics are measured on the first training ``images``), checked to fit ``cfg.arch``."""
     if Path(cfg.init_from).suffix == ".onnx":
-        from facial_emotion.training.onnx_weights import weights_from_onnx
-
         return weights_from_onnx(Path(cfg.init_from), cfg.arch, num_classes, images[:2048], cfg.augment.crop)
     state = load_checkpoint(Path(cfg.init_from))
     arch, classes = state["config"].get("arch"), state.get("num_classes")
@@ -203,6 +207,18 @@ def build_training(
     return model, ema, optimizer, scheduler
 
 
+def build_state(
+    cfg: TrainConfig, num_classes: int, images: torch.Tensor, precision: str, resumed: bool
+) -> TrainingState:
+    """``build_training`` plus the SWA average of a "swa" schedule, ready to train or to restore."""
+    # A resumed run takes its weights from its own checkpoint, not from --init-from.
+    init = initial_weights(cfg, num_classes, images) if cfg.init_from and not resumed else None
+    steps_per_epoch = len(images) // cfg.batch_size
+    model, ema, optimizer, scheduler = build_training(cfg, num_classes, steps_per_epoch, init)
+    swa = AveragedModel(model, use_buffers=False) if cfg.schedule == "swa" else None
+    return TrainingState(cfg, num_classes, training_machine(precision), model, ema, swa, optimizer, scheduler)
+
+
 SWA_BN_FACES = 4096  # training faces that re-estimate the averaged weights' BatchNorm statistics
 
 
@@ -240,177 +256,133 @@ def train_step(model, ema, optimizer, scheduler, x: torch.Tensor, y: torch.Tenso
     return loss, logits
 
 
+def mix_up(
+    x: torch.Tensor, y: torch.Tensor, alpha: float, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blend every face and its target with another face of the batch by one Beta(alpha, alpha) weight."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())  # from torch's seed, not ``gen``
+    perm = torch.randperm(len(x), generator=gen)
+    return lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]
+
+
+def train_one_epoch(
+    state: TrainingState,
+    epoch: int,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    autocast: bool,
+    progress: bool,
+) -> dict[str, Any]:
+    """One pass over the training faces in random order, augmented (and mixed up); then a "swa"
+    schedule averages the weights. Returns the epoch's metrics row, validation not yet in it."""
+    cfg, model = state.cfg, state.model
+    # Every random draw of an epoch comes from generators seeded by (seed, epoch): a resumed
+    # run repeats exactly what the uninterrupted run would have done.
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    torch.manual_seed(cfg.seed * 100_003 + epoch)
+    order = torch.randperm(len(images), generator=gen)
+    model.train()
+    t0 = time.time()
+    seen, loss_sum, correct = 0, 0.0, 0
+    bar = tqdm(
+        range(len(images) // cfg.batch_size),
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        disable=not progress,
+        leave=False,
+        unit="batch",
+    )
+    for step in bar:
+        idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        x = augment(images[idx], cfg.augment, gen).contiguous(memory_format=torch.channels_last)
+        y = targets[idx]
+        if cfg.mixup > 0:
+            x, y = mix_up(x, y, cfg.mixup, gen)
+        loss, logits = train_step(model, state.ema, state.optimizer, state.scheduler, x, y, autocast)
+        seen += len(idx)
+        loss_sum += loss.item() * len(idx)
+        correct += (logits.argmax(1) == y.argmax(1)).sum().item()
+        elapsed = time.time() - t0
+        bar.set_postfix(
+            loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", img_s=f"{seen / elapsed:.0f}"
+        )
+    bar.close()
+    epoch_s = time.time() - t0  # the training steps only: the speed figure
+    if state.swa is not None:
+        swa_update(state.swa, model, images, cfg)
+    return {
+        "epoch": epoch + 1,
+        "lr": round(float(state.scheduler.get_last_lr()[0]), 6),
+        "train_loss": round(loss_sum / seen, 4),
+        "train_acc": round(correct / seen, 4),
+        "img_per_s": round(seen / epoch_s, 1),
+        "epoch_s": round(epoch_s, 1),
+    }
+
+
+def validate(
+    state: TrainingState, epoch: int, val: FaceDataset | None, autocast: bool
+) -> tuple[dict[str, Any], float, str]:
+    """Validation accuracy of the weights and of their EMA and SWA averages. Returns the metrics row's
+    validation fields, the best accuracy and which weights have it ("model", "ema" or "swa")."""
+    cfg = state.cfg
+    if val is None:
+        # Nothing to measure: the averaged weights win, and the accuracy is -inf but for the last
+        # epoch's 0.0, the figure the exported model's metadata then shows.
+        acc = -math.inf if epoch + 1 < cfg.epochs else 0.0
+        return {}, acc, "swa" if state.swa is not None else "ema" if state.ema is not None else "model"
+    acc, loss = evaluate_torch(state.model, val, cfg.augment.crop, autocast)
+    fields = {"val_loss": round(loss, 4), "val_acc": round(acc, 4)}
+    which = "model"
+    for name, averaged in (("ema", state.ema), ("swa", state.swa)):
+        if averaged is not None:
+            averaged_acc, _ = evaluate_torch(averaged.module, val, cfg.augment.crop, autocast)
+            fields[f"val_acc_{name}"] = round(averaged_acc, 4)
+            if averaged_acc > acc:
+                acc, which = averaged_acc, name
+    return fields, acc, which
+
+
 def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train, checkpoint every epoch, export the best weights to ``out/model.onnx``; returns a summary."""
-    out.mkdir(parents=True, exist_ok=True)
-    state: dict[str, Any] | None = None
+    last = None
     if resume:
         if not (out / LAST).exists():
             raise DatasetError(f"--resume: no checkpoint {out / LAST}")
-        state = load_checkpoint(out / LAST)
-        cfg = TrainConfig.from_dict(state["config"])
-        log.info("resuming %s at epoch %d", out, state["epoch"] + 1)
+        last = load_checkpoint(out / LAST)
+        cfg = TrainConfig.from_dict(last["config"])  # the run goes on as it began
+        log.info("resuming %s at epoch %d", out, last["epoch"] + 1)
+    cfg.validate(resumed=last is not None)
+    out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     precision = resolve_precision(cfg.precision)
-    use_autocast = precision == "bf16"
-    machine = training_machine(precision)
+    autocast = precision == "bf16"
 
-    ds = load_dataset(cfg.data, labels=cfg.labels, skip_bad=cfg.skip_bad)
-    train_ds, val_ds = split_dataset(ds, cfg)
-    if cfg.limit:
-        train_ds = train_ds.subset(np.arange(len(train_ds)) < cfg.limit)
-    num_classes = ds.num_classes
-    if len(train_ds) < cfg.batch_size:
-        raise DatasetError(
-            f"only {len(train_ds)} training faces; need at least one batch of {cfg.batch_size}"
-        )
-    targets = build_targets(train_ds, cfg, num_classes)
-    if cfg.ferplus_mix > 0:
-        targets = attach_ferplus_mix(train_ds, targets, cfg)
-    if is_distilled(cfg):
-        targets = attach_teacher(
-            targets, train_ds.images, cfg.teacher, cfg.distill, cfg.distill_temperature, out
-        )
+    ds, train_ds, val_ds = load_training_data(cfg)
+    targets = training_targets(train_ds, cfg, ds.num_classes, out)
     images = torch.from_numpy(train_ds.images)
+    state = build_state(cfg, ds.num_classes, images, precision, resumed=last is not None)
+    start_epoch = state.restore(last) if last is not None else 0
+    runlog = RunLog(out, cfg.epochs)
+    runlog.start(cfg.arch, train_ds, val_ds, precision)
 
-    steps_per_epoch = len(train_ds) // cfg.batch_size
-    # A resumed run takes its weights from its own checkpoint, not from --init-from.
-    init = initial_weights(cfg, num_classes, images) if cfg.init_from and state is None else None
-    model, ema, optimizer, scheduler = build_training(cfg, num_classes, steps_per_epoch, init)
-    swa = AveragedModel(model, use_buffers=False) if cfg.schedule == "swa" else None
-    start_epoch, history = 0, []
-    best: dict[str, Any] = {"val_acc": -1.0, "epoch": -1}
-    if state is not None:
-        model.load_state_dict(state["model"])
-        if ema is not None and state.get("ema"):
-            ema.load_state_dict(state["ema"])
-        if swa is not None and state.get("swa"):
-            swa.load_state_dict(state["swa"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, history, best = state["epoch"] + 1, state["history"], state["best"]
-
-    log.info(
-        "training %s on %d faces (%s), validating on %s, precision %s, %d threads",
-        cfg.arch,
-        len(train_ds),
-        ",".join(train_ds.splits),
-        f"{len(val_ds)} faces" if val_ds else "nothing",
-        precision,
-        torch.get_num_threads(),
-    )
-    # Whole-epoch wall times (training, validation, checkpoint) for the ETA; epoch_s counts the
-    # training steps only, so an ETA from it came out about 10 % short.
-    recent_wall_s: deque[float] = deque(maxlen=5)
     for epoch in range(start_epoch, cfg.epochs):
-        # Every random draw of an epoch comes from generators seeded by (seed, epoch): a resumed
-        # run repeats exactly what the uninterrupted run would have done.
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        torch.manual_seed(cfg.seed * 100_003 + epoch)
-        order = torch.randperm(len(train_ds), generator=gen)
-        model.train()
-        t0 = time.time()
-        seen, loss_sum, correct = 0, 0.0, 0
-        bar = tqdm(
-            range(steps_per_epoch),
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=not progress,
-            leave=False,
-            unit="batch",
-        )
-        for step in bar:
-            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            x = augment(images[idx], cfg.augment, gen).contiguous(memory_format=torch.channels_last)
-            y = targets[idx]
-            if cfg.mixup > 0:
-                lam = float(torch.distributions.Beta(cfg.mixup, cfg.mixup).sample())
-                perm = torch.randperm(len(idx), generator=gen)
-                x = lam * x + (1 - lam) * x[perm]
-                y = lam * y + (1 - lam) * y[perm]
-            loss, logits = train_step(model, ema, optimizer, scheduler, x, y, use_autocast)
-            seen += len(idx)
-            loss_sum += loss.item() * len(idx)
-            correct += (logits.argmax(1) == y.argmax(1)).sum().item()
-            elapsed = time.time() - t0
-            bar.set_postfix(
-                loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", img_s=f"{seen / elapsed:.0f}"
-            )
-        bar.close()
-        epoch_s = time.time() - t0
-        row: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "lr": round(float(scheduler.get_last_lr()[0]), 6),
-            "train_loss": round(loss_sum / seen, 4),
-            "train_acc": round(correct / seen, 4),
-            "img_per_s": round(seen / epoch_s, 1),
-            "epoch_s": round(epoch_s, 1),
-        }
-        which = "model"
-        if swa is not None:
-            swa_update(swa, model, images, cfg)
-        if val_ds is not None:
-            acc, vloss = evaluate_torch(model, val_ds, cfg.augment.crop, use_autocast)
-            row.update(val_loss=round(vloss, 4), val_acc=round(acc, 4))
-            if ema is not None:
-                eacc, _ = evaluate_torch(ema.module, val_ds, cfg.augment.crop, use_autocast)
-                row["val_acc_ema"] = round(eacc, 4)
-                if eacc > acc:
-                    acc, which = eacc, "ema"
-            if swa is not None:
-                sacc, _ = evaluate_torch(swa.module, val_ds, cfg.augment.crop, use_autocast)
-                row["val_acc_swa"] = round(sacc, 4)
-                if sacc > acc:
-                    acc, which = sacc, "swa"
-        else:
-            acc = -math.inf if epoch + 1 < cfg.epochs else 0.0
-            which = "swa" if swa is not None else "ema" if ema is not None else "model"
-        history.append(row)
-        improved = acc > best["val_acc"] or val_ds is None
+        runlog.start_epoch()
+        row = train_one_epoch(state, epoch, images, targets, autocast, progress)
+        fields, acc, which = validate(state, epoch, val_ds, autocast)
+        state.history.append(row | fields)
+        # Without validation faces every epoch counts as best: its weights replace the last ones.
+        improved = acc > state.best["val_acc"] or val_ds is None
         if improved:
-            chosen = {"model": model, "ema": ema.module if ema else None, "swa": swa.module if swa else None}
-            weights = chosen[which].state_dict()  # type: ignore[union-attr]
-            best = {"val_acc": acc, "epoch": epoch + 1, "weights": which}
-            save_checkpoint(
-                {
-                    "config": cfg.to_dict(),
-                    "model": weights,
-                    "best": best,
-                    "num_classes": num_classes,
-                    "history": history,  # a later --init-from stage reports this stage's time from it
-                    "machine": machine,
-                },
-                out / BEST,
-            )
-        save_checkpoint(
-            {
-                "config": cfg.to_dict(),
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "swa": swa.state_dict() if swa is not None else None,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "history": history,
-                "best": best,
-                "num_classes": num_classes,
-                "machine": machine,
-            },
-            out / LAST,
-        )
-        _write_logs(out, history)
-        recent_wall_s.append(time.time() - t0)
-        eta_min = (cfg.epochs - epoch - 1) * sum(recent_wall_s) / len(recent_wall_s) / 60
-        log.info(
-            "epoch %d/%d %s%s | eta %.0f min",
-            epoch + 1,
-            cfg.epochs,
-            " ".join(f"{k}={v}" for k, v in row.items() if k != "epoch"),
-            " *" if improved else "",
-            eta_min,
-        )
+            state.best = {"val_acc": acc, "epoch": epoch + 1, "weights": which}
+            save_checkpoint(state.best_checkpoint(), out / BEST)
+        save_checkpoint(state.last_checkpoint(epoch), out / LAST)
+        runlog.end_epoch(state.history, improved)
 
-    from facial_emotion.training.export import export_checkpoint
-
-    export_checkpoint(out / BEST, out / "model.onnx", dataset_name=ds.source, history=history)
-    return {"out": str(out), "best": best, "epochs": len(history), "model": str(out / "model.onnx")}
+    export_checkpoint(out / BEST, out / "model.onnx", dataset_name=ds.source, history=state.history)
+    return {
+        "out": str(out),
+        "best": state.best,
+        "epochs": len(state.history),
+        "model": str(out / "model.onnx"),
+    }

@@ -41,3 +41,12 @@ def training_machine(precision: str) -> str:
         line.split(":", 1)[1].strip() for line in cpuinfo_text().splitlines() if line.startswith("model name")
     ]
     return f"{names[0] if names else 'unknown CPU'}, {os.cpu_count()} cores, {precision}"
+
+
+def resolve_precision(precision: str) -> str:
+    """bf16 autocast only pays off with native bf16 (AMX or AVX512-BF16); elsewhere fp32 is faster."""
+    if precision == "auto":
+        return "bf16" if cpu_bf16_flags() else "fp32"
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"unknown precision {precision!r}")
+    return precision

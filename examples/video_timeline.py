@@ -8,7 +8,7 @@ import sys
 from facial_emotion import EmotionRecognizer
 from facial_emotion.inference.video import analyze_video
 
-result = analyze_video(EmotionRecognizer(detector="haar:320"), sys.argv[1], every=3, smoothing=0.6)
+result = analyze_video(EmotionRecognizer(detector="blazeface"), sys.argv[1], every=3, smoothing=0.6)
 for row in result.timeline[:10]:
     print(f"{row.time_s:6.2f}s face #{row.face.track_id}: {row.face.emotion} {row.face.confidence:.0%}")
 for face in result.summary:

@@ -136,7 +136,7 @@ def test_video_and_face_stream_give_the_same_faces() -> None:
     from facial_emotion.inference.video import analyze_video, frames, open_capture
 
     video = need_shared("media", "woman2.mp4")
-    rec = EmotionRecognizer(detector="haar:320")
+    rec = EmotionRecognizer(detector="blazeface")
     seen: list[list] = []
     analyze_video(
         rec, str(video), smoothing=0.5, max_frames=40, on_frame=lambda i, f, faces, fps: seen.append(faces)
@@ -169,11 +169,11 @@ def test_service_stream_and_face_stream_give_the_same_faces() -> None:
     cap = open_capture(str(video))
     jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for _, f in zip(range(20), frames(cap), strict=False)]
     cap.release()
-    stream = FaceStream(EmotionRecognizer(detector="haar:320"), smoothing=0.4)
+    stream = FaceStream(EmotionRecognizer(detector="blazeface"), smoothing=0.4)
     expected = [[face_json(f) for f in stream.process(from_bytes(j))] for j in jpegs]
     got = []
     with (
-        BackgroundServer(create_app(detector="haar:320", workers=1)) as server,
+        BackgroundServer(create_app(detector="blazeface", workers=1)) as server,
         ws_client.connect(f"{server.ws_url}/v1/stream?smooth=0.4") as ws,
     ):
         for j in jpegs:

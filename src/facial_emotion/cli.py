@@ -14,7 +14,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from facial_emotion import __version__, settings
+from facial_emotion import __version__
 from facial_emotion.settings import DEFAULT_DETECT_EVERY
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
@@ -229,8 +229,7 @@ def cmd_webcam(args: argparse.Namespace) -> int:
             "no display to show the camera window (set DISPLAY, or use --no-window / the 'video' command)"
         )
     _check_video_args(args)
-    detector = args.detector or settings.current().detector_or(settings.LIVE_DETECTOR)
-    recognizer = EmotionRecognizer(args.model, detector=detector, threads=args.threads)
+    recognizer = EmotionRecognizer(args.model, detector=args.detector, threads=args.threads)
 
     def show(_index: int, frame, faces, fps: float) -> bool:
         if args.no_window:
@@ -295,7 +294,7 @@ def _common_inference(p: argparse.ArgumentParser, tta: bool = True) -> None:
     p.add_argument(
         "--detector",
         default=None,
-        help="haar (default; the webcam's: haar:320), haar:N (search at N px) or yunet[:MODEL.onnx]",
+        help="blazeface (default), blazeface:short|tiles|whole, haar[:N] or yunet[:MODEL.onnx]",
     )
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
     if tta:

@@ -8,7 +8,7 @@ uses the defaults below.
 | variable | meaning | default |
 | --- | --- | --- |
 | ``FACIAL_EMOTION_MODEL`` | emotion model file | the built-in model |
-| ``FACIAL_EMOTION_DETECTOR`` | face detector spec (``haar``, ``haar:320``, ``yunet[:FILE]``) | each command's own |
+| ``FACIAL_EMOTION_DETECTOR`` | face detector spec (``blazeface[:short]``, ``haar[:N]``, ``yunet[:FILE]``) | ``blazeface`` |
 | ``FACIAL_EMOTION_YUNET`` | YuNet ONNX file for ``--detector yunet`` | none |
 | ``FACIAL_EMOTION_MAX_PIXELS`` | largest image decoded, in pixels | 64,000,000 |
 | ``FACIAL_EMOTION_CACHE`` | cache of parsed datasets | ``~/.cache/facial-emotion`` |
@@ -24,11 +24,9 @@ from pathlib import Path
 # 64 megapixels: well above any phone photo, far below a decompression bomb's size.
 DEFAULT_MAX_PIXELS = 64_000_000
 
-# Face detector defaults. Photos and video files search frames at 640 px to find small faces too; a
-# camera or a browser stream shows big faces and wants speed, so it searches at 320 px (3-4x faster;
-# benchmarks/detectors.py).
-PHOTO_DETECTOR = "haar"
-LIVE_DETECTOR = "haar:320"
+# The face detector of every path (photos, videos, webcam, service): BlazeFace, full-range model, with
+# tiles for group photos (inference/blazeface.py says when); benchmarks/detectors.py measures it.
+DEFAULT_DETECTOR = "blazeface"
 
 # Full-frame face searches in a sequence of frames: every 15th frame (half a second at 30 fps) finds
 # new faces soon enough and keeps 640x480 video above 100 fps on one core (benchmarks/speed.py);
@@ -43,7 +41,7 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     model: Path | None = None  # None: the built-in model
-    detector: str | None = None  # None: the command's own default (PHOTO_DETECTOR / LIVE_DETECTOR)
+    detector: str | None = None  # None: DEFAULT_DETECTOR
     yunet_model: str = ""
     max_pixels: int = DEFAULT_MAX_PIXELS
     cache_dir: Path = Path.home() / ".cache" / "facial-emotion"

@@ -1,8 +1,11 @@
-"""Face detectors behind one small interface.
+"""Face detectors behind one small interface (``detect(bgr) -> list[Detection]``).
 
-- ``haar`` (default): OpenCV's frontal-face Haar cascade, shipped inside the opencv-python(-headless)
-  4.x wheels, so it works offline right after ``pip install``. Runs on a frame downscaled to at most
-  ``max_side`` pixels for speed.
+- ``blazeface`` (default): MediaPipe's BlazeFace DNN, bundled as ONNX (``inference/blazeface.py``):
+  turned, small and dim faces, 6 keypoints to level the eyes, a few ms a frame. ``blazeface:short``
+  uses the short-range model (faster, for faces that fill the frame); ``blazeface:tiles`` always
+  searches large frames in tiles too, ``blazeface:whole`` never does.
+- ``haar``: OpenCV's frontal-face Haar cascade, shipped inside the opencv-python(-headless)
+  4.x wheels. Runs on a frame downscaled to at most ``max_side`` pixels for speed.
 - ``yunet``: OpenCV's YuNet DNN (``cv2.FaceDetectorYN``), more accurate on turned, small and dim
   faces, with 5 landmarks used to level the eyes. Its ONNX file is not bundled: give its path as
   ``yunet:/path/face_detection_yunet_2023mar.onnx`` or in ``$FACIAL_EMOTION_YUNET``.
@@ -13,13 +16,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
 from facial_emotion import settings
-from facial_emotion.settings import PHOTO_DETECTOR
+from facial_emotion.settings import DEFAULT_DETECTOR
 
 
 class DetectorError(Exception):
@@ -30,7 +33,9 @@ class DetectorError(Exception):
 class Detection:
     box: tuple[int, int, int, int]  # x, y, w, h in pixels of the full frame; may reach past its edges
     score: float
-    landmarks: np.ndarray | None = None  # (5, 2): right eye, left eye, nose, mouth corners (YuNet)
+    # (K, 2) keypoints, the first two the eyes: the person's right eye (left in the picture), then the
+    # left. YuNet: eyes, nose, mouth corners; BlazeFace: eyes, nose tip, mouth, ears.
+    landmarks: np.ndarray | None = None
 
 
 class FaceDetector(Protocol):
@@ -130,15 +135,30 @@ class YuNetDetector:
         return out
 
 
-def create_detector(spec: str | FaceDetector | None = None, default: str = PHOTO_DETECTOR) -> FaceDetector:
-    """'haar' ('haar:320' searches a frame downscaled to 320 px, faster, for live video),
-    'yunet' (model from $FACIAL_EMOTION_YUNET) or 'yunet:/path/model.onnx'. Without a spec:
-    $FACIAL_EMOTION_DETECTOR, else ``default``."""
+BLAZEFACE_OPTIONS: dict[str, dict[str, Any]] = {
+    "": {},
+    "full": {"kind": "full"},
+    "short": {"kind": "short"},
+    "tiles": {"tiles": True},
+    "whole": {"tiles": False},
+}
+
+
+def create_detector(spec: str | FaceDetector | None = None, default: str = DEFAULT_DETECTOR) -> FaceDetector:
+    """'blazeface[:short|full|tiles|whole]' (the default), 'haar' ('haar:320' searches a frame
+    downscaled to 320 px), 'yunet' (model from $FACIAL_EMOTION_YUNET) or 'yunet:/path/model.onnx'.
+    Without a spec: $FACIAL_EMOTION_DETECTOR, else ``default``."""
     if spec is None:
         spec = settings.current().detector_or(default)
     if not isinstance(spec, str):
         return spec
     name, _, arg = spec.partition(":")
+    if name == "blazeface":
+        if arg not in BLAZEFACE_OPTIONS:
+            raise DetectorError(f"blazeface takes one of short, full, tiles, whole, not {arg!r}")
+        from facial_emotion.inference.blazeface import BlazeFaceDetector  # it imports Detection from here
+
+        return BlazeFaceDetector(**BLAZEFACE_OPTIONS[arg])
     if name == "haar":
         if arg and (not arg.isdigit() or int(arg) < 64):
             raise DetectorError(f"haar:N takes the frame size to search at, at least 64 pixels, not {arg!r}")
@@ -150,4 +170,4 @@ def create_detector(spec: str | FaceDetector | None = None, default: str = PHOTO
                 "the yunet detector needs its model file: --detector yunet:/path/to/model.onnx or $FACIAL_EMOTION_YUNET"
             )
         return YuNetDetector(path)
-    raise DetectorError(f"unknown detector {spec!r} (choose haar or yunet[:MODEL.onnx])")
+    raise DetectorError(f"unknown detector {spec!r} (choose blazeface, haar[:N] or yunet[:MODEL.onnx])")

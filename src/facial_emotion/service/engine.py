@@ -60,11 +60,11 @@ class Engine:
             "arch": info.get("arch"),
             "date": info.get("date"),
         }
-        # Live streams search frames at 320 px unless the server was given a detector; an object
-        # detector is used as it is (one worker, so never by two threads at once).
+        # Each live stream gets a detector of its own, made from the same spec; an object detector is
+        # used as it is (one worker, so never by two threads at once).
         self.stream_detector: str | None = None
         if detector is None:
-            self.stream_detector = settings.current().detector_or(settings.LIVE_DETECTOR)
+            self.stream_detector = settings.current().detector_or(settings.DEFAULT_DETECTOR)
         elif isinstance(detector, str):
             self.stream_detector = detector
         self.max_pixels = max_pixels

@@ -409,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--detect-every",
         type=int,
         default=DEFAULT_DETECT_EVERY,
-        help="full-frame face search every N analysed frames (1 = always)",
+        help="full-frame face search every N analysed frames (default 1 = always; N > 1 follows faces "
+        "in between: faster, may miss new faces for N frames)",
     )
     p.add_argument("--out", help="annotated video (.mp4 / .avi)")
     p.add_argument("--timeline", help="CSV, one row per analysed frame and face")
@@ -423,7 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common_inference(p, tta=False)
     p.add_argument("--smoothing", type=float, default=0.6)
     p.add_argument(
-        "--detect-every", type=int, default=DEFAULT_DETECT_EVERY, help="full-frame face search every N frames"
+        "--detect-every",
+        type=int,
+        default=DEFAULT_DETECT_EVERY,
+        help="full-frame face search every N frames (default 1; more is faster)",
     )
     p.add_argument("--no-window", action="store_true", help="do not show a window (measure only)")
     p.add_argument("--max-frames", type=int, default=None)

@@ -145,6 +145,9 @@ class VideoFaceFinder:
         return Detection((nx, ny, w, h), det.score, landmarks)
 
     def detect(self, bgr: np.ndarray) -> list[Detection]:
+        if self.refresh == 1:  # a full search on every frame: nothing to follow
+            self.last = sorted(self.detector.detect(bgr), key=lambda d: d.box)
+            return self.last
         gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
         if not self.last or self.last_gray is None or self.since_full + 1 >= self.refresh:
             self.last, self.since_full = sorted(self.detector.detect(bgr), key=lambda d: d.box), 0

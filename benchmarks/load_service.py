@@ -66,6 +66,14 @@ def start_server(port: int) -> subprocess.Popen:
     raise SystemExit("the server did not start within 60 s")
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 async def load(
     url: str, image: bytes, requests: int, concurrency: int
 ) -> tuple[list[float], list[str], float]:
@@ -115,11 +123,7 @@ def main() -> int:
         latencies, errors, wall = asyncio.run(load(url, image, args.requests, args.concurrency))
         rss_after = rss_mb(proc.pid)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
 
     result = {
         "requests": args.requests,

@@ -1,5 +1,6 @@
 """Inference speed of the installed pipeline (no torch): classifier faces/s at batch 1 and batched on
-1 and 2 threads, end-to-end fps on 640x480 frames with one face (1 thread), and a 720p video.
+1 and 2 threads (the model in use, then the built-in fp32 model for comparison), end-to-end fps on
+640x480 frames with one face (1 thread), and a 720p video.
 
     python benchmarks/speed.py [--seconds 3] [--out benchmarks/results/speed.json]
 
@@ -80,39 +81,38 @@ def main() -> None:
     if not (SHARED / "media").is_dir():
         sys.exit(f"{SHARED / 'media'} not found: set FACIAL_EMOTION_SHARED")
 
-    results: dict = {"machine": machine(), "classifier": {}, "end_to_end": {}}
+    results: dict = {"machine": machine(), "classifier": {}, "classifier_fp32": {}, "end_to_end": {}}
     faces = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
-    for threads in (1, 2):
-        clf = EmotionClassifier(threads=threads)
-        for batch in (1, 64):
-            for tta in (False, True):
-                key = f"threads={threads} batch={batch}{' tta' if tta else ''}"
-                results["classifier"][key] = round(
-                    rate(lambda b=batch, t=tta, c=clf: c.predict(faces[:b], tta=t), batch, args.seconds), 1
-                )
-                print(f"classifier {key:<28} {results['classifier'][key]:>9.1f} faces/s", flush=True)
+    # The model in use (the built-in int8 one unless $FACIAL_EMOTION_MODEL says otherwise), then the
+    # built-in fp32 model it was quantized from.
+    for section, model in (("classifier", None), ("classifier_fp32", "fp32")):
+        for threads in (1, 2):
+            clf = EmotionClassifier(model, threads=threads)
+            results["machine"].setdefault(f"{section}_model", clf.path.name)
+            for batch in (1, 64):
+                for tta in (False, True):
+                    key = f"threads={threads} batch={batch}{' tta' if tta else ''}"
+                    results[section][key] = round(
+                        rate(lambda b=batch, t=tta, c=clf: c.predict(faces[:b], tta=t), batch, args.seconds),
+                        1,
+                    )
+                    print(f"{section} {key:<28} {results[section][key]:>9.1f} faces/s", flush=True)
 
-    # "1 thread" end to end means OpenCV's detector too, not only onnxruntime.
+    # "1 thread" end to end means the detector and OpenCV too, not only the classifier.
     cv2.setNumThreads(1)
     frame = frame_640x480_with_face()
-    for detector_side in (640, 320):
-        rec = EmotionRecognizer(threads=1)
-        rec.detector.max_side = detector_side  # type: ignore[attr-defined]
+    for spec in ("blazeface", "blazeface:short", "haar"):
+        rec = EmotionRecognizer(threads=1, detector=spec)
         n_faces = len(rec.analyze_frame(frame))
         fps = rate(lambda r=rec: r.analyze_frame(frame), 1, args.seconds)
-        key = f"single 640x480 photo, 1 face, 1 thread, full search at {detector_side}px"
+        key = f"single 640x480 photo, 1 face, 1 thread, {spec}"
         results["end_to_end"][key] = {"fps": round(fps, 1), "faces": n_faces}
         print(f"end-to-end {key:<62} {fps:>7.1f} fps ({n_faces} face)", flush=True)
 
-    # A stream of 640x480 frames (woman2.mp4, decoded beforehand) as video/webcam process it:
-    # full-frame search every 10th frame, search near the known face in between.
+    # A stream of 640x480 frames (woman2.mp4, decoded beforehand) as video/webcam process it: the
+    # default searches every frame; following the face in between (--detect-every 15) is faster.
     clip = [cv2.resize(f, (640, 480)) for f in read_frames(SHARED / "media" / "woman2.mp4", 300)]
-    # webcam / live page: haar:320; video files: haar (640 px, finds smaller faces)
-    for spec, detect_every in (
-        ("haar:320", DEFAULT_DETECT_EVERY),
-        ("haar", DEFAULT_DETECT_EVERY),
-        ("haar:320", 1),
-    ):
+    for spec, detect_every in (("blazeface", DEFAULT_DETECT_EVERY), ("blazeface", 15), ("haar", 15)):
         rec = EmotionRecognizer(threads=1, detector=spec)
         finder = VideoFaceFinder(rec.detector, refresh=detect_every)
         found = 0
@@ -131,7 +131,7 @@ def main() -> None:
 
         with tempfile.TemporaryDirectory() as d:
             path = video_720p_minute(Path(d) / "minute720p.mp4")
-            rec = EmotionRecognizer(threads=1, detector="haar")  # as the `video` command
+            rec = EmotionRecognizer(threads=1)  # as the `video` command: its defaults
             t0 = time.perf_counter()
             res = analyze_video(rec, str(path), every=1)
             wall = time.perf_counter() - t0

@@ -2,13 +2,15 @@
 what the benchmarks measured. Each section sits between `<!-- results:NAME -->` and
 `<!-- /results:NAME -->`; a section whose JSON is missing is left as it is.
 
-    python benchmarks/update_readme.py
+    python benchmarks/update_readme.py              # every section
+    python benchmarks/update_readme.py memory soak  # these sections only
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,6 +59,24 @@ def _teachers(m: dict) -> str:
     )
 
 
+def _quantized(m: dict) -> str:
+    """Int8 static quantization in words (`facial-emotion quantize`), with accuracy before and after."""
+    q = m.get("quantized")
+    if not isinstance(q, dict):  # "none", or "int8" for the dynamic quantization of `export --int8`
+        return ""
+    c, a = q["calibration"], q.get("accuracy")
+    text = (
+        f" The file is int8: static quantization (onnxruntime QDQ; weights {q['weights']}; activations"
+        f" {q['activations']}, {q['method']} ranges from {c['faces']:,} {c['split']} faces)"
+    )
+    if a:
+        text += (
+            f"; {a['split']} {a['before']:.2%} -> {a['after']:.2%} centre crop, {a['before_tta']:.2%} -> "
+            f"{a['after_tta']:.2%} ten-crop against the fp32 file it was made from (`--model fp32`)"
+        )
+    return text + "."
+
+
 def accuracy(acc: dict) -> str:
     m = acc["model"]
     rec = m["recipe"]
@@ -75,7 +95,7 @@ def accuracy(acc: dict) -> str:
         f"Training only: {'; then '.join(_stage(s) for s in stages)}. Best epoch {m['best_epoch']}"
         f"{' of the last stage' if len(stages) > 1 else ''} ({m['weights']} weights), "
         f"exported {m['date']}. PublicTest was used only to pick the best epoch; PrivateTest was never seen."
-        f"{trained}{_teachers(m)} Recipe: `scripts/train_builtin.sh` (SGD Nesterov, "
+        f"{trained}{_teachers(m)}{_quantized(m)} Recipe: `scripts/train_builtin.sh` (SGD Nesterov, "
         f"weight decay {rec['weight_decay']}, label smoothing {rec['label_smoothing']}, batch {rec['batch_size']}, "
         f"{rec['augment']['crop']}x{rec['augment']['crop']} crops, flip / rotation / scale / shift / random "
         f"erasing on tensors, EMA {rec['ema_decay']}, FER+ vote mix {rec['ferplus_mix']}).",
@@ -101,20 +121,25 @@ def speed(s: dict) -> str:
         "| classifier, faces/s | batch 1 | batch 64 | batch 1, ten-crop TTA | batch 64, TTA |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for t in (1, 2):
-        lines.append(
-            f"| {t} thread{'s' if t > 1 else ''} | {c[f'threads={t} batch=1']:.0f} | "
-            f"{c[f'threads={t} batch=64']:.0f} | {c[f'threads={t} batch=1 tta']:.0f} | "
-            f"{c[f'threads={t} batch=64 tta']:.0f} |"
-        )
+    # The model in use (the built-in int8 one), then its fp32 original (results from before it shipped
+    # have no such rows, nor the model names).
+    fp32 = s.get("classifier_fp32") or {}
+    labels = [f", `{m[k]}`" if k in m else "" for k in ("classifier_model", "classifier_fp32_model")]
+    for rows, label in ((c, labels[0]), (fp32, labels[1] + " (`--model fp32`)")):
+        for t in (1, 2) if rows else ():
+            lines.append(
+                f"| {t} thread{'s' if t > 1 else ''}{label} | {rows[f'threads={t} batch=1']:.0f} | "
+                f"{rows[f'threads={t} batch=64']:.0f} | {rows[f'threads={t} batch=1 tta']:.0f} | "
+                f"{rows[f'threads={t} batch=64 tta']:.0f} |"
+            )
     lines += ["", "| end to end, 1 thread | fps | faces |", "| --- | ---: | ---: |"]
     for key, r in s["end_to_end"].items():
         lines.append(f"| {key} | {r['fps']:.1f} | {r.get('faces', r.get('frames_with_face'))} |")
     v = s["video_720p_60s"]
     lines += [
         "",
-        f"A one-minute 720p video ({v['frames']} frames, `facial-emotion video` defaults: every frame, "
-        f"a full-size Haar search every {v.get('detect_every', 15)} frames, faces followed in between): "
+        f"A one-minute 720p video ({v['frames']} frames, `facial-emotion video` defaults: every frame "
+        f"analysed, a full BlazeFace search every {v.get('detect_every', 1)} frame(s)): "
         f"**{v['seconds']:.1f} s, "
         f"{v['x_realtime']:.1f}x faster than real time** ({v['fps']:.0f} fps, 1 thread).",
     ]
@@ -151,19 +176,72 @@ def load_test(r: dict) -> str:
     )
 
 
+def memory(r: dict) -> str:
+    peak = r["rss_mb_peak"]
+    return (
+        f"Memory under huge uploads (`python benchmarks/memory_service.py`, {r['date']}, {_cores(r['machine'])}): "
+        f"{r['rounds']} rounds of {r['concurrency']} concurrent POSTs of an {r['image']} "
+        f"({r['image_bytes'] / 1e6:.1f} MB, {r['faces_found']} faces found; statuses {r['statuses']}). Server RSS "
+        f"**{r['rss_mb_baseline']:.0f} MB before, {peak:.0f} MB at the peak, {r['rss_mb_after']:.0f} MB after** "
+        f"(targets: peak <= {r['peak_target_mb']} MB, after within 10 % of before). Before this budget the same load "
+        "took the server from 430 MB to 2.3 GB, and 1.41 GB stayed resident."
+    )
+
+
+def soak(r: dict) -> str:
+    lat = r["latency_ms"]
+    return (
+        f"Soak (`python benchmarks/soak_service.py --duration {r['duration_s']:g}`, {r['date']}, "
+        f"{_cores(r['machine'])} shared by server and clients): {r['http_clients']} HTTP clients (70 % good photos, "
+        f"20 % bad files, 10 % 8000 px JPEGs) and {r['ws_clients']} WebSocket clients streaming at 5 frames/s for "
+        f"{r['duration_s']:g} s: {r['requests']:,} requests, {sum(r['ws_replies'].values()):,} stream "
+        f"replies, **{r['unexpected_errors']} unexpected errors**; latency p50/p99 good {lat['good']['p50']:.0f}/"
+        f"{lat['good']['p99']:.0f} ms, huge {lat['huge']['p50']:.0f}/{lat['huge']['p99']:.0f} ms, stream "
+        f"{lat['ws']['p50']:.0f}/{lat['ws']['p99']:.0f} ms (CPU-bound: clients queue behind each other); server RSS "
+        f"{r['rss_mb_baseline']:.0f} MB after warm-up, {r['rss_mb_end']:.0f} MB at the end "
+        f"(**{r['rss_growth_after_warmup']:+.1%}**), {r['rss_mb_max']:.0f} MB at most. "
+        "![RSS over the soak](benchmarks/results/soak_service.png)"
+    )
+
+
+def fuzz(r: dict) -> str:
+    rows = "\n".join(
+        f"| {target} | {sum(outcomes.values()):,} | "
+        + ", ".join(f"{k} {v:,}" for k, v in outcomes.items())
+        + " |"
+        for target, outcomes in r["outcomes"].items()
+    )
+    return (
+        f"Long fuzz run (`FUZZ_SCALE={r['scale']} pytest -m fuzz tests/test_fuzz.py`, seed {r['seed']}, "
+        f"{r.get('date', 'undated')}; the figures are copied from $FACIAL_EMOTION_ARTIFACTS/fuzz.json): "
+        f"**{r['cases']:,} cases in {r['seconds']:.0f} s, {r['unexpected']} unexpected outcomes** (no traceback, "
+        "only documented exit codes and statuses, good inputs of each batch still reported, the server healthy "
+        "after).\n\n| target | cases | outcomes |\n| --- | ---: | --- |\n" + rows
+    )
+
+
 # README section -> (results file, how to render it); a .md result is pasted as it is.
 SECTIONS: dict[str, tuple[str, Callable[[dict], str] | None]] = {
     "accuracy": ("accuracy.json", accuracy),
     "speed": ("speed.json", speed),
     "load": ("load_service.json", load_test),
+    "memory": ("memory_service.json", memory),
+    "soak": ("soak_service.json", soak),
+    "fuzz": ("fuzz.json", fuzz),
     "compare": ("compare_fer.md", None),
+    "batch_scale": ("batch_scale.md", None),
 }
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
     readme = REPO / "README.md"
     text = readme.read_text()
+    unknown = set(names) - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"unknown section(s) {', '.join(sorted(unknown))}; known: {', '.join(SECTIONS)}")
     for name, (file, render) in SECTIONS.items():
+        if names and name not in names:
+            continue
         path = RESULTS / file
         body = None
         if path.exists():
@@ -180,4 +258,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

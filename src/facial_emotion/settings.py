@@ -46,6 +46,7 @@ class Settings:
     yunet_model: str = ""
     max_pixels: int = DEFAULT_MAX_PIXELS
     cache_dir: Path = Path.home() / ".cache" / "facial-emotion"
+    shared: Path | None = None  # the real-data folder (datasets/, media/); finetune mixes in its FER-2013
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -61,6 +62,7 @@ class Settings:
             yunet_model=get("YUNET"),
             max_pixels=int(max_pixels) if max_pixels else DEFAULT_MAX_PIXELS,
             cache_dir=Path(get("CACHE")) if get("CACHE") else cls.cache_dir,
+            shared=Path(get("SHARED")) if get("SHARED") else None,
         )
 
     def detector_or(self, default: str) -> str:

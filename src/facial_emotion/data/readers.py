@@ -35,9 +35,23 @@ PIXELS = FACE_SIZE * FACE_SIZE
 
 
 def _open_text(path: Path) -> io.TextIOBase:
+    """UTF-8 text, with or without a byte-order mark (Excel writes one). Bytes that are not UTF-8
+    come through as surrogates, so that one bad row is reported (or skipped) by its line instead
+    of failing the whole file: see ``_not_utf8``."""
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return io.TextIOWrapper(
+            gzip.open(path, "rb"), encoding="utf-8-sig", errors="surrogateescape", newline=""
+        )
+    return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _not_utf8(row: list[str]) -> bool:
+    try:
+        for cell in row:
+            cell.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _is_emotion_folder_root(path: Path) -> bool:
@@ -64,6 +78,10 @@ def detect_layout(path: Path) -> str:
             )
         raise DatasetError(f"{path}: unknown dataset file type (expected .csv, .csv.gz or a folder)")
     subdirs = [p for p in path.iterdir() if p.is_dir()]
+    if not subdirs and any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):
+        raise DatasetError(
+            f"{path}: images without emotion folders; put each in ROOT/<emotion>/ ({', '.join(EMOTIONS)})"
+        )
     if _is_emotion_folder_root(path):
         return "folders"
     if any(_is_emotion_folder_root(p) for p in subdirs):
@@ -104,7 +122,10 @@ def read_fer2013_csv(path: Path, skip_bad: bool = False) -> FaceDataset:
             for row_index, row in enumerate(reader):
                 line = row_index + 2
                 problem = None
-                if len(row) < 2:
+                if _not_utf8(row):
+                    problem = "not UTF-8 text"
+                    pixels = None
+                elif len(row) < 2:
                     problem = "expected 'emotion,pixels,Usage'"
                     pixels = None
                 else:
@@ -152,7 +173,7 @@ def read_fer2013_csv(path: Path, skip_bad: bool = False) -> FaceDataset:
 def read_ferplus_votes(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Votes (rows, 10) in FERPLUS_COLUMNS order, Usage per row, and whether the row names an image."""
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f)
             header = next(reader, None)
             if not header or [h.strip() for h in header[2:12]] != list(FERPLUS_COLUMNS):
@@ -169,7 +190,7 @@ def read_ferplus_votes(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                     raise DatasetError(f"{path}: line {line}: expected 12 columns")
                 usage.append(row[0].strip())
                 has_image.append(bool(row[1].strip()))
-    except OSError as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"cannot read {path}: {e}") from None
     return np.array(votes, dtype=np.float32), np.array(usage), np.array(has_image)
 
@@ -275,6 +296,20 @@ def read_folders(path: Path, layout: str) -> FaceDataset:
     )
 
 
+def ignored_folders(path: Path, layout: str) -> list[Path]:
+    """Folders of a folder dataset that are not read: not an emotion name (or, in a split layout,
+    a split without emotion folders). Said every time, not only when the cache is built."""
+    if layout == "folders":
+        return [p for p in sorted(path.iterdir()) if p.is_dir() and emotion_from_folder(p.name) is None]
+    out: list[Path] = []
+    for sub in sorted(p for p in path.iterdir() if p.is_dir()):
+        if _is_emotion_folder_root(sub):
+            out += ignored_folders(sub, "folders")
+        else:
+            out.append(sub)
+    return out
+
+
 # --- entry point --------------------------------------------------------------------------------
 
 
@@ -301,6 +336,16 @@ def load_dataset(
         return read_folders(path, layout)
 
     ds = cached(path, f"{layout}-skip{int(skip_bad)}", parse) if use_cache else parse()
+    if layout != "fer2013-csv":
+        ignored = ignored_folders(path, layout)
+        if ignored:
+            log.warning(
+                "%s: ignored %d folder(s) not named after an emotion (%s): %s",
+                path,
+                len(ignored),
+                ", ".join(EMOTIONS),
+                ", ".join(str(p) for p in ignored[:10]) + (" ..." if len(ignored) > 10 else ""),
+            )
     if labels == "ferplus":
         votes = Path(ferplus_path) if ferplus_path else path.parent / FERPLUS_FILENAME
         if not votes.exists():

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from facial_emotion.data import DatasetError, FaceDataset, load_dataset
+from facial_emotion.evaluation.calibration import ece, nll, probabilities, reliability
 from facial_emotion.evaluation.metrics import summarize
 from facial_emotion.inference.classifier import EmotionClassifier
 
@@ -39,10 +40,24 @@ def evaluate(
         raise DatasetError(
             f"model classes {classifier.classes} differ from the dataset's {list(part.class_names)}"
         )
-    probs = classifier.predict(part.images, tta=tta)
+    logits = classifier.logits(part.images, tta=tta)
+    temperature = classifier.temperature_tta if tta else classifier.temperature
+    probs = probabilities(logits, temperature)
     preds = probs[:, : len(part.class_names)].argmax(axis=1)
     results = summarize(part.labels, preds, list(part.class_names))
     results.update(model=str(classifier.path), split=split, tta=tta, dataset=str(data), skipped=ds.skipped)
+    # How far confidences match accuracy: with the model's own calibration, and without any.
+    if len(part.class_names) == probs.shape[1]:
+        raw = probabilities(logits)
+        results.update(
+            ece=round(ece(probs, part.labels), 4),
+            nll=round(nll(probs, part.labels), 4),
+            temperature=temperature,
+            ece_uncalibrated=round(ece(raw, part.labels), 4),
+            nll_uncalibrated=round(nll(raw, part.labels), 4),
+            mean_confidence=round(float(probs.max(axis=1).mean()), 4),
+            reliability=reliability(probs, part.labels),
+        )
     return results, part, probs
 
 

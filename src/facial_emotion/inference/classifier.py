@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from facial_emotion.model_file import ModelFileError, default_model_path, read_metadata_from_session_meta
+from facial_emotion.model_file import (
+    CALIBRATION_KEY,
+    ModelFileError,
+    read_metadata_from_session_meta,
+    resolve_model_path,
+)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Over the last axis; ``temperature`` divides the logits (the model's calibration, 1 = none)."""
+    z = logits / temperature
+    z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def centre_crop(faces: np.ndarray, crop: int) -> np.ndarray:
+    """(N, S, S) -> (N, crop, crop), the crop the nets are validated on."""
+    c = (faces.shape[1] - crop) // 2
+    return faces[:, c : c + crop, c : c + crop]
 
 
 def ten_crops(faces: np.ndarray, crop: int) -> np.ndarray:
@@ -34,12 +46,13 @@ def ten_crops(faces: np.ndarray, crop: int) -> np.ndarray:
 
 
 class EmotionClassifier:
-    """``predict(faces)`` with faces uint8 (N, 48, 48) -> probabilities (N, classes)."""
+    """``predict(faces)`` with faces uint8 (N, 48, 48) -> probabilities (N, classes). ``model``: a
+    model file, or a built-in model's name ("default", "fp32"; see ``model_file.BUILTIN_MODELS``)."""
 
     def __init__(
         self, model: str | os.PathLike | None = None, threads: int | None = None, max_batch: int = 256
     ):
-        self.path = Path(model) if model else default_model_path()
+        self.path = resolve_model_path(model)
         if not self.path.is_file():
             raise ModelFileError(f"model file not found: {self.path}")
         opts = ort.SessionOptions()
@@ -58,6 +71,13 @@ class EmotionClassifier:
         self.crop = int(self.metadata["crop"])
         self.input_name = self.session.get_inputs()[0].name
         self.max_batch = max_batch
+        # Calibration (evaluation/calibration.py fits it): probabilities are softmax(logits / T), with
+        # a temperature of its own for ten-crop TTA; faces whose top probability is under
+        # ``uncertain_below`` are flagged uncertain. A model without calibration: T = 1, no flag.
+        calibration = self.metadata.get(CALIBRATION_KEY) or {}
+        self.temperature = float(calibration.get("temperature", 1.0))
+        self.temperature_tta = float(calibration.get("temperature_tta", self.temperature))
+        self.uncertain_below = float(calibration.get("uncertain_below", 0.0))
 
     def _run(self, crops: np.ndarray) -> np.ndarray:
         out = []
@@ -66,14 +86,21 @@ class EmotionClassifier:
             out.append(self.session.run(None, {self.input_name: x})[0])
         return np.concatenate(out).astype(np.float32)
 
-    def predict(self, faces: np.ndarray, tta: bool = False) -> np.ndarray:
+    def logits(self, faces: np.ndarray, tta: bool = False) -> np.ndarray:
+        """Raw logits: (N, classes), or (N, 10, classes) for the ten crops of TTA."""
         faces = np.asarray(faces, dtype=np.uint8)
         if faces.ndim != 3 or faces.shape[1:] != (self.face_size, self.face_size):
             raise ValueError(f"faces must be uint8 (N, {self.face_size}, {self.face_size})")
         if len(faces) == 0:
-            return np.zeros((0, len(self.classes)), dtype=np.float32)
+            return np.zeros((0, 10, len(self.classes)) if tta else (0, len(self.classes)), np.float32)
         if tta:
-            probs = softmax(self._run(ten_crops(faces, self.crop)))
-            return probs.reshape(len(faces), 10, -1).mean(axis=1)
-        c = (self.face_size - self.crop) // 2
-        return softmax(self._run(faces[:, c : c + self.crop, c : c + self.crop]))
+            return self._run(ten_crops(faces, self.crop)).reshape(len(faces), 10, -1)
+        return self._run(centre_crop(faces, self.crop))
+
+    def predict(self, faces: np.ndarray, tta: bool = False, calibrated: bool = True) -> np.ndarray:
+        """Probabilities (N, classes); TTA averages the ten crops' probabilities. ``calibrated=False``
+        gives the raw softmax (as the model was trained)."""
+        logits = self.logits(faces, tta)
+        temperature = (self.temperature_tta if tta else self.temperature) if calibrated else 1.0
+        probs = softmax(logits, temperature)
+        return probs.mean(axis=1) if tta else probs

@@ -2,12 +2,26 @@
 
 Accepted: a path (str / Path), encoded bytes, a numpy array (H x W gray, H x W x 3 **BGR** as
 OpenCV gives, or H x W x 4 BGRA), or a PIL image. Files are decoded by Pillow so EXIF orientation,
-CMYK, palette, 16-bit and alpha images are handled; OpenCV is the fallback decoder.
+CMYK, palette, 16-bit, float and alpha images are handled; OpenCV is the fallback decoder.
+
+``max_side`` decodes large images at reduced size, which bounds memory: a JPEG is decoded at 1/2, 1/4
+or 1/8 scale by libjpeg itself (Pillow's draft mode: an 8000x8000 JPEG costs 12 MB instead of 192),
+other formats are reduced right after decoding. Face detection needs no more than about 2,000 px on
+the long side (the detector letterboxes to a few hundred pixels; tiles look at 512 px squares).
+
+Only regular files are read: a FIFO, device or socket is refused by name, never opened (opening a
+FIFO blocks until a writer appears, which would stall a whole batch).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
+import math
+import os
+import stat
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,6 +31,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facial_emotion import settings
+
+log = logging.getLogger(__name__)
 
 
 class ImageError(Exception):
@@ -28,6 +44,9 @@ class ImageTooLarge(ImageError):
 
 
 ImageInput = Any  # str | Path | bytes | np.ndarray | PIL.Image.Image
+
+# What detection needs (see the module docstring); the service decodes uploads at this size.
+DETECTION_MAX_SIDE = 2048
 
 
 def _check_size(w: int, h: int, name: str, max_pixels: int | None) -> None:
@@ -47,7 +66,11 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     if arr.dtype == np.uint16 or (arr.dtype.kind in "iu" and arr.max(initial=0) > 255):
         return (arr.astype(np.float32) / 257.0).clip(0, 255).astype(np.uint8)
     if arr.dtype.kind == "f":
-        scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
+        arr = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        peak = float(arr.max(initial=0))
+        # 0..1 (the usual float convention), 0..255, or anything else (HDR, a scientific camera's
+        # counts): stretched to 0..255 so that the faces are visible, instead of clipped to white.
+        scale = 255.0 if peak <= 1.0 else 1.0 if peak <= 255.0 else 255.0 / peak
         return (arr * scale).clip(0, 255).astype(np.uint8)
     return arr.clip(0, 255).astype(np.uint8)
 
@@ -73,7 +96,7 @@ def from_array(arr: np.ndarray, name: str = "array", max_pixels: int | None = No
 def from_pil(img: Image.Image, name: str = "image", max_pixels: int | None = None) -> np.ndarray:
     _check_size(img.width, img.height, name, max_pixels)
     img = ImageOps.exif_transpose(img) or img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # F: float32 TIFFs
         return from_array(np.asarray(img), name, max_pixels)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         # Composite on white, as viewers show it; black (the default) would darken faces at the edges.
@@ -84,18 +107,54 @@ def from_pil(img: Image.Image, name: str = "image", max_pixels: int | None = Non
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 
 
-def from_bytes(data: bytes, name: str = "upload", max_pixels: int | None = None) -> np.ndarray:
-    """Encoded image bytes -> BGR uint8. The size is checked from the header, before any pixel is
-    decoded: ``ImageTooLarge`` above ``max_pixels`` (default: the process's setting)."""
+def _shrink(arr: np.ndarray, max_side: int | None) -> np.ndarray:
+    if not max_side or max(arr.shape[:2]) <= max_side:
+        return arr
+    scale = max_side / max(arr.shape[:2])
+    size = (max(1, round(arr.shape[1] * scale)), max(1, round(arr.shape[0] * scale)))
+    return cv2.resize(arr, size, interpolation=cv2.INTER_AREA)
+
+
+def _reduce_pil(img: Image.Image, max_side: int | None) -> Image.Image:
+    """Before any pixel is decoded, ask a JPEG for a reduced decode (libjpeg's DCT scaling); after
+    decoding, reduce other formats by a whole factor before they are copied and converted."""
+    if not max_side or max(img.size) <= max_side:
+        img.load()
+        return img
+    # libjpeg scales by 1/2, 1/4 or 1/8 and gives at least the size asked for: asking for 3/4 of
+    # max_side lets an 8000 px JPEG decode at 2000 px (1/4) instead of 4000 px then resized.
+    scale = 0.75 * max_side / max(img.size)
+    img.draft(None, (math.ceil(img.width * scale), math.ceil(img.height * scale)))  # JPEG only
+    img.load()
+    factor = max(img.size) // max_side
+    if factor >= 2:
+        with contextlib.suppress(ValueError):  # modes that reduce() does not take stay as they are
+            return img.reduce(factor)
+    return img
+
+
+def decode_reduced(
+    data: bytes, name: str = "upload", max_pixels: int | None = None, max_side: int | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Encoded image bytes -> (BGR uint8 at most ``max_side`` on its long side, the (width, height) of
+    the full upright image). The size is checked from the header, before any pixel is decoded:
+    ``ImageTooLarge`` above ``max_pixels`` (default: the process's setting)."""
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter(
+                "ignore", UserWarning
+            )  # Pillow's "Corrupt EXIF data": not the user's concern
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 _check_size(img.width, img.height, name, max_pixels)  # before decoding any pixel
-                img.load()
-                return from_pil(img, name, max_pixels)
+                full = img.size
+                if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation: a quarter turn
+                    full = (full[1], full[0])
+                _warn_blank_first_frame(img, name)
+                bgr = from_pil(_reduce_pil(img, max_side), name, max_pixels)
+                return _shrink(bgr, max_side), full
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -104,10 +163,84 @@ def from_bytes(data: bytes, name: str = "upload", max_pixels: int | None = None)
         pass  # not a format Pillow knows: let OpenCV try
     except Exception as e:  # Pillow's decoders raise many types (OSError, struct.error, IndexError...)
         raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    arr = _imdecode_quietly(data)
     if arr is None:
         raise ImageError(f"{name}: not an image (unrecognised format)")
-    return from_array(arr, name, max_pixels)
+    full = (arr.shape[1], arr.shape[0])
+    return _shrink(from_array(arr, name, max_pixels), max_side), full
+
+
+def _imdecode_quietly(data: bytes) -> np.ndarray | None:
+    """OpenCV's decoders log every problem of a damaged file to stderr ("TIFF_Error ..."); we report
+    the file once, as an ``ImageError``."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def _warn_blank_first_frame(img: Image.Image, name: str) -> None:
+    """An animation (GIF, WebP, APNG) is analysed by its first frame; say so when that frame is blank
+    (a fade-in, say), instead of quietly reporting no face."""
+    if img.format not in ("GIF", "WEBP", "PNG") or getattr(img, "n_frames", 1) <= 1:
+        return  # not an animation (a camera's MPO JPEG has frames too, but it is not checked here)
+    gray = np.asarray(img.convert("L"))
+    if int(gray.max(initial=0)) - int(gray.min(initial=255)) < 8:
+        log.warning(
+            "%s: the first of its %d frames is blank; only the first frame is analysed",
+            name,
+            img.n_frames,  # type: ignore[attr-defined]
+        )
+
+
+def from_bytes(
+    data: bytes, name: str = "upload", max_pixels: int | None = None, max_side: int | None = None
+) -> np.ndarray:
+    """Encoded image bytes -> BGR uint8 (at most ``max_side`` on its long side, if given). The size is
+    checked from the header, before any pixel is decoded: ``ImageTooLarge`` above ``max_pixels``."""
+    return decode_reduced(data, name, max_pixels, max_side)[0]
+
+
+def check_regular_file(path: Path, label: str) -> None:
+    """Refuse what is not a regular file, by name, without opening it (a FIFO would block)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ImageError(f"{label}: file not found") from None
+    except OSError as e:
+        raise ImageError(f"{label}: cannot read ({e.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise ImageError(f"{label}: is a folder, not an image")
+    if not stat.S_ISREG(mode):
+        kind = (
+            "a FIFO (named pipe)"
+            if stat.S_ISFIFO(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a regular file"
+        )
+        raise ImageError(f"{label}: is {kind}, not an image file")
+
+
+def read_regular_file(path: Path, label: str) -> bytes:
+    """The bytes of a regular file, opened with O_NONBLOCK so that a file swapped for a FIFO between
+    the check and the open cannot block us either."""
+    check_regular_file(path, label)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise ImageError(f"{label}: cannot read ({e.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ImageError(f"{label}: is not a regular file, not an image file")
+        try:
+            return f.read()
+        except OSError as e:
+            raise ImageError(f"{label}: cannot read ({e.strerror})") from None
 
 
 def load_image(source: ImageInput, name: str | None = None, max_pixels: int | None = None) -> np.ndarray:
@@ -115,15 +248,7 @@ def load_image(source: ImageInput, name: str | None = None, max_pixels: int | No
     if isinstance(source, (str, Path)):
         path = Path(source)
         label = name or str(path)
-        if not path.exists():
-            raise ImageError(f"{label}: file not found")
-        if path.is_dir():
-            raise ImageError(f"{label}: is a folder, not an image")
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise ImageError(f"{label}: cannot read ({e.strerror})") from None
-        return from_bytes(data, label, max_pixels)
+        return from_bytes(read_regular_file(path, label), label, max_pixels)
     if isinstance(source, (bytes, bytearray, memoryview)):
         return from_bytes(bytes(source), name or "bytes", max_pixels)
     if isinstance(source, np.ndarray):
@@ -131,3 +256,26 @@ def load_image(source: ImageInput, name: str | None = None, max_pixels: int | No
     if isinstance(source, Image.Image):
         return from_pil(source, name or "PIL image", max_pixels)
     raise ImageError(f"unsupported input type {type(source).__name__}")
+
+
+def load_image_within(source: ImageInput, timeout: float, name: str | None = None) -> np.ndarray:
+    """``load_image`` with a deadline: ``ImageError`` after ``timeout`` seconds. The read runs in a
+    daemon thread, which is left behind if it hangs (a thread cannot be killed; a daemon one does not
+    keep the process alive), so one input can never stall a batch."""
+    box: list[Any] = []
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            box.append(load_image(source, name))
+        except BaseException as e:  # handed to the caller's thread
+            box.append(e)
+        done.set()
+
+    threading.Thread(target=work, daemon=True, name="facial-emotion-read").start()
+    if not done.wait(timeout):
+        label = name or (str(source) if isinstance(source, (str, Path)) else type(source).__name__)
+        raise ImageError(f"{label}: timed out after {timeout:g} s reading or decoding it")
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0]

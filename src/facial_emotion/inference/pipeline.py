@@ -5,15 +5,19 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from facial_emotion.inference.align import crop_face
 from facial_emotion.inference.classifier import EmotionClassifier
-from facial_emotion.inference.decode import ImageError, ImageInput, load_image
+from facial_emotion.inference.decode import ImageError, ImageInput, load_image, load_image_within
 from facial_emotion.inference.detectors import Detection, FaceDetector, create_detector
+from facial_emotion.inference.runtime import quiet_onnxruntime
+
+if TYPE_CHECKING:
+    from facial_emotion.inference.landmarks import FaceMesh, HeadPose
 
 
 @dataclass
@@ -24,6 +28,23 @@ class Face:
     scores: dict[str, float]  # every class's probability; they sum to 1
     detector_score: float = 1.0
     track_id: int | None = field(default=None)  # a face's id across the frames of a FaceStream
+    # With landmarks on (inference/landmarks.py): the face mesh, (468, 3) x, y, z in image pixels,
+    # and the head pose; None when off or when the mesh model saw no face in the box.
+    landmarks: np.ndarray | None = field(default=None, repr=False, compare=False)
+    pose: HeadPose | None = None
+    # The model's calibrated threshold (classifier.uncertain_below): under it the top label is right
+    # less than half of the time, and the face is flagged uncertain.
+    uncertain_below: float = field(default=0.0, repr=False)
+
+    @property
+    def uncertain(self) -> bool:
+        return self.confidence < self.uncertain_below
+
+    @property
+    def runner_up(self) -> str:
+        """The second most likely emotion (what an uncertain face may be instead)."""
+        ranked = sorted(self.scores, key=lambda c: -self.scores[c])
+        return ranked[1] if len(ranked) > 1 else ranked[0]
 
 
 @dataclass
@@ -42,6 +63,8 @@ class EmotionRecognizer:
     ``model``: path of a facial-emotion ONNX file (default: the built-in model, or $FACIAL_EMOTION_MODEL).
     ``detector``: 'haar' (default), 'yunet[:MODEL.onnx]' or any object with ``detect(bgr)``.
     ``tta``: average ten crops per face (slower, about one point more accurate).
+    ``landmarks``: also give each face its 468-point mesh and head pose (``Face.landmarks``,
+    ``Face.pose``); about 1.4 times the classifier's cost per face, so off by default.
     Arrays are taken as OpenCV gives them: gray, BGR or BGRA.
     """
 
@@ -51,10 +74,24 @@ class EmotionRecognizer:
         detector: str | FaceDetector | None = None,
         tta: bool = False,
         threads: int | None = None,
+        landmarks: bool = False,
     ):
+        quiet_onnxruntime()  # before the first session: its environment logs at creation
         self.classifier = EmotionClassifier(model, threads=threads)
         self.detector = create_detector(detector)
         self.tta = tta
+        self.landmarks = landmarks
+        self.threads = threads
+        self._mesh: FaceMesh | None = None
+
+    @property
+    def mesh(self) -> FaceMesh:
+        """The face-mesh model, loaded on first use (a session is thread-safe, so clones share it)."""
+        if self._mesh is None:
+            from facial_emotion.inference.landmarks import FaceMesh
+
+            self._mesh = FaceMesh(threads=self.threads)
+        return self._mesh
 
     @property
     def classes(self) -> list[str]:
@@ -87,18 +124,25 @@ class EmotionRecognizer:
                     confidence=float(p[k]),
                     scores={c: float(v) for c, v in zip(self.classes, p, strict=True)},
                     detector_score=det.score,
+                    uncertain_below=self.classifier.uncertain_below,
                 )
             )
         return faces
 
-    def analyze_frame(self, bgr: np.ndarray, detections: list[Detection] | None = None) -> list[Face]:
+    def analyze_frame(
+        self, bgr: np.ndarray, detections: list[Detection] | None = None, landmarks: bool | None = None
+    ) -> list[Face]:
         """A decoded BGR frame -> its faces, all classified in one batched call."""
-        return self.analyze_frames([bgr], None if detections is None else [detections])[0]
+        return self.analyze_frames([bgr], None if detections is None else [detections], landmarks)[0]
 
     def analyze_frames(
-        self, frames: list[np.ndarray], detections: list[list[Detection]] | None = None
+        self,
+        frames: list[np.ndarray],
+        detections: list[list[Detection]] | None = None,
+        landmarks: bool | None = None,
     ) -> list[list[Face]]:
-        """Decoded BGR frames -> their faces; ``detections`` skips detection (video passes tracked boxes)."""
+        """Decoded BGR frames -> their faces; ``detections`` skips detection (video passes tracked boxes).
+        ``landmarks``: add mesh and pose (default: as the recognizer was made)."""
         dets = detections if detections is not None else [self.detect(f) for f in frames]
         size = self.classifier.face_size
         crops = []
@@ -109,7 +153,13 @@ class EmotionRecognizer:
         probs = self.classify(np.stack(crops)) if crops else np.zeros((0, len(self.classes)), np.float32)
         out, i = [], 0
         for frame, ds in zip(frames, dets, strict=True):
-            out.append(self._faces(ds, probs[i : i + len(ds)], frame.shape))
+            faces = self._faces(ds, probs[i : i + len(ds)], frame.shape)
+            if self.landmarks if landmarks is None else landmarks:
+                for face, det in zip(faces, ds, strict=True):
+                    found = self.mesh.run(frame, det)
+                    if found is not None:
+                        face.landmarks, face.pose = found
+            out.append(faces)
             i += len(ds)
         return out
 
@@ -117,12 +167,16 @@ class EmotionRecognizer:
         """A path, bytes, numpy array or PIL image -> its faces. Raises ImageError for bad input."""
         return self.analyze_frame(load_image(image))
 
-    def analyze_each(self, sources: Iterable[ImageInput]) -> Iterator[PhotoResult]:
-        """Photos one by one; a bad one gives a result with its ``error`` and the batch goes on."""
+    def analyze_each(
+        self, sources: Iterable[ImageInput], timeout: float | None = None
+    ) -> Iterator[PhotoResult]:
+        """Photos one by one; a bad one gives a result with its ``error`` and the batch goes on.
+        ``timeout``: seconds to read and decode one file (a hung network mount, a pathological image)
+        before it is reported as an error and the batch moves on."""
         for source in sources:
             name = str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
             try:
-                image = load_image(source)
+                image = load_image(source) if timeout is None else load_image_within(source, timeout)
             except ImageError as e:
                 yield PhotoResult(name, error=str(e))
                 continue

@@ -3,22 +3,32 @@
 A video file, a camera, a browser's live stream and a batch chunk are all sequences of frames, and all
 go through this: find the faces (a full detection every ``detect_every`` frames, the known faces
 followed in between), classify them in one batched call, give each the id of its track and smooth
-its scores over time. Nothing else composes those steps.
+its scores over time; then its ``Session`` keeps each person's emotions over time and fires the
+events. Nothing else composes those steps.
 
 >>> stream = FaceStream(EmotionRecognizer(), smoothing=0.6)
->>> for frame in frames:
-...     faces = stream.process(frame)  # Face objects with track_id set
->>> stream.summary()  # per tracked face: frames seen, dominant emotion, share of each emotion
+>>> stream.on_change(print)  # EmotionEvent: a person's emotion changed, or held for hold_s
+>>> for i, frame in enumerate(frames):
+...     faces = stream.process(frame, time_s=i / fps)  # Face objects with track_id set
+>>> stream.summary()  # per person: time share of each emotion, dominant one, changes, timeline
 """
 
 from __future__ import annotations
 
-from typing import Any
+import time
 
 import numpy as np
 
 from facial_emotion.inference.detectors import FaceDetector
 from facial_emotion.inference.pipeline import EmotionRecognizer, Face
+from facial_emotion.inference.session import (
+    DEFAULT_HOLD_S,
+    DEFAULT_MIN_DURATION_S,
+    EmotionEvent,
+    EventCallback,
+    PersonSummary,
+    Session,
+)
 from facial_emotion.inference.tracking import FaceTracker, VideoFaceFinder
 from facial_emotion.settings import DEFAULT_DETECT_EVERY
 
@@ -34,24 +44,40 @@ class FaceStream:
         detector: FaceDetector | None = None,
         detect_every: int = DEFAULT_DETECT_EVERY,
         smoothing: float = 0.0,
+        min_duration_s: float = DEFAULT_MIN_DURATION_S,
+        hold_s: float | None = DEFAULT_HOLD_S,
     ):
         if not 0 <= smoothing < 1:
             raise ValueError("smoothing must be in 0..1 (1 excluded: the scores would never change)")
         self.recognizer = recognizer
         self.finder = VideoFaceFinder(detector or recognizer.detector, refresh=detect_every)
         self.tracker = FaceTracker(recognizer.classes, smoothing=smoothing)
+        self.session = Session(recognizer.classes, min_duration_s=min_duration_s, hold_s=hold_s)
+        self.last_events: list[EmotionEvent] = []  # those fired by the last frame
         self.frames = 0
+        self._t0: float | None = None
 
     @property
     def classes(self) -> list[str]:
         return self.recognizer.classes
 
-    def process(self, bgr: np.ndarray) -> list[Face]:
-        """The next frame (BGR uint8) -> its faces, each with ``track_id`` and smoothed scores."""
+    def process(self, bgr: np.ndarray, time_s: float | None = None) -> list[Face]:
+        """The next frame (BGR uint8) -> its faces, each with ``track_id`` and smoothed scores.
+        ``time_s``: the frame's time in seconds (a video's frame index / fps); default: the clock,
+        counted from the first frame (a live camera)."""
+        if time_s is None:
+            now = time.monotonic()
+            self._t0 = now if self._t0 is None else self._t0
+            time_s = now - self._t0
         self.frames += 1
-        faces = self.recognizer.analyze_frame(bgr, self.finder.detect(bgr))
-        return self.tracker.update(faces)
+        faces = self.tracker.update(self.recognizer.analyze_frame(bgr, self.finder.detect(bgr)))
+        self.last_events = self.session.update(time_s, faces)
+        return faces
 
-    def summary(self) -> list[dict[str, Any]]:
-        """Per tracked face: frames seen, dominant emotion and the share of its frames per emotion."""
-        return self.tracker.summary()
+    def on_change(self, callback: EventCallback) -> EventCallback:
+        """``callback(event)`` for each ``EmotionEvent`` (see ``inference.session`` for the rule)."""
+        return self.session.on_change(callback)
+
+    def summary(self) -> list[PersonSummary]:
+        """Per person (track id): time share of each emotion, dominant emotion, changes, timeline."""
+        return self.session.summary()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -29,26 +29,53 @@ class Track:
     scores: np.ndarray
     last_seen: int
     frames: int = 1
-    totals: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 class FaceTracker:
-    """Gives each face the id of the track it overlaps most (IoU >= ``min_iou``); new faces get
-    new ids; tracks unseen for ``max_age`` processed frames are dropped. ``smoothing`` in [0, 1)
-    is the weight of the past in an exponential moving average of each track's scores."""
+    """Gives each face the id of the track it overlaps most (IoU >= ``min_iou``); tracks unseen for
+    ``max_age`` processed frames are dropped. A face that matches no track takes the id of a dropped
+    track last seen at most ``reid_frames`` processed frames ago, if it appears near where that track
+    was last seen (centres less than half a face width apart) at a similar size (within a factor
+    1.5): a person who looked away, was hidden or stepped out briefly comes back as themselves.
+    Otherwise it gets a new id. ``smoothing`` in [0, 1) is the weight of the past in an exponential
+    moving average of each track's scores (a returning person starts afresh)."""
 
-    def __init__(self, classes: list[str], min_iou: float = 0.3, max_age: int = 15, smoothing: float = 0.0):
+    REID_DISTANCE = 0.5  # centre distance, in face widths
+    REID_SCALE = 1.5  # largest size ratio
+
+    def __init__(
+        self,
+        classes: list[str],
+        min_iou: float = 0.3,
+        max_age: int = 15,
+        smoothing: float = 0.0,
+        reid_frames: int = 150,
+    ):
         self.classes = classes
         self.min_iou = min_iou
         self.max_age = max_age
         self.smoothing = smoothing
+        self.reid_frames = reid_frames
         self.tracks: dict[int, Track] = {}
-        self.finished: list[Track] = []
+        self.finished: list[Track] = []  # dropped tracks that may still come back
         self.next_id = 1
         self.frame = 0
 
+    def _returning(self, box: tuple[int, int, int, int]) -> Track | None:
+        """The closest dropped track this face could be (see the class doc), or None."""
+        x, y, w, h = box
+        best, best_d = None, self.REID_DISTANCE
+        for t in self.finished:
+            tx, ty, tw, th = t.box
+            scale = max(w, tw) / max(1, min(w, tw))
+            d = np.hypot(x + w / 2 - tx - tw / 2, y + h / 2 - ty - th / 2) / ((w + tw) / 2)
+            if scale <= self.REID_SCALE and d < best_d:
+                best, best_d = t, d
+        return best
+
     def update(self, faces: list[Face]) -> list[Face]:
         self.frame += 1
+        self.finished = [t for t in self.finished if self.frame - t.last_seen <= self.reid_frames]
         pairs = sorted(
             ((iou(f.box, t.box), i, tid) for i, f in enumerate(faces) for tid, t in self.tracks.items()),
             reverse=True,
@@ -67,35 +94,24 @@ class FaceTracker:
             if i in assigned:
                 track = self.tracks[assigned[i]]
             else:
-                track = Track(self.next_id, face.box, p, self.frame, 0, np.zeros(len(self.classes)))
+                back = self._returning(face.box)
+                if back is not None:
+                    self.finished.remove(back)
+                    track, track.frames = back, 0  # frames 0: the smoothing starts afresh
+                else:
+                    track = Track(self.next_id, face.box, p, self.frame, 0)
+                    self.next_id += 1
                 self.tracks[track.track_id] = track
-                self.next_id += 1
             track.scores = self.smoothing * track.scores + (1 - self.smoothing) * p if track.frames else p
             track.box, track.last_seen = face.box, self.frame
             track.frames += 1
             k = int(track.scores.argmax())
-            track.totals[k] += 1
             face.track_id = track.track_id
             face.scores = {c: float(v) for c, v in zip(self.classes, track.scores, strict=True)}
             face.emotion, face.confidence = self.classes[k], float(track.scores[k])
         for tid in [t for t, tr in self.tracks.items() if self.frame - tr.last_seen > self.max_age]:
             self.finished.append(self.tracks.pop(tid))
         return faces
-
-    def summary(self) -> list[dict]:
-        """Per face: frames seen, dominant emotion and the share of its frames per emotion."""
-        out = []
-        for t in sorted([*self.finished, *self.tracks.values()], key=lambda t: t.track_id):
-            share = t.totals / max(1, t.totals.sum())
-            out.append(
-                {
-                    "track_id": t.track_id,
-                    "frames": int(t.frames),
-                    "dominant_emotion": self.classes[int(share.argmax())],
-                    "share": {c: round(float(s), 4) for c, s in zip(self.classes, share, strict=True)},
-                }
-            )
-        return out
 
 
 class VideoFaceFinder:

@@ -8,12 +8,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
+from facial_emotion.inference.decode import ImageError, check_regular_file
 from facial_emotion.inference.pipeline import EmotionRecognizer, Face
+from facial_emotion.inference.session import DEFAULT_HOLD_S, EmotionEvent, PersonSummary
 from facial_emotion.inference.stream import FaceStream
 from facial_emotion.settings import DEFAULT_DETECT_EVERY
 
@@ -39,9 +40,11 @@ class VideoResult:
     fps: float
     frames_read: int = 0
     frames_analyzed: int = 0
+    frames_expected: int | None = None  # from the container (frame count, or duration x fps); files only
     seconds: float = 0.0
     timeline: list[TimelineRow] = field(default_factory=list)
-    summary: list[dict[str, Any]] = field(default_factory=list)
+    summary: list[PersonSummary] = field(default_factory=list)  # per person: see inference.session
+    events: list[EmotionEvent] = field(default_factory=list)
 
 
 def is_camera(source: str | int) -> bool:
@@ -51,8 +54,12 @@ def is_camera(source: str | int) -> bool:
 def open_capture(source: str | int) -> cv2.VideoCapture:
     if not is_camera(source) and "://" not in str(source):
         path = Path(str(source))
-        if not path.is_file():
-            raise VideoError(f"{source}: file not found")
+        try:  # a FIFO, device or socket is refused by name: opening a FIFO would block
+            check_regular_file(path, str(source))
+        except ImageError as e:
+            raise VideoError(
+                str(e).replace("an image file", "a video file").replace("an image", "a video")
+            ) from None
         if path.stat().st_size == 0:
             raise VideoError(f"{source}: empty file (0 bytes)")
     cap = cv2.VideoCapture(int(source) if is_camera(source) else source)
@@ -68,6 +75,29 @@ def frames(cap: cv2.VideoCapture) -> Iterator[np.ndarray]:
         if not ok or frame is None:
             return
         yield frame
+
+
+# A file that gives fewer frames than its container announces by more than this is damaged or cut.
+SHORTFALL_WARNING = 0.02
+
+
+def expected_frames(cap: cv2.VideoCapture) -> int | None:
+    """What the container announces, or None. OpenCV's FFmpeg backend gives the stream's frame count,
+    or its duration x fps where the container has no count."""
+    count = cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0
+    return int(count) if 0 < count < 1e9 else None
+
+
+def shortfall(result: VideoResult) -> str | None:
+    """A warning naming the file when it gave over 2 % fewer frames than its container announces."""
+    expected = result.frames_expected
+    if not expected or result.frames_read >= expected * (1 - SHORTFALL_WARNING):
+        return None
+    missing = 1 - result.frames_read / expected
+    return (
+        f"{result.source}: read {result.frames_read} of the {expected} frames the file announces "
+        f"({missing:.0%} missing): the video is damaged or truncated"
+    )
 
 
 def video_fps(cap: cv2.VideoCapture) -> float:
@@ -87,16 +117,24 @@ def analyze_video(
     detect_every: int = DEFAULT_DETECT_EVERY,
     keep_timeline: bool = True,
     on_open: Callable[[float], None] | None = None,
+    on_event: Callable[[EmotionEvent], object] | None = None,
+    hold_s: float | None = DEFAULT_HOLD_S,
 ) -> VideoResult:
     """Analyse every ``every``-th frame of a file, URL or camera through one ``FaceStream``.
     ``on_open(fps)`` is called once the source is open; ``on_frame`` for every frame read, and may
-    return False to stop (the webcam quits on 'q'). ``keep_timeline=False`` keeps only the per-face
-    summary (a camera runs for hours)."""
+    return False to stop (the webcam quits on 'q'). ``keep_timeline=False`` keeps only the per-person
+    summary and the events (a camera runs for hours). Frame times are index / fps for a file and the
+    clock for a camera; ``on_event`` gets each ``EmotionEvent`` as it fires."""
     cap = open_capture(source)
     result = VideoResult(source=str(source), fps=video_fps(cap))
+    live = is_camera(source) or "://" in str(source)
+    if not live:
+        result.frames_expected = expected_frames(cap)
     if on_open is not None:
         on_open(result.fps)
-    stream = FaceStream(recognizer, detect_every=detect_every, smoothing=smoothing)
+    stream = FaceStream(recognizer, detect_every=detect_every, smoothing=smoothing, hold_s=hold_s)
+    if on_event is not None:
+        stream.on_change(on_event)
     bar = None
     if progress:
         from tqdm import tqdm  # progress bars only where a person watches
@@ -109,18 +147,20 @@ def analyze_video(
         for index, frame in enumerate(frames(cap)):
             result.frames_read += 1
             if index % every == 0:
-                faces = stream.process(frame)
+                faces = stream.process(frame, None if live else index / result.fps)
                 result.frames_analyzed += 1
                 if keep_timeline:
                     result.timeline += [TimelineRow(index, index / result.fps, face) for face in faces]
             elapsed = time.perf_counter() - t0
             rate = result.frames_read / elapsed if elapsed > 0 else 0.0
             if on_frame is not None and on_frame(index, frame, faces, rate) is False:
+                result.frames_expected = None  # stopped on purpose: no shortfall to report
                 break
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(fps=f"{rate:.1f}", faces=len(faces))
             if max_frames and result.frames_read >= max_frames:
+                result.frames_expected = None
                 break
     finally:
         cap.release()
@@ -130,4 +170,5 @@ def analyze_video(
         raise VideoError(f"{source}: no frame could be decoded (corrupt or unsupported video)")
     result.seconds = time.perf_counter() - t0
     result.summary = stream.summary()
+    result.events = stream.session.events
     return result

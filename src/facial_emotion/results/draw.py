@@ -1,10 +1,12 @@
-"""Drawing results on a BGR image: a box per face, its label, and a probability bar per emotion."""
+"""Drawing results on a BGR image: a box per face, its label, and a probability bar per emotion; and
+the face mesh with the head pose where the faces have them (landmarks on)."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
+from facial_emotion.inference.landmarks import CONNECTIONS
 from facial_emotion.inference.pipeline import Face
 from facial_emotion.labels import DISPLAY_NAMES, color_bgr
 
@@ -17,8 +19,12 @@ def annotate(bgr: np.ndarray, faces: list[Face], bars: bool = True, fps: float |
     for face in faces:
         x, y, bw, bh = face.box
         color = color_bgr(face.emotion)
+        if face.landmarks is not None:
+            _draw_mesh(out, face, color, font, thick)
         cv2.rectangle(out, (x, y), (x + bw, y + bh), color, thick + 1)
         label = f"{DISPLAY_NAMES.get(face.emotion, face.emotion)} {face.confidence:.0%}"
+        if face.uncertain:  # the calibrated top label is right less than half of the time here
+            label = f"uncertain: {face.emotion} / {face.runner_up}"
         if face.track_id is not None:
             label = f"#{face.track_id} {label}"
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font, thick)
@@ -50,3 +56,19 @@ def _draw_bars(out: np.ndarray, face: Face, x: int, y: int, font: float, thick: 
             1,
             cv2.LINE_AA,
         )
+
+
+def _draw_mesh(out: np.ndarray, face: Face, color: tuple[int, int, int], font: float, thick: int) -> None:
+    """The mesh's 468 points, the contours of eyes, brows, lips and face, and yaw/pitch/roll below."""
+    assert face.landmarks is not None
+    pts = np.round(face.landmarks[:, :2] * 4).astype(np.int32)  # 2 bits of sub-pixel precision
+    lines = [pts[[a, b]] for a, b in CONNECTIONS]
+    cv2.polylines(out, lines, False, color, 1, cv2.LINE_AA, shift=2)
+    radius = max(2, round(face.box[2] / 100))  # in quarter pixels: half a pixel for a 200 px face
+    for p in pts:
+        cv2.circle(out, (int(p[0]), int(p[1])), radius, (255, 255, 255), -1, cv2.LINE_AA, shift=2)
+    if face.pose is not None:  # inside the box, along its bottom edge (the label may be below the box)
+        x, y, bw, bh = face.box
+        text = f"yaw {face.pose.yaw:+.0f} pitch {face.pose.pitch:+.0f} roll {face.pose.roll:+.0f}"
+        yy = min(out.shape[0], y + bh) - 6
+        cv2.putText(out, text, (x + 4, yy), cv2.FONT_HERSHEY_SIMPLEX, font * 0.7, color, thick, cv2.LINE_AA)

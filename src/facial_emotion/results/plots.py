@@ -1,4 +1,5 @@
-"""The timeline plot of a video: each tracked face's emotion probabilities over time (matplotlib)."""
+"""Charts of a video (each tracked face's emotion probabilities over time) and of a session (each
+person's emotion timeline and time shares), with matplotlib."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facial_emotion.inference.session import PersonSummary
 from facial_emotion.inference.video import VideoResult
 from facial_emotion.labels import COLORS_RGB
 from facial_emotion.results.files import atomic_write_bytes
@@ -33,5 +35,43 @@ def plot_timeline(result: VideoResult, path: Path, classes: list[str]) -> None:
     axes[-1, 0].set_xlabel("time (s)")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_session(people: list[PersonSummary], path: Path, classes: list[str], max_people: int = 8) -> None:
+    """A PNG: per person (the ``max_people`` seen longest), the timeline of their emotion as coloured
+    bars over time, and beside it their time share of each emotion. Needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = sorted(sorted(people, key=lambda p: -p.seconds)[:max_people], key=lambda p: p.track_id)
+    n = max(1, len(shown))
+    fig, axes = plt.subplots(
+        n, 2, figsize=(10, 0.9 + 0.8 * n), squeeze=False, gridspec_kw={"width_ratios": [4, 1.3]}
+    )
+    rgb = {c: np.array(COLORS_RGB.get(c, (0, 0, 0))) / 255 for c in classes}
+    end = max((p.timeline[-1].end_s for p in shown if p.timeline), default=1.0)
+    for (line, bars), p in zip(axes, shown, strict=False):
+        line.broken_barh(
+            [(s.start_s, s.end_s - s.start_s) for s in p.timeline],
+            (0, 1),
+            facecolors=[rgb[s.emotion] for s in p.timeline],
+        )
+        line.set(xlim=(0, end), ylim=(0, 1), yticks=[])
+        line.set_ylabel(f"#{p.track_id}", rotation=0, ha="right", va="center")
+        bars.barh(range(len(classes)), [p.share[c] for c in classes], color=[rgb[c] for c in classes])
+        bars.set(xlim=(0, 1), yticks=[], xticks=[0, 0.5, 1])
+        bars.invert_yaxis()
+        bars.set_title(f"{p.dominant_emotion}, {p.changes} changes", fontsize=8)
+    axes[-1, 0].set_xlabel("time (s)")
+    axes[-1, 1].set_xlabel("time share")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=rgb[c]) for c in classes]
+    fig.legend(handles, classes, ncol=len(classes), fontsize=8, loc="upper center", frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (0.9 + 0.8 * n)))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())

@@ -14,6 +14,10 @@ from facial_emotion.inference.pipeline import Face
 
 DECIMALS = 4
 BOX_COLUMNS = ("x", "y", "w", "h")
+# Head pose in degrees (inference/landmarks.py): CSV columns with --landmarks; the mesh's 468 points
+# go to JSON only ("landmarks": [[x, y, z], ...] in image pixels, to 0.1 px).
+POSE_COLUMNS = ("yaw", "pitch", "roll")
+POSE_DECIMALS = 1
 
 
 def safe_name(name: str) -> str:
@@ -26,28 +30,99 @@ def face_json(face: Face) -> dict[str, Any]:
         "box": list(face.box),
         "emotion": face.emotion,
         "confidence": round(face.confidence, DECIMALS),
+        "uncertain": face.uncertain,
         "scores": {k: round(v, DECIMALS) for k, v in face.scores.items()},
         "detector_score": round(face.detector_score, DECIMALS),
     }
+    if face.uncertain:
+        d["runner_up"] = face.runner_up
     if face.track_id is not None:
         d["track_id"] = face.track_id
+    if face.pose is not None:
+        d["pose"] = {k: round(getattr(face.pose, k), POSE_DECIMALS) for k in POSE_COLUMNS}
+    if face.landmarks is not None:
+        d["landmarks"] = face.landmarks.round(1).tolist()
     return d
 
 
-def face_columns(classes: list[str]) -> list[str]:
-    """The columns of ``face_row``: box, emotion, confidence, then one score column per class."""
-    return [*BOX_COLUMNS, "emotion", "confidence", *classes]
+def face_column_types(classes: list[str], pose: bool = False) -> dict[str, type]:
+    """The columns of ``face_row`` and their types: box, emotion, confidence, uncertain, one score
+    column per class, then with ``pose`` (landmarks on) yaw, pitch and roll."""
+    return (
+        dict.fromkeys(BOX_COLUMNS, int)
+        | {"emotion": str, "confidence": float, "uncertain": bool}
+        | dict.fromkeys(classes, float)
+        | dict.fromkeys(POSE_COLUMNS if pose else (), float)
+    )
 
 
-def face_row(face: Face, classes: list[str]) -> list[Any]:
-    return [
+def face_columns(classes: list[str], pose: bool = False) -> list[str]:
+    return list(face_column_types(classes, pose))
+
+
+def face_row(face: Face, classes: list[str], pose: bool = False) -> list[Any]:
+    row = [
         *face.box,
         face.emotion,
         round(face.confidence, DECIMALS),
+        face.uncertain,
         *(round(face.scores[c], DECIMALS) for c in classes),
     ]
+    if pose:  # blank where the mesh found no face
+        row += [round(getattr(face.pose, k), POSE_DECIMALS) if face.pose else "" for k in POSE_COLUMNS]
+    return row
 
 
-def empty_face_row(classes: list[str]) -> list[str]:
+def empty_face_row(classes: list[str], pose: bool = False) -> list[str]:
     """A row for a source with no face (or an error): the face columns left blank."""
-    return [""] * len(face_columns(classes))
+    return [""] * len(face_columns(classes, pose))
+
+
+# --- batch jobs (``facial-emotion batch``): one row per face per analysed frame -------------------
+
+# Column -> Python type, in order; the face columns sit between "track_id" and "model". Every batch
+# writer (CSV, the local Parquet writer, Ray's Parquet writer) takes its column order and types here.
+BATCH_HEAD = {"source": str, "frame": int, "time_s": float, "track_id": int}
+BATCH_TAIL = {"model": str}
+
+
+def batch_columns(classes: list[str]) -> dict[str, type]:
+    """Every column of a batch job's face table and its type (``track_id`` is empty for photos)."""
+    return BATCH_HEAD | face_column_types(classes) | BATCH_TAIL
+
+
+def batch_row(
+    source: str, frame: int, time_s: float, face: Face, classes: list[str], model: str
+) -> dict[str, Any]:
+    return dict(
+        zip(
+            batch_columns(classes),
+            [
+                safe_name(source),
+                frame,
+                round(time_s, DECIMALS),
+                face.track_id,
+                *face_row(face, classes),
+                model,
+            ],
+            strict=True,
+        )
+    )
+
+
+# One row per unit of work (a photo, a video, or a frame range of one) that completed; a unit
+# that failed goes into the errors table instead, and is tried again by the next run.
+BATCH_SOURCE_COLUMNS = {
+    "source": str,
+    "chunk": int,  # 0 for a whole file; frame ranges of a video (--chunk-frames) count up
+    "kind": str,  # "photo" or "video"
+    "first_frame": int,
+    "frames_analyzed": int,
+    "video_fps": float,
+    "faces": int,  # face rows written
+    "tracks": int,
+    "dominant_emotion": str,  # over all face rows; empty without faces
+    "seconds": float,
+    "model": str,
+}
+BATCH_ERROR_COLUMNS = {"source": str, "chunk": int, "error": str}

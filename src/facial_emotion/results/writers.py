@@ -19,6 +19,7 @@ from facial_emotion.inference.pipeline import PhotoResult
 from facial_emotion.inference.video import VideoResult
 from facial_emotion.results.files import atomic_write_text
 from facial_emotion.results.schema import empty_face_row, face_columns, face_json, face_row, safe_name
+from facial_emotion.results.session import event_json, person_json, session_lines
 
 
 def print_json(obj: object, out: TextIO | None = None) -> None:
@@ -62,19 +63,20 @@ def photos_table(results: list[PhotoResult]) -> str:
         for i, f in enumerate(r.faces, 1):
             runners_up = sorted(f.scores.items(), key=lambda kv: -kv[1])[1:3]
             others = ", ".join(f"{k} {v:.0%}" for k, v in runners_up)
-            lines.append(f"  #{i} box={tuple(f.box)} {f.emotion:<9}{f.confidence:>5.0%}   ({others})")
+            flag = "  uncertain" if f.uncertain else ""
+            lines.append(f"  #{i} box={tuple(f.box)} {f.emotion:<9}{f.confidence:>5.0%}   ({others}){flag}")
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def write_photos_csv(results: list[PhotoResult], path: Path, classes: list[str]) -> None:
+def write_photos_csv(results: list[PhotoResult], path: Path, classes: list[str], pose: bool = False) -> None:
     """One row per face; a photo without faces, or that failed, gets one row with the face columns
-    blank (and its error)."""
-    rows: list[list[Any]] = [["path", "face", *face_columns(classes), "error"]]
+    blank (and its error). ``pose``: add the head-pose columns (landmarks on)."""
+    rows: list[list[Any]] = [["path", "face", *face_columns(classes, pose), "error"]]
     for r in results:
         name = safe_name(r.source)
         if r.error or not r.faces:
-            rows.append([name, "", *empty_face_row(classes), r.error or ""])
-        rows += [[name, i, *face_row(f, classes), ""] for i, f in enumerate(r.faces, 1)]
+            rows.append([name, "", *empty_face_row(classes, pose), r.error or ""])
+        rows += [[name, i, *face_row(f, classes, pose), ""] for i, f in enumerate(r.faces, 1)]
     write_csv(path, rows)
 
 
@@ -86,10 +88,12 @@ def video_json(result: VideoResult) -> dict[str, Any]:
         "source": safe_name(result.source),
         "video_fps": round(result.fps, 3),
         "frames_read": result.frames_read,
+        "frames_expected": result.frames_expected,
         "frames_analyzed": result.frames_analyzed,
         "processing_seconds": round(result.seconds, 3),
         "processing_fps": round(result.frames_read / result.seconds, 2) if result.seconds else None,
-        "faces": result.summary,
+        "faces": [person_json(p) for p in result.summary],
+        "events": [event_json(e) for e in result.events],
         "timeline": [
             {"frame": r.frame, "time_s": round(r.time_s, 3), **face_json(r.face)} for r in result.timeline
         ],
@@ -97,28 +101,21 @@ def video_json(result: VideoResult) -> dict[str, Any]:
 
 
 def video_table(result: VideoResult) -> str:
-    """For the terminal: frames and speed, then each tracked face's dominant emotions."""
-    d = video_json(result)
+    """For the terminal: frames and speed, then the session summary of each person."""
+    rate = f"{result.frames_read / result.seconds:.2f}" if result.seconds else "?"
     lines = [
-        f"{d['source']}: {d['frames_read']} frames read, {d['frames_analyzed']} analysed in "
-        f"{d['processing_seconds']:.1f} s ({d['processing_fps']} fps; video is {d['video_fps']} fps)"
+        f"{safe_name(result.source)}: {result.frames_read} frames read, {result.frames_analyzed} analysed in "
+        f"{result.seconds:.1f} s ({rate} fps; video is {result.fps:.3f} fps)",
+        *session_lines(result.summary),
     ]
-    for face in d["faces"]:
-        share = ", ".join(
-            f"{k} {v:.0%}" for k, v in sorted(face["share"].items(), key=lambda kv: -kv[1]) if v >= 0.05
-        )
-        lines.append(
-            f"  face #{face['track_id']}: {face['frames']} frames, mostly {face['dominant_emotion']} ({share})"
-        )
-    if not d["faces"]:
-        lines.append("  no faces found")
     return "\n".join(lines) + "\n"
 
 
-def write_timeline_csv(result: VideoResult, path: Path, classes: list[str]) -> None:
-    """One row per analysed frame and face."""
-    rows: list[list[Any]] = [["frame", "time_s", "track_id", *face_columns(classes)]]
+def write_timeline_csv(result: VideoResult, path: Path, classes: list[str], pose: bool = False) -> None:
+    """One row per analysed frame and face; ``pose``: add the head-pose columns (landmarks on)."""
+    rows: list[list[Any]] = [["frame", "time_s", "track_id", *face_columns(classes, pose)]]
     rows += [
-        [r.frame, f"{r.time_s:.3f}", r.face.track_id, *face_row(r.face, classes)] for r in result.timeline
+        [r.frame, f"{r.time_s:.3f}", r.face.track_id, *face_row(r.face, classes, pose)]
+        for r in result.timeline
     ]
     write_csv(path, rows)

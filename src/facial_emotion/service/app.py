@@ -2,13 +2,14 @@
 and the page at ``/``.
 
 Safety defaults: uploads are capped in bytes and in pixels, only images are accepted, every request
-has a deadline, nothing is written to disk, no CORS unless origins are given, and every error is a
+has a deadline, nothing is written to disk (unless ``--feedback-dir`` turns corrections on), no CORS unless origins are given, and every error is a
 short JSON ``{"error": "..."}``, never a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import os
 from collections.abc import Iterable
@@ -27,12 +28,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facial_emotion import __version__
-from facial_emotion.inference.decode import ImageError, ImageTooLarge
+from facial_emotion.feedback import FeedbackError, FeedbackStore
+from facial_emotion.inference.decode import DETECTION_MAX_SIDE, ImageError, ImageTooLarge
 from facial_emotion.labels import COLORS_RGB, DISPLAY_NAMES
+from facial_emotion.model_file import ModelFileError
 from facial_emotion.service import stream as stream_module
 from facial_emotion.service.engine import Busy, Engine
 from facial_emotion.service.settings import DEFAULT_MAX_UPLOAD, ServiceSettings
 from facial_emotion.service.upload import UploadError, read_image
+from facial_emotion.service.webhook import Webhook
 
 log = logging.getLogger("facial_emotion.service")
 STATIC_DIR = Path(__file__).parent / "static"
@@ -48,6 +52,12 @@ class FaceOut(BaseModel):
     scores: dict[str, float] = Field(description="probability of every emotion; they sum to 1")
     detector_score: float
     track_id: int | None = Field(None, description="stream only: stable id of this face across frames")
+    pose: dict[str, float] | None = Field(
+        None, description="with ?landmarks=true: head yaw, pitch, roll in degrees (README: Landmarks)"
+    )
+    landmarks: list[list[float]] | None = Field(
+        None, description="with ?landmarks=true: the 468-point face mesh, [x, y, z] in image pixels"
+    )
 
 
 class AnalyzeOut(BaseModel):
@@ -146,23 +156,43 @@ def create_app(
     request_timeout: float = 30.0,
     workers: int | None = None,
     threads: int | None = 1,
+    max_side: int = DETECTION_MAX_SIDE,
+    decode_slots: int = 2,
+    webhook: str | None = None,
+    feedback_dir: str | os.PathLike | None = None,
+    admin_token: str | None = None,
 ) -> FastAPI:
     """The service's ASGI app. The model is loaded here, so a bad model path fails at start-up.
 
     ``workers``: images analysed at once (default: the number of cores, at most 4), each with its own
     face detector; ``threads``: onnxruntime threads per analysis (1 suits several workers).
+    ``max_side``, ``decode_slots``: the memory budget (engine.py): uploads are decoded at most
+    ``max_side`` px on the long side, at most ``decode_slots`` at a time. ``webhook``: POST every
+    live-stream event to this URL (webhook.py). ``feedback_dir``: turns on ``POST /v1/feedback``,
+    corrections saved there (feedback.py; checked writable here). ``POST /v1/model/reload`` swaps the
+    model; it answers loopback clients only, or, with ``admin_token``, requests bearing that token.
     """
     settings = ServiceSettings.create(
-        max_upload_bytes, max_pixels, request_timeout, tuple(cors_origins or ())
+        max_upload_bytes, max_pixels, request_timeout, tuple(cors_origins or ()), max_side, decode_slots
     )
-    engine = Engine(model, detector, workers=workers, threads=threads, max_pixels=settings.max_pixels)
-    rec = engine.recognizer
-    info = rec.model_info
+    engine = Engine(
+        model,
+        detector,
+        workers=workers,
+        threads=threads,
+        max_pixels=settings.max_pixels,
+        max_side=settings.max_side,
+        decode_slots=settings.decode_slots,
+    )
+    store = FeedbackStore(feedback_dir, engine.recognizer.classes) if feedback_dir else None
+    hook = Webhook(webhook) if webhook else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
         engine.close()
+        if hook is not None:
+            hook.close()
 
     app = FastAPIOffline(  # /docs with Swagger UI served from the package, not a CDN
         title="facial-emotion",
@@ -205,11 +235,13 @@ def create_app(
         openapi_extra=_ANALYZE_BODY,
     )
     async def analyze(
-        request: Request, annotate: bool = Query(False, description="add the annotated image as base64 JPEG")
+        request: Request,
+        annotate: bool = Query(False, description="add the annotated image as base64 JPEG"),
+        landmarks: bool = Query(False, description="add each face's 468-point mesh and head pose"),
     ) -> JSONResponse:
         async def work() -> dict[str, Any]:
             data, name = await read_image(request, settings.max_upload_bytes)
-            return await engine.run(engine.analyze_bytes, data, name, annotate)
+            return await engine.run(engine.analyze_bytes, data, name, annotate, landmarks)
 
         try:
             result = await asyncio.wait_for(work(), settings.request_timeout)
@@ -228,11 +260,76 @@ def create_app(
 
     @app.websocket("/v1/stream")
     async def stream(ws: WebSocket) -> None:
-        """Binary JPEG frames in; one JSON reply per analysed frame; stale frames are skipped."""
-        await stream_module.stream(ws, engine, settings)
+        """Binary JPEG frames in; one JSON reply per analysed frame; stale frames are skipped. Emotion
+        events come as messages of their own; ``{"type": "summary"}`` asks for the session summary."""
+        await stream_module.stream(ws, engine, settings, hook)
+
+    @app.post(
+        "/v1/feedback",
+        summary="Save a correction: face N of this image is really EMOTION (only with --feedback-dir)",
+        description="The image as for /v1/analyze; `face` numbers faces as /v1/analyze lists them, from 1. "
+        "The aligned face, the full-resolution crop and a JSON sidecar go into the server's feedback "
+        "folder, to fine-tune on (`facial-emotion finetune`). 404 when the server has no feedback folder.",
+        response_model=None,
+        responses=_ERRORS,
+        openapi_extra=_ANALYZE_BODY,
+    )
+    async def feedback(
+        request: Request,
+        face: int = Query(..., ge=1, description="which face, from 1"),
+        emotion: str = Query(..., description="the right emotion, one of the model's classes"),
+    ) -> JSONResponse:
+        if store is None:
+            return error(404, "feedback is off: start the server with --feedback-dir DIR")
+
+        async def work() -> dict[str, Any]:
+            data, name = await read_image(request, settings.max_upload_bytes)
+            return await engine.run(engine.feedback_bytes, data, name, face, emotion, store)
+
+        try:
+            result = await asyncio.wait_for(work(), settings.request_timeout)
+        except UploadError as e:
+            return error(e.status, str(e))
+        except ImageTooLarge as e:
+            return error(413, str(e))
+        except (ImageError, FeedbackError) as e:
+            return error(422, str(e))
+        except Busy as e:
+            return error(503, str(e), {"retry-after": "1"})
+        except asyncio.TimeoutError:
+            return error(504, f"request timed out after {settings.request_timeout:g} s")
+        result["model"] = engine.model_id
+        return JSONResponse(result)
+
+    @app.post(
+        "/v1/model/reload",
+        summary="Swap the model without a restart (loopback clients, or with the admin token)",
+        description="`model`: a model file on the server or a built-in name (default: the file now "
+        "in use, read again). Requests already running finish on the old model.",
+        response_model=None,
+        responses=_ERRORS,
+    )
+    async def reload_model(
+        request: Request, model: str | None = Query(None, description="model file or built-in name")
+    ) -> JSONResponse:
+        if admin_token is not None:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {admin_token}".encode()):
+                return error(403, "reloading the model needs the admin token (Authorization: Bearer ...)")
+        elif request.client is None or request.client.host not in ("127.0.0.1", "::1", "localhost"):
+            return error(403, "reloading the model is allowed from this machine only (or set an admin token)")
+        target = model or str(engine.recognizer.classifier.path)
+        try:
+            new_id = await asyncio.get_running_loop().run_in_executor(None, engine.swap_model, target)
+        except ModelFileError as e:
+            return error(422, f"{e} (the old model stays)")
+        log.info("model swapped to %s", target)
+        return JSONResponse({"model": new_id})
 
     @app.get("/v1/model", summary="Model card: classes, names, colours, input size, accuracy")
     async def model_card() -> dict[str, Any]:
+        rec = engine.recognizer  # read per request: the model may have been swapped
+        info = rec.model_info
         classes = rec.classes
         return {
             "name": rec.classifier.path.name,
@@ -252,13 +349,20 @@ def create_app(
             "limits": {
                 "max_upload_bytes": settings.max_upload_bytes,
                 "max_pixels": settings.max_pixels,
+                "max_side": settings.max_side,
                 "request_timeout_s": settings.request_timeout,
             },
+            "finetune": info.get("finetune"),  # corrections count and before/after, for a fine-tuned model
+            "feedback": {"enabled": store is not None, "dir": str(store.root.resolve()) if store else None},
         }
 
     @app.get("/healthz", summary="Liveness: the model is loaded")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "workers": engine.workers, "pending": engine.pending}
+        health: dict[str, Any] = {"status": "ok", "version": __version__, "workers": engine.workers}
+        health["pending"] = engine.pending
+        if hook is not None:
+            health["webhook"] = hook.stats()
+        return health
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

@@ -13,6 +13,8 @@ from typing import Any
 
 import uvicorn
 
+from facial_emotion.service.protocol import http_protocol
+
 
 class BackgroundServer:
     """uvicorn on 127.0.0.1 and a free port picked by the OS (no race: we bind the socket ourselves)."""
@@ -24,7 +26,9 @@ class BackgroundServer:
         self.port = self.sock.getsockname()[1]
         self.url = f"http://{host}:{self.port}"
         self.ws_url = f"ws://{host}:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", ws_max_size=32 * 1024 * 1024)
+        config = uvicorn.Config(
+            app, log_level="warning", lifespan="on", ws_max_size=32 * 1024 * 1024, http=http_protocol()
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.startup_timeout = startup_timeout

@@ -3,6 +3,13 @@
 A receiver loop keeps only the latest frame in a one-slot mailbox; a worker loop analyses whatever is
 newest when it becomes free. A slow CPU therefore answers fewer frames instead of falling ever
 further behind, and each reply says how many frames were skipped since the previous one.
+
+The connection is a session (``inference.session``): frame times are when the server received them;
+each ``EmotionEvent`` is sent as a message of its own, ``{"type": "event", ...}``, right after the
+result of the frame that fired it (and POSTed to the webhook, if one is set); a text message
+``{"type": "summary", "window_s": 30}`` is answered with ``{"type": "summary", "people": [...],
+"events": [...], "mood": {...}, "csv": "..."}``: the per-person summary, the events so far, the
+share of each emotion over the last ``window_s`` seconds, and the same summary as CSV text.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -20,9 +28,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from facial_emotion.inference.decode import ImageError
 from facial_emotion.inference.stream import FaceStream
+from facial_emotion.results.session import session_csv, session_json
 from facial_emotion.service.engine import Busy, Engine
 from facial_emotion.service.settings import ServiceSettings
 from facial_emotion.service.upload import looks_like_image
+from facial_emotion.service.webhook import Webhook
 
 log = logging.getLogger("facial_emotion.service")
 
@@ -61,7 +71,30 @@ def origin_allowed(origin: str | None, host: str | None, allowed: Iterable[str])
     return "*" in allowed or origin in allowed or urlsplit(origin).netloc == (host or "")
 
 
-async def stream(ws: WebSocket, engine: Engine, settings: ServiceSettings) -> None:
+def summary_message(faces: FaceStream, window_s: float = 30.0) -> dict[str, Any]:
+    people = faces.summary()
+    return {
+        "type": "summary",
+        **session_json(people, list(faces.session.events)),
+        "mood": {k: round(v, 4) for k, v in faces.session.mood(window_s).items()},
+        "csv": session_csv(people, faces.classes),
+    }
+
+
+def _summary_request(text: str) -> float | None:
+    """The window of a ``{"type": "summary"}`` request, or None when the text is not one."""
+    try:
+        msg = json.loads(text)
+        if isinstance(msg, dict) and msg.get("type") == "summary":
+            return min(3600.0, max(1.0, float(msg.get("window_s", 30))))
+    except (ValueError, TypeError):
+        pass
+    return None
+
+
+async def stream(
+    ws: WebSocket, engine: Engine, settings: ServiceSettings, webhook: Webhook | None = None
+) -> None:
     if not origin_allowed(ws.headers.get("origin"), ws.headers.get("host"), settings.cors_origins):
         await ws.close(code=1008, reason="origin not allowed")
         return
@@ -78,14 +111,18 @@ async def stream(ws: WebSocket, engine: Engine, settings: ServiceSettings) -> No
         async with send_lock:
             await ws.send_text(json.dumps(obj))
 
-    worker = asyncio.create_task(_work(slot, faces, send, engine, settings))
+    events = _Events(secrets.token_hex(4), webhook)
+    worker = asyncio.create_task(_work(slot, faces, send, engine, settings, events))
     try:
         while True:
             msg = await ws.receive()
             if msg["type"] == "websocket.disconnect":
                 break
             data = msg.get("bytes")
-            if data is None:
+            window_s = _summary_request(msg.get("text") or "") if data is None else None
+            if window_s is not None:
+                await send({**summary_message(faces, window_s), "stream": events.stream_id})
+            elif data is None:
                 await send({"type": "error", "error": "send each camera frame as one binary message (JPEG)"})
             elif len(data) > settings.max_upload_bytes:
                 await send(
@@ -108,13 +145,35 @@ async def stream(ws: WebSocket, engine: Engine, settings: ServiceSettings) -> No
             await worker
 
 
+class _Events:
+    """Where a connection's events go besides the socket: the webhook, tagged with the connection."""
+
+    def __init__(self, stream_id: str, webhook: Webhook | None):
+        self.stream_id = stream_id
+        self.webhook = webhook
+
+    def tag(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        tagged = [{**e, "stream": self.stream_id} for e in events]
+        if self.webhook is not None:
+            for e in tagged:
+                self.webhook.post(e)
+        return tagged
+
+
 async def _work(
-    slot: LatestFrame, faces: FaceStream, send: Any, engine: Engine, settings: ServiceSettings
+    slot: LatestFrame,
+    faces: FaceStream,
+    send: Any,
+    engine: Engine,
+    settings: ServiceSettings,
+    events: _Events,
 ) -> None:
     dropped_total = 0
     previous: asyncio.Future | None = None
+    t_first: float | None = None
     while True:
         (seq, data, t_recv), dropped = await slot.take()
+        t_first = t_recv if t_first is None else t_first
         dropped_total += dropped
         reply: dict[str, Any]
         # A connection's FaceStream must see one frame at a time: a timed-out job keeps running in
@@ -122,10 +181,14 @@ async def _work(
         if previous is not None:
             with contextlib.suppress(Exception):
                 await previous
-        job = asyncio.ensure_future(engine.run(engine.analyze_stream_frame, data, f"frame {seq}", faces))
+        job = asyncio.ensure_future(
+            engine.run(engine.analyze_stream_frame, data, f"frame {seq}", faces, t_recv - t_first)
+        )
         previous = job
+        fired: list[dict[str, Any]] = []
         try:
             result = await asyncio.wait_for(asyncio.shield(job), settings.request_timeout)
+            fired = events.tag(result.pop("events", []))
             reply = {"type": "result", "frame": seq, **result, "model": engine.model_id}
         except (ImageError, Busy) as e:
             reply = {"type": "error", "frame": seq, "error": str(e)}
@@ -145,5 +208,7 @@ async def _work(
         )
         try:
             await send(reply)
+            for event in fired:
+                await send(event)
         except Exception:  # WebSocketDisconnect, or a send after close: the client went away
             return

@@ -7,11 +7,14 @@ nothing on disk. The body is read with a byte cap, so an oversized upload costs 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+
+log = logging.getLogger("facial_emotion.service")
 
 
 class UploadError(Exception):
@@ -71,11 +74,16 @@ async def read_body(request: Request, cap: int) -> bytes:
         raise UploadError(413, f"upload too large: {int(declared)} bytes; limit {cap} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            raise UploadError(413, f"upload too large: over the limit of {cap} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                raise UploadError(413, f"upload too large: over the limit of {cap} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # one line in the log, not a traceback: nobody is left to answer
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        log.info("%s disconnected during its upload, after %d bytes", client, size)
+        raise UploadError(400, "client disconnected during the upload") from None
     return b"".join(chunks)
 
 
@@ -120,8 +128,10 @@ def parse_multipart(body: bytes, content_type: str) -> list[Part]:
         parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
         parser.write(body)
         parser.finalize()
-    except MultipartParseError as e:
+    except (MultipartParseError, FormParserError) as e:  # FormParserError: a boundary over 256 bytes...
         raise UploadError(400, f"malformed multipart body ({e})") from None
+    except (ValueError, IndexError, UnicodeError) as e:  # anything else the parser trips on
+        raise UploadError(400, f"malformed multipart body ({type(e).__name__})") from None
     return parts
 
 

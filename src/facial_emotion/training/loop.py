@@ -28,10 +28,13 @@ from facial_emotion.training.checkpoint import (
     CheckpointError,
     TrainingState,
     load_checkpoint,
+    load_resume_checkpoint,
+    remove_stale_temp_files,
     save_checkpoint,
 )
-from facial_emotion.training.config import TrainConfig
+from facial_emotion.training.config import ConfigError, TrainConfig
 from facial_emotion.training.distill import attach_teacher, is_distilled
+from facial_emotion.training.distributed import SINGLE, Distributed, close, from_environment
 from facial_emotion.training.export import export_checkpoint
 from facial_emotion.training.machine import resolve_precision, training_machine
 from facial_emotion.training.nets import create_model
@@ -272,15 +275,22 @@ def train_one_epoch(
     targets: torch.Tensor,
     autocast: bool,
     progress: bool,
+    net: torch.nn.Module | None = None,
+    dist: Distributed = SINGLE,
 ) -> dict[str, Any]:
     """One pass over the training faces in random order, augmented (and mixed up); then a "swa"
-    schedule averages the weights. Returns the epoch's metrics row, validation not yet in it."""
+    schedule averages the weights. Returns the epoch's metrics row, validation not yet in it.
+    Under torchrun ``net`` is the model's DistributedDataParallel wrapper and this rank trains on
+    its share of every batch (training/distributed.py)."""
     cfg, model = state.cfg, state.model
     # Every random draw of an epoch comes from generators seeded by (seed, epoch): a resumed
-    # run repeats exactly what the uninterrupted run would have done.
+    # run repeats exactly what the uninterrupted run would have done. All ranks draw the same
+    # order; each augments its share with its own generator.
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-    torch.manual_seed(cfg.seed * 100_003 + epoch)
     order = torch.randperm(len(images), generator=gen)
+    if dist.world > 1:
+        gen = torch.Generator().manual_seed(dist.generator_seed(cfg.seed * 100_003 + epoch))
+    torch.manual_seed(dist.generator_seed(cfg.seed * 100_003 + epoch))
     model.train()
     t0 = time.time()
     seen, loss_sum, correct = 0, 0.0, 0
@@ -292,12 +302,12 @@ def train_one_epoch(
         unit="batch",
     )
     for step in bar:
-        idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        idx = dist.shard(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
         x = augment(images[idx], cfg.augment, gen).contiguous(memory_format=torch.channels_last)
         y = targets[idx]
         if cfg.mixup > 0:
             x, y = mix_up(x, y, cfg.mixup, gen)
-        loss, logits = train_step(model, state.ema, state.optimizer, state.scheduler, x, y, autocast)
+        loss, logits = train_step(net or model, state.ema, state.optimizer, state.scheduler, x, y, autocast)
         seen += len(idx)
         loss_sum += loss.item() * len(idx)
         correct += (logits.argmax(1) == y.argmax(1)).sum().item()
@@ -307,6 +317,9 @@ def train_one_epoch(
         )
     bar.close()
     epoch_s = time.time() - t0  # the training steps only: the speed figure
+    if dist.world > 1:  # the epoch's figures over every rank's faces
+        total_seen, loss_sum, total_correct = dist.sum([seen, loss_sum, correct])
+        seen, correct = int(total_seen), int(total_correct)
     if state.swa is not None:
         swa_update(state.swa, model, images, cfg)
     return {
@@ -343,15 +356,21 @@ def validate(
 
 
 def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train, checkpoint every epoch, export the best weights to ``out/model.onnx``; returns a summary."""
+    """Train, checkpoint every epoch, export the best weights to ``out/model.onnx``; returns a summary.
+    Under torchrun every rank trains, rank 0 alone validates, writes and exports."""
+    dist = from_environment()
     last = None
+    if out.is_dir():
+        remove_stale_temp_files(out)  # left by a run killed while writing a checkpoint
     if resume:
         if not (out / LAST).exists():
             raise DatasetError(f"--resume: no checkpoint {out / LAST}")
-        last = load_checkpoint(out / LAST)
+        last = load_resume_checkpoint(out)  # falls back to last.prev.pt if last.pt is damaged
         cfg = TrainConfig.from_dict(last["config"])  # the run goes on as it began
         log.info("resuming %s at epoch %d", out, last["epoch"] + 1)
     cfg.validate(resumed=last is not None)
+    if cfg.batch_size % dist.world:
+        raise ConfigError(f"--batch-size {cfg.batch_size} must divide evenly over {dist.world} processes")
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -363,12 +382,16 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     images = torch.from_numpy(train_ds.images)
     state = build_state(cfg, ds.num_classes, images, precision, resumed=last is not None)
     start_epoch = state.restore(last) if last is not None else 0
+    net = dist.wrap(state.model)  # after restore: DDP starts every rank from rank 0's weights
     runlog = RunLog(out, cfg.epochs)
-    runlog.start(cfg.arch, train_ds, val_ds, precision)
+    if dist.main:
+        runlog.start(cfg.arch, train_ds, val_ds, precision)
 
     for epoch in range(start_epoch, cfg.epochs):
         runlog.start_epoch()
-        row = train_one_epoch(state, epoch, images, targets, autocast, progress)
+        row = train_one_epoch(state, epoch, images, targets, autocast, progress and dist.main, net, dist)
+        if not dist.main:
+            continue  # the other ranks go straight on to the next epoch's first step
         fields, acc, which = validate(state, epoch, val_ds, autocast)
         state.history.append(row | fields)
         # Without validation faces every epoch counts as best: its weights replace the last ones.
@@ -379,7 +402,11 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         save_checkpoint(state.last_checkpoint(epoch), out / LAST)
         runlog.end_epoch(state.history, improved)
 
+    if not dist.main:
+        close(dist)
+        return {"out": str(out), "best": None, "rank": dist.rank}
     export_checkpoint(out / BEST, out / "model.onnx", dataset_name=ds.source, history=state.history)
+    close(dist)
     return {
         "out": str(out),
         "best": state.best,

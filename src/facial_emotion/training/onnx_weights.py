@@ -67,6 +67,11 @@ def weights_from_onnx(
     """State dict of ``arch`` rebuilt from the ONNX file at ``path``; ``faces`` (uint8 N x 1 x 48 x 48
     training faces, a few thousand) give the BatchNorm statistics."""
     onnx_model, meta = read_onnx_model(path)
+    if meta.get("quantized", "none") != "none":
+        raise CheckpointError(
+            f"--init-from {path}: an int8-quantized model; start from the fp32 file it was made from "
+            "(the built-in one: src/facial_emotion/weights/emotion-fp32.onnx)"
+        )
     file_arch, file_classes = meta.get("arch"), len(meta.get("classes", []))
     if file_arch != arch or file_classes != num_classes or int(meta.get("crop", 0)) != crop:
         raise CheckpointError(

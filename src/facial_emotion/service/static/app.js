@@ -6,7 +6,7 @@
 const $ = (id) => document.getElementById(id);
 
 // Filled from GET /v1/model so names and colours have one definition (the server's).
-const model = { classes: [], names: {}, colors: {}, maxUpload: 10 * 1024 * 1024 };
+const model = { classes: [], names: {}, colors: {}, maxUpload: 10 * 1024 * 1024, feedback: false };
 const name = (e) => model.names[e] || e;
 const color = (e) => model.colors[e] || "#aaaaaa";
 const pct = (p) => `${Math.round(p * 100)}%`;
@@ -23,6 +23,13 @@ async function loadModel() {
     const acc = card.val_accuracy == null ? "" : ` · ${(card.val_accuracy * 100).toFixed(1)}% validation accuracy`;
     $("model-info").textContent = `Model ${card.arch || card.name}${acc} · detector ${card.detector}`;
     $("version").textContent = `facial-emotion ${card.version}`;
+    const tuned = card.finetune ? ` (fine-tuned on ${card.finetune.corrections} corrections)` : "";
+    $("active-model").textContent = `model ${card.name}${tuned}`;
+    model.feedback = Boolean(card.feedback && card.feedback.enabled);
+    $("feedback-note").hidden = !model.feedback;
+    if (model.feedback) {
+      $("feedback-note").textContent = `Corrections ("wrong?") save the face crops on this server in ${card.feedback.dir}.`;
+    }
     $("max-size").textContent = `${Math.round(card.limits.max_upload_bytes / 1048576)} MB`;
     $("legend").replaceChildren(...model.classes.map((c) => {
       const li = document.createElement("li");
@@ -77,15 +84,38 @@ function drawLabel(ctx, text, x, y, fill, size) {
   ctx.fillText(text, x + size * 0.3, top + h / 2);
 }
 
+// The face mesh (?landmarks=true): one light dot per point, outlined in the emotion's colour.
+function drawMesh(ctx, face, k, c) {
+  const r = Math.max(1.5, (face.box[2] * k) / 110);
+  ctx.fillStyle = c;
+  for (const [px, py] of face.landmarks) ctx.fillRect(px * k - r / 2, py * k - r / 2, r, r);
+  ctx.fillStyle = "rgba(255,255,255,0.9)";
+  const q = r / 2;
+  for (const [px, py] of face.landmarks) ctx.fillRect(px * k - q / 2, py * k - q / 2, q, q);
+}
+
+function poseText(pose) {
+  return `yaw ${pose.yaw.toFixed(0)}°, pitch ${pose.pitch.toFixed(0)}°, roll ${pose.roll.toFixed(0)}°`;
+}
+
+// "Happy 82%", or for a face the calibrated model is unsure of (top label right less than half of
+// the time at that confidence): "uncertain: sad / neutral".
+function faceLabel(face) {
+  return face.uncertain
+    ? `uncertain: ${name(face.emotion).toLowerCase()} / ${name(face.runner_up).toLowerCase()}`
+    : `${name(face.emotion)} ${pct(face.confidence)}`;
+}
+
 function drawFace(ctx, face, k, bars) {
   const [x, y, w, h] = face.box.map((v) => v * k);
   const c = color(face.emotion);
   const size = Math.max(12, Math.min(28, ctx.canvas.width / 50));
+  if (face.landmarks) drawMesh(ctx, face, k, c);
   ctx.lineWidth = Math.max(2, size / 6);
   ctx.strokeStyle = c;
   ctx.strokeRect(x, y, w, h);
   const id = face.track_id != null ? `#${face.track_id} ` : "";
-  drawLabel(ctx, `${id}${name(face.emotion)} ${pct(face.confidence)}`, x, y, c, size);
+  drawLabel(ctx, `${id}${faceLabel(face)}`, x, y, c, size);
   if (!bars) return;
   // Probability bars beside the box (right if there is room, else left).
   const bw = size * 7, row = size * 1.1;
@@ -128,8 +158,11 @@ function photoStatus(text, isError = false) {
   $("photo-status").classList.toggle("error", isError);
 }
 
+let lastPhoto = null; // analysed again when the mesh checkbox changes
+
 async function analyzePhoto(file) {
   if (!file) return;
+  lastPhoto = file;
   if (file.size > model.maxUpload) {
     photoStatus(`${file.name} is too large (${(file.size / 1048576).toFixed(1)} MB; limit ${Math.round(model.maxUpload / 1048576)} MB).`, true);
     return;
@@ -142,7 +175,10 @@ async function analyzePhoto(file) {
   body.append("file", file, file.name);
   let result;
   try {
-    const r = await fetch(`/v1/analyze${bitmap ? "" : "?annotate=true"}`, { method: "POST", body });
+    const query = new URLSearchParams();
+    if (!bitmap) query.set("annotate", "true");
+    if ($("mesh").checked) query.set("landmarks", "true");
+    const r = await fetch(`/v1/analyze?${query}`, { method: "POST", body });
     result = await r.json();
     if (!r.ok) throw new Error(result.error || `${r.status} ${r.statusText}`);
   } catch (err) {
@@ -179,8 +215,17 @@ function showPhoto(bitmap, result, drawBoxes) {
     li.dataset.emotion = f.emotion;
     li.innerHTML = `<p class="face-title"><span class="swatch"></span><strong></strong></p>`;
     li.querySelector(".swatch").style.background = color(f.emotion);
-    li.querySelector("strong").textContent = `Face ${i + 1}: ${name(f.emotion)} ${pct(f.confidence)}`;
+    li.querySelector("strong").textContent = `Face ${i + 1}: ${faceLabel(f)}`;
+    li.dataset.uncertain = String(Boolean(f.uncertain));
+    if (f.pose) {
+      const pose = document.createElement("p");
+      pose.className = "small muted";
+      pose.dataset.testid = "face-pose";
+      pose.textContent = `Head: ${poseText(f.pose)}`;
+      li.append(pose);
+    }
     li.append(barsList(f.scores));
+    if (model.feedback) li.append(wrongControl(i + 1, f.emotion));
     return li;
   }));
   canvas.setAttribute("aria-label", faces.length
@@ -189,9 +234,39 @@ function showPhoto(bitmap, result, drawBoxes) {
   $("photo-result").hidden = false;
 }
 
+// "wrong?": pick the right emotion; the photo goes back with the face's number (as /v1/analyze
+// listed it) and the server saves that face's crops into its feedback folder.
+function wrongControl(number, predicted) {
+  const form = document.createElement("form");
+  form.className = "wrong small";
+  form.dataset.testid = "wrong-form";
+  form.innerHTML = `<label>Wrong? It is <select data-testid="wrong-emotion"></select></label>
+    <button type="submit" data-testid="wrong-send">Save correction</button> <output data-testid="wrong-status"></output>`;
+  const select = form.querySelector("select");
+  select.append(...model.classes.filter((c) => c !== predicted).map((c) => new Option(name(c), c)));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const out = form.querySelector("output");
+    const body = new FormData();
+    body.append("file", lastPhoto, lastPhoto.name);
+    const query = new URLSearchParams({ face: String(number), emotion: select.value });
+    try {
+      const r = await fetch(`/v1/feedback?${query}`, { method: "POST", body });
+      const reply = await r.json();
+      if (!r.ok) throw new Error(reply.error || `${r.status} ${r.statusText}`);
+      out.textContent = `Saved as ${name(reply.emotion)}.`;
+      form.dataset.saved = reply.emotion;
+    } catch (err) {
+      out.textContent = `Not saved: ${err.message}`;
+    }
+  });
+  return form;
+}
+
 const drop = $("drop");
 $("pick").addEventListener("click", () => $("file").click());
 $("file").addEventListener("change", (ev) => { analyzePhoto(ev.target.files[0]); ev.target.value = ""; });
+$("mesh").addEventListener("change", () => { if (lastPhoto) analyzePhoto(lastPhoto); });
 drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (ev) => {
@@ -215,6 +290,7 @@ const HISTORY_MS = 60_000;
 const live = {
   running: false, stream: null, ws: null, inFlight: 0, lastReply: 0, retry: 0, sent: 0, sentAt: new Map(),
   result: null, resultAt: 0, replies: [], history: [], chartDrawn: 0,
+  summaryWanted: false, moodTimer: 0, moods: null, downloads: [],
   grab: document.createElement("canvas"),
 };
 
@@ -246,10 +322,11 @@ async function startLive() {
   await video.play().catch(() => {});
   const proto = location.protocol === "https:" ? "wss" : "ws";
   live.ws = new WebSocket(`${proto}://${location.host}/v1/stream?smooth=0.4`);
-  live.ws.onopen = () => { liveStatus("Live: analysing the camera."); pump(); };
+  live.ws.onopen = () => { liveStatus("Live: analysing the camera."); pump(); askMood(); };
   live.ws.onmessage = onReply;
   live.ws.onclose = (ev) => { if (live.running) { liveStatus(`Connection closed (${ev.code}). Press Start to retry.`, true); stopLive(false); } };
   live.running = true;
+  $("session").hidden = true;
   live.inFlight = 0;
   live.sent = 0;
   live.sentAt.clear();
@@ -261,8 +338,15 @@ async function startLive() {
 function stopLive(resetStatus = true) {
   if (!live.running && !live.stream) return;
   live.running = false;
-  live.ws?.close();
+  const ws = live.ws;
   live.ws = null;
+  if (ws?.readyState === WebSocket.OPEN) { // the server keeps the session: ask for its summary, then close
+    live.summaryWanted = true;
+    ws.send(JSON.stringify({ type: "summary" }));
+    setTimeout(() => ws.close(), 5000);
+  } else {
+    ws?.close();
+  }
   live.stream?.getTracks().forEach((t) => t.stop());
   live.stream = null;
   $("video").srcObject = null;
@@ -310,6 +394,13 @@ function sendFrame() {
 function onReply(ev) {
   const now = performance.now();
   const msg = JSON.parse(ev.data);
+  if (msg.type === "summary") {
+    showMood(msg.mood);
+    if (live.summaryWanted) { live.summaryWanted = false; showSession(msg); ev.target.close(); }
+    return;
+  }
+  if (!live.running) return; // replies still on their way after Stop
+  if (msg.type === "event") return; // emotion changes: the summary's timeline shows them
   // The server answers only the newest frame; the ones it skipped get no reply of their own.
   live.inFlight = Math.max(0, live.inFlight - 1 - (msg.dropped || 0));
   live.lastReply = now;
@@ -338,7 +429,7 @@ function showLiveFaces(faces) {
     li.dataset.emotion = f.emotion;
     li.innerHTML = `<span class="swatch"></span>`;
     li.firstChild.style.background = color(f.emotion);
-    li.append(`${f.track_id != null ? `#${f.track_id} ` : ""}${name(f.emotion)} ${pct(f.confidence)}`);
+    li.append(`${f.track_id != null ? `#${f.track_id} ` : ""}${faceLabel(f)}`);
     return li;
   }));
   if (!faces.length) {
@@ -414,6 +505,75 @@ function drawChart() {
   }
 }
 
+// --- the session summary (sent by the server when the camera stops) and the mood panel ----------
+
+function showSession(msg) {
+  const people = [...msg.people].sort((a, b) => b.seconds - a.seconds).slice(0, 8);
+  const n = msg.people.length;
+  $("session-info").textContent = n
+    ? `${n} ${n === 1 ? "person" : "people"} seen${n > people.length ? ` (the ${people.length} seen longest shown)` : ""}, ${msg.events.length} event${msg.events.length === 1 ? "" : "s"}.`
+    : "No face was seen.";
+  $("session-people").replaceChildren(...people.map((p) => {
+    const li = document.createElement("li");
+    li.dataset.testid = "session-person";
+    li.dataset.emotion = p.dominant_emotion || "";
+    const title = document.createElement("strong");
+    const changes = `${p.changes} change${p.changes === 1 ? "" : "s"}`;
+    const mostly = p.dominant_emotion ? `mostly ${name(p.dominant_emotion)} (${pct(p.share[p.dominant_emotion])})` : "seen too briefly";
+    title.textContent = `#${p.track_id}: ${p.seconds.toFixed(1)} s, ${mostly}, ${changes}`;
+    const strip = document.createElement("div");
+    strip.className = "strip";
+    strip.setAttribute("role", "img");
+    const start = p.first_s, span = Math.max(1e-6, p.timeline.length ? p.timeline.at(-1).end_s - start : 1);
+    strip.setAttribute("aria-label", `Timeline: ${p.timeline.map((s) => `${name(s.emotion)} ${s.start_s.toFixed(1)}–${s.end_s.toFixed(1)} s`).join(", ")}`);
+    strip.append(...p.timeline.map((s) => {
+      const seg = document.createElement("span");
+      seg.style.left = `${((s.start_s - start) / span) * 100}%`;
+      seg.style.width = `${((s.end_s - s.start_s) / span) * 100}%`;
+      seg.style.background = color(s.emotion);
+      seg.title = `${name(s.emotion)} ${s.start_s.toFixed(1)}–${s.end_s.toFixed(1)} s`;
+      return seg;
+    }));
+    const shares = Object.fromEntries(Object.entries(p.share).filter(([, v]) => v >= 0.01));
+    li.append(title, strip, barsList(shares));
+    return li;
+  }));
+  for (const url of live.downloads) URL.revokeObjectURL(url);
+  const { csv, type, ...doc } = msg;
+  live.downloads = [
+    URL.createObjectURL(new Blob([csv], { type: "text/csv" })),
+    URL.createObjectURL(new Blob([JSON.stringify(doc, null, 2)], { type: "application/json" })),
+  ];
+  $("download-csv").href = live.downloads[0];
+  $("download-json").href = live.downloads[1];
+  $("session").hidden = false;
+}
+
+// Opt-in: every 5 s the server's share of each emotion over the last 30 s -> the local table's entry.
+async function askMood() {
+  clearTimeout(live.moodTimer);
+  if (!$("mood-toggle").checked || !live.running) return;
+  if (!live.moods) {
+    try { live.moods = await (await fetch("/static/moods.json")).json(); } catch { live.moods = {}; }
+  }
+  if (live.ws?.readyState === WebSocket.OPEN) live.ws.send(JSON.stringify({ type: "summary", window_s: 30 }));
+  live.moodTimer = setTimeout(askMood, 5000);
+}
+
+function showMood(mood) {
+  $("mood").hidden = !$("mood-toggle").checked;
+  if ($("mood").hidden || !mood) return;
+  const top = Object.entries(mood).sort((a, b) => b[1] - a[1])[0];
+  const entry = top && live.moods?.[top[0]];
+  $("mood-name").textContent = top ? `${name(top[0])} (${pct(top[1])})${entry ? ` · ${entry.label}` : ""}` : "no face yet";
+  $("mood-list").replaceChildren(...(entry?.suggestions || []).map((text) => {
+    const li = document.createElement("li");
+    li.textContent = text;
+    return li;
+  }));
+}
+
+$("mood-toggle").addEventListener("change", () => { $("mood").hidden = !$("mood-toggle").checked; askMood(); });
 $("live-toggle").addEventListener("click", () => (live.running ? stopLive() : startLive()));
 document.addEventListener("visibilitychange", () => { if (!document.hidden) pump(); });
 

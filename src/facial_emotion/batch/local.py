@@ -1,0 +1,55 @@
+"""The default engine: a local process pool, one ``Analyzer`` (one recognizer) per worker process.
+Nothing to install; ``workers=1`` runs in this process."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+from facial_emotion.batch.sources import Unit
+from facial_emotion.batch.work import Analyzer, AnalyzerOptions, UnitResult
+
+_worker: Analyzer | None = None  # the worker process's own analyzer
+
+
+def _init_worker(options: AnalyzerOptions) -> None:
+    global _worker
+    _worker = Analyzer(options)
+
+
+def _analyze(unit: Unit) -> UnitResult:
+    assert _worker is not None
+    return _worker.analyze(unit)
+
+
+class LocalEngine:
+    def __init__(self, options: AnalyzerOptions, workers: int = 1):
+        self.workers = workers
+        if workers == 1:
+            self.analyzer: Analyzer | None = Analyzer(options)
+            self.pool = None
+        else:
+            self.analyzer = None
+            # spawn, not fork: a forked onnxruntime (or a parent's thread pool) can deadlock. An
+            # executor, not multiprocessing.Pool: a worker that dies (out of memory) raises
+            # BrokenProcessPool here instead of hanging the job.
+            self.pool = ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(options,),
+            )
+
+    def run(self, units: list[Unit]) -> Iterator[UnitResult]:
+        """The units' results as they finish (not in order)."""
+        if self.analyzer is not None:
+            yield from map(self.analyzer.analyze, units)
+        else:
+            assert self.pool is not None
+            for future in as_completed([self.pool.submit(_analyze, u) for u in units]):
+                yield future.result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)

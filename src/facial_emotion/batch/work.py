@@ -1,0 +1,154 @@
+"""One unit of work -> its face rows and its summary (or its error). The same code runs in a local
+worker process and in a Ray actor: an ``Analyzer`` holds one recognizer and analyses one unit at a
+time. Photos go through ``EmotionRecognizer``, videos (or frame ranges of them) through ``FaceStream``.
+
+Track ids across the frame ranges of one video: each range replays ``warmup`` frames before its
+start, so the tracker already follows the faces on screen and their smoothed scores are warm when
+its first written frame comes; its ids are numbered from ``chunk * TRACK_ID_STRIDE``, so that ids
+never collide between ranges. A face that crosses a range boundary therefore continues under the
+next range's id (match them on the boundary frame's boxes where one id per person matters, or run
+whole files, the default, where ids are those of ``facial-emotion video``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from facial_emotion.batch.sources import Unit
+from facial_emotion.results.schema import batch_row
+
+TRACK_ID_STRIDE = 1_000_000
+
+
+@dataclass
+class AnalyzerOptions:
+    model: str | None = None
+    detector: str | None = None
+    threads: int | None = 1  # one core per worker: workers, not threads, use the machine
+    every: int = 1
+    smoothing: float = 0.6
+    detect_every: int = 1
+
+
+@dataclass
+class UnitResult:
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any] | None  # None when the unit failed
+    error: dict[str, Any] | None
+    frames: int  # frames analysed (progress figures)
+
+
+def model_id(recognizer) -> str:
+    """The model file's name and the date it was trained: enough to tell results of two models apart."""
+    meta = recognizer.model_info
+    return f"{Path(str(recognizer.classifier.path)).name}:{meta.get('arch', '')}:{meta.get('date', '')}"
+
+
+def read_bytes(uri: str) -> bytes:
+    """A photo named by a URI (s3://, gs://, hdfs://, file://...), read through pyarrow's filesystems."""
+    try:
+        from pyarrow import fs
+    except ImportError:
+        raise OSError(f"{uri}: reading URIs needs the [scale] extra (pyarrow)") from None
+    filesystem, path = fs.FileSystem.from_uri(uri)
+    with filesystem.open_input_stream(path) as f:
+        return f.read()
+
+
+class Analyzer:
+    """One recognizer, many units: ``analyze(unit)`` never raises for a bad source."""
+
+    def __init__(self, options: AnalyzerOptions):
+        from facial_emotion.inference.pipeline import EmotionRecognizer
+
+        self.options = options
+        self.recognizer = EmotionRecognizer(options.model, detector=options.detector, threads=options.threads)
+        self.model = model_id(self.recognizer)
+
+    def analyze(self, unit: Unit) -> UnitResult:
+        t0 = time.perf_counter()
+        try:
+            rows, frames, fps = self._video(unit) if unit.kind == "video" else self._photo(unit)
+        except Exception as e:  # noqa: BLE001 - one source's failure (any) must not end the job
+            error = {"source": unit.source, "chunk": unit.chunk, "error": _message(e)}
+            return UnitResult([], None, error, 0)
+        emotions = Counter(r["emotion"] for r in rows)
+        summary = {
+            "source": unit.source,
+            "chunk": unit.chunk,
+            "kind": unit.kind,
+            "first_frame": unit.start,
+            "frames_analyzed": frames,
+            "video_fps": round(fps, 3),
+            "faces": len(rows),
+            "tracks": len({r["track_id"] for r in rows if r["track_id"] is not None}),
+            "dominant_emotion": emotions.most_common(1)[0][0] if emotions else "",
+            "seconds": round(time.perf_counter() - t0, 3),
+            "model": self.model,
+        }
+        return UnitResult(rows, summary, None, frames)
+
+    def _photo(self, unit: Unit) -> tuple[list[dict[str, Any]], int, float]:
+        from facial_emotion.inference.decode import load_image
+
+        source = unit.source
+        local = source[len("file://") :] if source.startswith("file://") else source
+        image = load_image(read_bytes(source) if "://" in local else local, name=source)
+        classes = self.recognizer.classes
+        faces = self.recognizer.analyze_frame(image)
+        return [batch_row(source, 0, 0.0, f, classes, self.model) for f in faces], 1, 0.0
+
+    def _video(self, unit: Unit) -> tuple[list[dict[str, Any]], int, float]:
+        import cv2
+
+        from facial_emotion.inference.stream import FaceStream
+        from facial_emotion.inference.video import VideoError, frames, open_capture, video_fps
+
+        opts, classes = self.options, self.recognizer.classes
+        cap = open_capture(unit.source)
+        try:
+            fps = video_fps(cap)
+            first = unit.start - unit.warmup
+            if first:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, first)  # frame-exact in OpenCV's FFmpeg backend
+            stream = FaceStream(self.recognizer, detect_every=opts.detect_every, smoothing=opts.smoothing)
+            rows: list[dict[str, Any]] = []
+            analysed = 0
+            for index, frame in enumerate(frames(cap), start=first):
+                if unit.stop is not None and index >= unit.stop:
+                    break
+                if index % opts.every:
+                    continue
+                faces = stream.process(frame)
+                if index < unit.start:
+                    continue  # warm-up: state only
+                analysed += 1
+                for face in faces:
+                    row = batch_row(unit.source, index, index / fps, face, classes, self.model)
+                    if row["track_id"] is not None:  # the tracker's own Face objects stay as they are
+                        row["track_id"] += unit.chunk * TRACK_ID_STRIDE
+                    rows.append(row)
+        finally:
+            cap.release()
+        if analysed == 0 and unit.chunk == 0:
+            raise VideoError(
+                f"{unit.source}: no frame could be decoded (corrupt, empty or unsupported video)"
+            )
+        return rows, analysed, fps
+
+
+def _message(e: BaseException) -> str:
+    """The error as one line; errors of ours already name the source, others get their type."""
+    from facial_emotion.inference.decode import ImageError
+    from facial_emotion.inference.video import VideoError
+
+    text = str(e).splitlines()[0] if str(e) else ""
+    if isinstance(e, (ImageError, VideoError)):
+        return text
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
+    return f"{type(e).__name__}: {text}"

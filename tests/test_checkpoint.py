@@ -1,0 +1,143 @@
+"""Checkpoints are verified (issue #20): a SHA-256 of the payload and a format version in every file;
+damage is one clear error naming the file (exit 2), --resume falls back to last.prev.pt, a best.pt
+copied over last.pt is refused by name, stale temp files are removed."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="training tests need the [train] extra")
+
+from facial_emotion.training.checkpoint import (  # noqa: E402
+    BEST,
+    LAST,
+    LAST_PREV,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from facial_emotion.training.config import TrainConfig  # noqa: E402
+from facial_emotion.training.loop import train  # noqa: E402
+
+
+def flip_bytes_in_largest_tensor(path: Path, n: int = 64) -> None:
+    """The issue's damage: ``n`` bytes flipped in the middle of the largest tensor's data."""
+    with zipfile.ZipFile(path) as z:
+        info = max(z.infolist(), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    name_len = int.from_bytes(data[info.header_offset + 26 : info.header_offset + 28], "little")
+    extra_len = int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little")
+    start = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
+    for i in range(start, start + n):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from conftest import synthetic_faces, write_fer_csv
+
+    root = tmp_path_factory.mktemp("ckpt")
+    images, labels = synthetic_faces(96)
+    data = write_fer_csv(root / "fer2013.csv", images, labels, ["Training"] * 64 + ["PublicTest"] * 32)
+    cfg = TrainConfig(data=str(data), arch="vgg-s", epochs=2, batch_size=32, lr=0.05, mixup=0.0, threads=1)
+    train(cfg, root / "run", progress=False)
+    return root / "run"
+
+
+def copy_run(run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+def test_checkpoints_carry_version_and_checksum(run: Path) -> None:
+    for name in (LAST, LAST_PREV, BEST):
+        state = torch.load(run / name, weights_only=False)  # still a plain torch.save dict
+        assert state["format_version"] == 2 and len(state["sha256"]) == 64
+    assert torch.load(run / LAST_PREV, weights_only=False)["epoch"] == 0  # the epoch before last.pt
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_damaged_best_pt_is_refused_by_export_with_exit_2(run: Path, tmp_path: Path) -> None:
+    damaged = tmp_path / "best.pt"
+    shutil.copy(run / BEST, damaged)
+    flip_bytes_in_largest_tensor(damaged)
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_checkpoint(damaged)
+    proc = subprocess.run(
+        [sys.executable, "-m", "facial_emotion", "export", str(damaged), "--out", str(tmp_path / "m.onnx")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert str(damaged) in proc.stderr and "damaged" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_resume_falls_back_to_the_previous_checkpoint(run: Path, tmp_path: Path, caplog) -> None:
+    out = copy_run(run, tmp_path)
+    flip_bytes_in_largest_tensor(out / LAST)
+    cfg = TrainConfig.from_dict(torch.load(out / LAST_PREV, weights_only=False)["config"])
+    with caplog.at_level(logging.WARNING):
+        result = train(cfg, out, resume=True, progress=False)
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "last.pt" in said and "damaged" in said and LAST_PREV in said
+    assert result["epochs"] == 2  # epoch 2 trained again from last.prev.pt
+    assert load_checkpoint(out / LAST)["epoch"] == 1
+
+
+def test_best_pt_copied_over_last_pt_is_a_clear_error(run: Path, tmp_path: Path) -> None:
+    out = copy_run(run, tmp_path)
+    shutil.copy(out / BEST, out / LAST)
+    (out / LAST_PREV).unlink()
+    proc = subprocess.run(
+        [sys.executable, "-m", "facial_emotion", "train", "--data", "x", "--out", str(out), "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        "best weights only" in proc.stderr
+        and "Traceback" not in proc.stderr
+        and "KeyError" not in proc.stderr
+    )
+
+
+def test_stale_temp_files_are_removed_on_start(run: Path, tmp_path: Path) -> None:
+    out = copy_run(run, tmp_path)
+    stale = [out / ".last.pt.k1ll3d.tmp", out / ".best.pt.x9.tmp"]
+    for p in stale:
+        p.write_bytes(b"half a checkpoint")
+    cfg = TrainConfig.from_dict(torch.load(out / LAST, weights_only=False)["config"])
+    train(cfg, out, resume=True, progress=False)  # a finished run: nothing to train, export again
+    assert not any(p.exists() for p in stale)
+
+
+def test_checksum_catches_any_changed_value_and_reads_old_checkpoints(tmp_path: Path, caplog) -> None:
+    state = {"config": {"arch": "vgg-s"}, "model": {"w": torch.arange(1000, dtype=torch.float32)}, "epoch": 3}
+    save_checkpoint(state, tmp_path / "a.pt")
+    assert load_checkpoint(tmp_path / "a.pt")["epoch"] == 3
+    raw = torch.load(tmp_path / "a.pt", weights_only=False)
+    raw["model"]["w"][500] += 0.5  # one weight changed, the checksum kept: re-saved by hand
+    torch.save(raw, tmp_path / "b.pt")
+    with pytest.raises(CheckpointError, match=r"b\.pt: checkpoint is damaged"):
+        load_checkpoint(tmp_path / "b.pt")
+    raw.update(format_version=99)
+    torch.save(raw, tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match="newer"):
+        load_checkpoint(tmp_path / "c.pt")
+    torch.save(state, tmp_path / "old.pt")  # format 1: no checksum, read with a warning
+    with caplog.at_level(logging.WARNING):
+        assert load_checkpoint(tmp_path / "old.pt")["epoch"] == 3
+    assert "not verified" in caplog.text
+    (tmp_path / "d.pt").write_bytes((tmp_path / "a.pt").read_bytes()[:300])  # truncated
+    with pytest.raises(CheckpointError, match=r"d\.pt: damaged or not a checkpoint"):
+        load_checkpoint(tmp_path / "d.pt")

@@ -1,0 +1,219 @@
+"""``finetune``: the base model trained a little further on the user's corrections (feedback.py),
+with FER-2013 training faces mixed in so that it does not forget, and a before/after table.
+
+It is ``train --init-from BASE.onnx`` on a generated FER-2013-format csv: a stratified part of the
+corrections is kept aside (never trained on) to measure what the fine-tune taught; the rest is
+repeated so that it makes about a quarter of the training faces, the other three quarters drawn
+from FER-2013 Training. Before/after: accuracy on the kept-aside corrections, on PublicTest and
+PublicTest's per-class recall, both models run by the inference classifier (what users run).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facial_emotion import settings
+from facial_emotion.data import FaceDataset, load_dataset
+from facial_emotion.evaluation.metrics import summarize
+from facial_emotion.feedback import FeedbackError, load_feedback
+from facial_emotion.inference.classifier import EmotionClassifier
+from facial_emotion.labels import EMOTIONS
+from facial_emotion.model_file import BUILTIN_MODELS, builtin_model_path, resolve_model_path, write_model
+from facial_emotion.training.config import TrainConfig
+from facial_emotion.training.loop import train
+from facial_emotion.training.onnx_weights import read_onnx_model
+
+log = logging.getLogger(__name__)
+
+MIN_PER_EMOTION = 5  # fewer corrections of an emotion than this teach noise, not the emotion
+FER_CSV = Path("datasets") / "fer2013" / "fer2013.csv.gz"  # under $FACIAL_EMOTION_SHARED
+
+
+@dataclass
+class FinetuneOptions:
+    feedback: Path
+    out: Path
+    base: str | None = None  # a model file or built-in name; default: the built-in fp32 model
+    fer2013: Path | None = None  # default: $FACIAL_EMOTION_SHARED/datasets/fer2013/fer2013.csv.gz
+    holdout: float = 0.2  # share of each emotion's corrections kept aside
+    mix: int = 3000  # FER-2013 Training faces mixed in
+    epochs: int = 3
+    lr: float = 0.01
+    batch_size: int = 64
+    eval_limit: int = 0  # evaluate on the first N PublicTest faces only (0: all)
+    threads: int = 0
+    seed: int = 0
+    progress: bool = True
+    warnings: list[str] = field(default_factory=list)
+
+
+def default_base() -> Path:
+    """The built-in fp32 model (an int8 file cannot be trained from), else the default built-in."""
+    fp32 = builtin_model_path("fp32") if "fp32" in BUILTIN_MODELS else None
+    return fp32 if fp32 is not None and fp32.is_file() else builtin_model_path()
+
+
+def find_fer2013(given: Path | None) -> Path | None:
+    if given is not None:
+        if not given.is_file():
+            raise FeedbackError(f"--fer2013 {given}: no such file")
+        return given
+    shared = settings.current().shared or Path("..") / "shared"
+    return shared / FER_CSV if (shared / FER_CSV).is_file() else None
+
+
+def check_enough(feedback: FaceDataset) -> dict[str, int]:
+    """Corrections per emotion used; FeedbackError saying what is missing when too few."""
+    counts = {EMOTIONS[c]: int((feedback.labels == c).sum()) for c in np.unique(feedback.labels)}
+    short = {e: n for e, n in counts.items() if n < MIN_PER_EMOTION}
+    if short:
+        need = ", ".join(f"{e}: {n} (needs {MIN_PER_EMOTION - n} more)" for e, n in short.items())
+        raise FeedbackError(
+            f"too few corrections to fine-tune: each emotion used needs at least {MIN_PER_EMOTION}; {need}. "
+            "Correct more faces (`facial-emotion correct` or the page's 'wrong?'), or remove that "
+            "emotion's folder"
+        )
+    return counts
+
+
+def split_aside(feedback: FaceDataset, share: float, seed: int) -> tuple[FaceDataset, FaceDataset]:
+    """(to train on, kept aside): a stratified ``share`` of each emotion, at least one face, aside."""
+    rng = np.random.default_rng(seed)
+    aside = np.zeros(len(feedback), dtype=bool)
+    for c in np.unique(feedback.labels):
+        idx = np.flatnonzero(feedback.labels == c)
+        aside[rng.choice(idx, size=max(1, round(len(idx) * share)), replace=False)] = True
+    return feedback.subset(~aside), feedback.subset(aside)
+
+
+def write_training_csv(path: Path, parts: list[tuple[np.ndarray, np.ndarray]], seed: int) -> int:
+    """The faces as a FER-2013-format csv, all 'Training', shuffled; returns how many."""
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    order = np.random.default_rng(seed).permutation(len(labels))
+    with open(path, "w") as f:
+        f.write("emotion,pixels,Usage\n")
+        for i in order:
+            f.write(f"{labels[i]},{' '.join(map(str, images[i].ravel()))},Training\n")
+    return len(labels)
+
+
+def scores(model: str | Path, aside: FaceDataset, public: FaceDataset | None, threads: int) -> dict[str, Any]:
+    classifier = EmotionClassifier(model, threads=threads or None)
+    out: dict[str, Any] = {}
+    for name, part in (("corrections", aside), ("PublicTest", public)):
+        if part is None or len(part) == 0:
+            continue
+        preds = classifier.predict(part.images).argmax(axis=1)
+        result = summarize(part.labels, preds, list(EMOTIONS))
+        out[name] = {"accuracy": result["accuracy"], "n": result["n"]}
+        if name == "PublicTest":
+            out[name]["recall"] = {e: r["recall"] for e, r in result["per_class"].items()}
+    return out
+
+
+def table(before: dict[str, Any], after: dict[str, Any]) -> str:
+    rows = [("", "before", "after")]
+    for name, label in (("corrections", "kept-aside corrections"), ("PublicTest", "FER-2013 PublicTest")):
+        if name in before:
+            rows.append(
+                (
+                    f"{label} (n={before[name]['n']})",
+                    f"{before[name]['accuracy']:.1%}",
+                    f"{after[name]['accuracy']:.1%}",
+                )
+            )
+    if "PublicTest" in before:
+        for e in EMOTIONS:
+            b, a = before["PublicTest"]["recall"][e], after["PublicTest"]["recall"][e]
+            rows.append((f"  recall {e}", f"{b:.1%}", f"{a:.1%}"))
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{r[0]:<{width}}  {r[1]:>7}  {r[2]:>7}" for r in rows) + "\n"
+
+
+def finetune(opts: FinetuneOptions) -> dict[str, Any]:
+    """Fine-tune, write ``opts.out``; returns counts, before/after scores and the table."""
+    base = resolve_model_path(opts.base) if opts.base else default_base()
+    feedback = load_feedback(opts.feedback)
+    if feedback.skipped:
+        opts.warnings.append(f"{feedback.skipped} unreadable file(s) in {opts.feedback} skipped")
+    counts = check_enough(feedback)
+    train_fb, aside = split_aside(feedback, opts.holdout, opts.seed)
+    fer_path = find_fer2013(opts.fer2013)
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    public = None
+    if fer_path is None:
+        opts.warnings.append(
+            "FER-2013 not found (pass --fer2013 CSV or set FACIAL_EMOTION_SHARED): fine-tuning on the "
+            "corrections alone, so the model may forget other faces; PublicTest is not measured"
+        )
+        repeats = max(1, 256 // max(1, len(train_fb)))
+    else:
+        fer = load_dataset(fer_path)
+        training = fer.select_split("Training")
+        pick = np.random.default_rng(opts.seed).permutation(len(training))[: opts.mix]
+        parts.append((training.images[pick], training.labels[pick]))
+        public = fer.select_split("PublicTest")
+        if opts.eval_limit:
+            public = public.subset(np.arange(len(public)) < opts.eval_limit)
+        repeats = max(1, len(pick) // (3 * len(train_fb)))
+    parts.append((np.repeat(train_fb.images, repeats, axis=0), np.repeat(train_fb.labels, repeats)))
+
+    before = scores(base, aside, public, opts.threads)
+    with tempfile.TemporaryDirectory(prefix="finetune-") as tmp:
+        data = Path(tmp) / "finetune.csv"
+        n_train = write_training_csv(data, parts, opts.seed)
+        _, meta = read_onnx_model(base)
+        cfg = TrainConfig(
+            data=str(data),
+            arch=str(meta.get("arch", TrainConfig.arch)),
+            init_from=str(base),
+            epochs=opts.epochs,
+            lr=opts.lr,
+            batch_size=min(opts.batch_size, n_train),
+            val_split="none",  # the kept-aside corrections must not choose the epoch they judge
+            mixup=0.0,
+            ema_decay=0.0,
+            threads=opts.threads,
+            seed=opts.seed,
+        )
+        result = train(cfg, Path(tmp) / "run", progress=opts.progress)
+        trained = Path(result["model"])
+        after = scores(trained, aside, public, opts.threads)
+        model, new_meta = read_onnx_model(trained)
+        new_meta["dataset"] = f"{opts.feedback} (corrections)" + (
+            f" + {fer_path} (Training mix)" if fer_path else ""
+        )
+        new_meta["finetune"] = {
+            "base": str(base),
+            "corrections": len(feedback),
+            "per_emotion": counts,
+            "kept_aside": len(aside),
+            "fer2013_mix": len(parts[0][1]) if public is not None else 0,
+            "epochs": opts.epochs,
+            "before": before,
+            "after": after,
+        }
+        write_model(opts.out, model.SerializeToString(), new_meta)
+    log.info("fine-tuned model: %s", opts.out)
+    return {
+        "out": str(opts.out),
+        "base": str(base),
+        "corrections": len(feedback),
+        "per_emotion": counts,
+        "before": before,
+        "after": after,
+        "table": table(before, after),
+        "warnings": opts.warnings,
+    }
+
+
+def dumps(result: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in result.items() if k != "table"}, indent=2)

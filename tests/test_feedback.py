@@ -1,0 +1,136 @@
+"""Corrections (issue #22): saved by the CLI and the library, read back as a dataset."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import pytest
+from conftest import need_shared
+
+from facial_emotion.cli import main
+from facial_emotion.feedback import FeedbackError, FeedbackStore, load_feedback
+from facial_emotion.inference.decode import load_image
+from facial_emotion.inference.pipeline import EmotionRecognizer
+from facial_emotion.model_file import FACE_SIZE
+
+
+def test_correct_saves_aligned_face_original_and_sidecar(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    photo = need_shared("media", "two_people.jpg")
+    fb = tmp_path / "fb"
+    assert (
+        main(["correct", str(photo), "--face", "2", "--emotion", "surprise", "--feedback-dir", str(fb)]) == 0
+    )
+    assert "saved as surprise" in capsys.readouterr().out
+    faces = list((fb / "surprise").glob("*.png"))
+    assert len(faces) == 1
+    face = cv2.imread(str(faces[0]), cv2.IMREAD_GRAYSCALE)
+    assert face.shape == (FACE_SIZE, FACE_SIZE)
+    original = cv2.imread(str(fb / "surprise" / "originals" / faces[0].name))
+    sidecar = json.loads(faces[0].with_suffix(".json").read_text())
+    # face 2 as analyze numbers it: the same box, and the crop is that box at full resolution
+    recognizer = EmotionRecognizer()
+    second = recognizer.analyze(photo)[1]
+    assert original.shape[:2] == (second.box[3], second.box[2])  # the face's box, at full resolution
+    assert sidecar["emotion"] == "surprise" and sidecar["source"] == str(photo)
+    assert sidecar["scores"] == pytest.approx(second.scores, abs=1e-5)
+    assert sidecar["predicted"] == second.emotion
+    ds = load_feedback(fb)  # the readers' folder layout: originals/ and sidecars are not samples
+    assert len(ds) == 1 and ds.skipped == 0
+
+
+def test_correct_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    photo = need_shared("media", "justin.jpg")
+    fb = tmp_path / "fb"
+    assert main(["correct", str(photo), "--emotion", "contempt", "--feedback-dir", str(fb)]) == 2
+    assert "unknown emotion 'contempt'" in capsys.readouterr().err
+    assert main(["correct", str(photo), "--face", "5", "--emotion", "sad", "--feedback-dir", str(fb)]) == 2
+    assert "no face #5" in capsys.readouterr().err
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert main(["correct", str(photo), "--emotion", "sad", "--feedback-dir", str(blocker / "fb")]) == 2
+    assert "not writable" in capsys.readouterr().err
+    assert not list(fb.rglob("*.png"))
+
+
+def test_concurrent_saves_lose_nothing_and_corrupt_files_are_counted(tmp_path: Path) -> None:
+    photo = need_shared("media", "two_people.jpg")
+    recognizer = EmotionRecognizer()
+    image = load_image(photo)
+    dets = recognizer.detect(image)
+    store = FeedbackStore(tmp_path / "fb", recognizer.classes)
+
+    def save(i: int) -> Path:
+        return store.save(
+            image, dets[i % len(dets)], "happy", recognizer.model_info, {}, f"page-{i % 2}"
+        ).face
+
+    with ThreadPoolExecutor(8) as pool:
+        saved = list(pool.map(save, range(24)))
+    assert len(set(saved)) == 24
+    assert not [p for p in (tmp_path / "fb").rglob("*") if p.name.startswith(".")]  # no temp file left
+    (tmp_path / "fb" / "happy" / "broken.png").write_bytes(b"not a png")
+    ds = load_feedback(tmp_path / "fb")
+    assert len(ds) == 24 and ds.skipped == 1
+    with pytest.raises(FeedbackError, match="unknown emotion"):
+        store.save(image, dets[0], "bored", recognizer.model_info, {}, "x")
+
+
+def _synthetic_feedback(root: Path, n: int, seed: int) -> Path:
+    from conftest import synthetic_faces
+
+    from facial_emotion.labels import EMOTIONS
+
+    images, labels = synthetic_faces(n, seed=seed)
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        folder = root / EMOTIONS[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{i}.png"), image)
+    return root
+
+
+def test_finetune_with_too_few_corrections_says_what_it_needs(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    fb = _synthetic_feedback(tmp_path / "fb", 14, seed=0)  # two per emotion
+    assert main(["finetune", "--feedback", str(fb), "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "at least 5" in err and "happy: 2 (needs 3 more)" in err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_finetune_keeps_publictest_accuracy(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A fine-tune on a small synthetic feedback set costs at most one point of PublicTest."""
+    fer = need_shared("datasets", "fer2013", "fer2013.csv.gz")
+    fb = _synthetic_feedback(tmp_path / "fb", 70, seed=1)
+    out = tmp_path / "tuned.onnx"
+    args = ["finetune", "--feedback", str(fb), "--out", str(out), "--fer2013", str(fer)]
+    assert main([*args, "--mix", "1000", "--epochs", "1", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "FER-2013 PublicTest (n=3589)" in printed and "recall disgust" in printed
+    meta = json.loads(out.with_suffix(".json").read_text())["finetune"]
+    assert meta["corrections"] == 70 and meta["kept_aside"] == 14
+    before, after = meta["before"]["PublicTest"]["accuracy"], meta["after"]["PublicTest"]["accuracy"]
+    assert after >= before - 0.01, (before, after)
+    assert EmotionRecognizer(out).classes == EmotionRecognizer().classes  # a model analyze can use
+
+
+def test_finetune_without_fer2013_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from facial_emotion import settings
+
+    monkeypatch.setenv("FACIAL_EMOTION_SHARED", str(tmp_path / "no-shared"))
+    monkeypatch.chdir(tmp_path)  # nor a ../shared beside it
+    settings.reload()
+    fb = _synthetic_feedback(tmp_path / "fb", 35, seed=2)
+    out = tmp_path / "alone.onnx"
+    assert main(["finetune", "--feedback", str(fb), "--out", str(out), "--epochs", "1", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "FER-2013 not found" in captured.err and "PublicTest is not measured" in captured.err
+    assert "kept-aside corrections (n=7)" in captured.out and "PublicTest" not in captured.out
+    assert json.loads(out.with_suffix(".json").read_text())["finetune"]["fer2013_mix"] == 0

@@ -15,7 +15,8 @@ import httpx  # noqa: E402
 from conftest import MEDIA, need_shared  # noqa: E402
 
 from facial_emotion.cli import main  # noqa: E402
-from facial_emotion.feedback import FeedbackError, load_feedback  # noqa: E402
+from facial_emotion.feedback import FeedbackError, count_corrections, load_feedback  # noqa: E402
+from facial_emotion.inference.tracking import iou  # noqa: E402
 from facial_emotion.service import create_app  # noqa: E402
 from facial_emotion.service.background import BackgroundServer  # noqa: E402
 
@@ -47,7 +48,17 @@ def test_feedback_is_off_by_default_and_refuses_bad_corrections(tmp_path: Path) 
             )
         assert [r.status_code for r in replies] == [200] * 12, [r.text for r in replies]
         assert {r.json()["face"] for r in replies} == {1, 2}
-    assert len(load_feedback(fb)) == 12
+        # A paused live frame names its face by the tracker's box, which may sit a little off a fresh
+        # detection's: the face overlapping it most is taken, whatever number came with it.
+        x, y, w, h = post_photo(f"{on.url}/v1/analyze", photo).json()["faces"][1]["box"]
+        near = f"{x + w // 8},{y + h // 10},{w},{h}"
+        by_box = post_photo(url, photo, face="1", box=near, emotion="happy")
+        assert by_box.status_code == 200 and by_box.json()["face"] == 2, by_box.text
+        assert post_photo(url, photo, box="0,0,4,4", emotion="happy").status_code == 422  # no face there
+        assert post_photo(url, photo, emotion="happy").status_code == 422  # neither face nor box
+    assert len(load_feedback(fb)) == 13
+    happy = json.loads(next((fb / "happy").glob("*.json")).read_text())
+    assert iou(tuple(happy["box"]), (x, y, w, h)) > 0.9
     sidecar = json.loads(next((fb / "sad").glob("*.json")).read_text())
     assert sidecar["source"] == "two_people.jpg" and sidecar["model"]["name"] == "emotion.onnx"
 
@@ -134,3 +145,66 @@ def test_correct_in_the_page_finetune_then_serve_the_new_model(tmp_path: Path) -
         browser.close()
     kept_aside = json.loads(tuned.with_suffix(".json").read_text())["finetune"]["kept_aside"]
     assert labels.count(target) >= corrected - kept_aside, labels  # every face it was taught
+
+
+@pytest.mark.browser
+@pytest.mark.shared
+def test_correct_a_paused_live_frame(tmp_path: Path) -> None:
+    """Live tab: Pause stops sending frames and keeps the last analysed frame on screen with its faces;
+    each face's "wrong?" posts that frame with the face's tracked box, the server saves the face it
+    finds there; Resume streams again."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from test_browser import CHROMIUM, CHROMIUM_ARGS, write_y4m
+
+    if not CHROMIUM.is_file():
+        pytest.skip(f"!!! SKIPPED: no Chromium at {CHROMIUM} (apt-get install chromium) !!!")
+    camera = write_y4m(need_shared("media", "woman2.mp4"), tmp_path / "woman2.y4m", frames=30)
+    fb = tmp_path / "feedback"
+    expect = sync_api.expect
+    with BackgroundServer(create_app(workers=1, feedback_dir=fb)) as server, sync_api.sync_playwright() as p:
+        args = [*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={camera}"]
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server.url)
+        expect(page.get_by_test_id("feedback-note")).to_contain_text(str(fb.resolve()), timeout=20_000)
+        page.get_by_test_id("tab-live").click()
+        pause = page.get_by_test_id("live-pause")
+        expect(pause).to_be_hidden()  # nothing to pause before the camera runs
+        page.get_by_test_id("live-start").click()
+        face = page.get_by_test_id("live-face").first
+        expect(face).to_contain_text("%", timeout=60_000)
+        forms = page.get_by_test_id("live-faces").get_by_test_id("wrong-form")
+        expect(forms).to_have_count(0)  # corrections only on a paused frame
+        pause.click()
+        expect(pause).to_have_text("Resume")
+        expect(forms.first).to_be_visible()
+        # the overlay shows the frozen frame itself (most pixels drawn), not only boxes over the video
+        page.wait_for_function(
+            """() => { const c = document.getElementById('overlay');
+                       const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                       let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++;
+                       return n > 0.5 * c.width * c.height; }""",
+            timeout=5_000,
+        )
+        box = page.evaluate("live.frozen.result.faces[0].box")
+        target = "surprise" if face.get_attribute("data-emotion") != "surprise" else "fear"
+        forms.first.get_by_test_id("wrong-emotion").select_option(target)
+        forms.first.get_by_test_id("wrong-send").click()
+        expect(forms.first.get_by_test_id("wrong-status")).to_have_text(re.compile("^Saved as "), timeout=30_000)
+        sent = page.evaluate("live.sent")
+        page.wait_for_timeout(500)
+        assert page.evaluate("live.sent") == sent  # paused: no frame goes out
+        pause.click()
+        expect(pause).to_have_text("Pause")
+        page.wait_for_function(f"live.sent > {sent}", timeout=10_000)  # streaming again
+        expect(forms).to_have_count(0)
+        browser.close()
+    assert not errors, errors
+    assert count_corrections(fb) == {target: 1}
+    saved = next((fb / target).glob("*.png"))
+    assert (fb / target / "originals" / saved.name).is_file()
+    sidecar = json.loads(saved.with_suffix(".json").read_text())
+    assert sidecar["emotion"] == target and sidecar["source"].startswith("live-frame-")
+    assert iou(tuple(sidecar["box"]), tuple(box)) >= 0.3  # the face shown is the face saved

@@ -12,7 +12,7 @@ import asyncio
 import hmac
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -225,6 +225,25 @@ def create_app(
         log.error("unhandled error", exc_info=exc)  # the details go to the log, not to the client
         return error(500, "internal server error")
 
+    async def answer(work: Callable[[], Awaitable[dict[str, Any]]]) -> JSONResponse:
+        """Run one upload's job under the request deadline; every error a client can cause becomes
+        its HTTP status with a JSON body: a bad upload, a too-large (413) or unreadable (422) image, a
+        bad correction (422), a full queue (503), the deadline (504)."""
+        try:
+            result = await asyncio.wait_for(work(), settings.request_timeout)
+        except UploadError as e:
+            return error(e.status, str(e))
+        except ImageTooLarge as e:
+            return error(413, str(e))
+        except (ImageError, FeedbackError) as e:
+            return error(422, str(e))
+        except Busy as e:
+            return error(503, str(e), {"retry-after": "1"})
+        except asyncio.TimeoutError:
+            return error(504, f"request timed out after {settings.request_timeout:g} s")
+        result["model"] = engine.model_id
+        return JSONResponse(result)
+
     @app.post(
         "/v1/analyze",
         summary="Faces and emotions in one image",
@@ -243,20 +262,7 @@ def create_app(
             data, name = await read_image(request, settings.max_upload_bytes)
             return await engine.run(engine.analyze_bytes, data, name, annotate, landmarks)
 
-        try:
-            result = await asyncio.wait_for(work(), settings.request_timeout)
-        except UploadError as e:
-            return error(e.status, str(e))
-        except ImageTooLarge as e:
-            return error(413, str(e))
-        except ImageError as e:
-            return error(422, str(e))
-        except Busy as e:
-            return error(503, str(e), {"retry-after": "1"})
-        except asyncio.TimeoutError:
-            return error(504, f"request timed out after {settings.request_timeout:g} s")
-        result["model"] = engine.model_id
-        return JSONResponse(result)
+        return await answer(work)
 
     @app.websocket("/v1/stream")
     async def stream(ws: WebSocket) -> None:
@@ -267,7 +273,9 @@ def create_app(
     @app.post(
         "/v1/feedback",
         summary="Save a correction: face N of this image is really EMOTION (only with --feedback-dir)",
-        description="The image as for /v1/analyze; `face` numbers faces as /v1/analyze lists them, from 1. "
+        description="The image as for /v1/analyze; `face` numbers faces as /v1/analyze lists them, from 1, "
+        "or `box` gives the face's box as a live-stream reply did (its faces come from the tracker: the "
+        "face found here that overlaps it most is taken). "
         "The aligned face, the full-resolution crop and a JSON sidecar go into the server's feedback "
         "folder, to fine-tune on (`facial-emotion finetune`). 404 when the server has no feedback folder.",
         response_model=None,
@@ -276,30 +284,23 @@ def create_app(
     )
     async def feedback(
         request: Request,
-        face: int = Query(..., ge=1, description="which face, from 1"),
+        face: int | None = Query(None, ge=1, description="which face, from 1 (or give `box`)"),
         emotion: str = Query(..., description="the right emotion, one of the model's classes"),
+        box: str | None = Query(
+            None, pattern=r"^\d+,\d+,\d+,\d+$", description="x,y,w,h in pixels; decides over `face`"
+        ),
     ) -> JSONResponse:
         if store is None:
             return error(404, "feedback is off: start the server with --feedback-dir DIR")
+        if face is None and box is None:
+            return error(422, "say which face: face=N (from 1) or box=x,y,w,h")
+        where = None if box is None else tuple(int(v) for v in box.split(","))
 
         async def work() -> dict[str, Any]:
             data, name = await read_image(request, settings.max_upload_bytes)
-            return await engine.run(engine.feedback_bytes, data, name, face, emotion, store)
+            return await engine.run(engine.feedback_bytes, data, name, face, emotion, store, where)
 
-        try:
-            result = await asyncio.wait_for(work(), settings.request_timeout)
-        except UploadError as e:
-            return error(e.status, str(e))
-        except ImageTooLarge as e:
-            return error(413, str(e))
-        except (ImageError, FeedbackError) as e:
-            return error(422, str(e))
-        except Busy as e:
-            return error(503, str(e), {"retry-after": "1"})
-        except asyncio.TimeoutError:
-            return error(504, f"request timed out after {settings.request_timeout:g} s")
-        result["model"] = engine.model_id
-        return JSONResponse(result)
+        return await answer(work)
 
     @app.post(
         "/v1/model/reload",

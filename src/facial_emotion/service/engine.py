@@ -39,6 +39,7 @@ from facial_emotion.inference.decode import DETECTION_MAX_SIDE, decode_reduced
 from facial_emotion.inference.detectors import Detection, create_detector
 from facial_emotion.inference.pipeline import EmotionRecognizer, Face
 from facial_emotion.inference.stream import FaceStream
+from facial_emotion.inference.tracking import iou
 from facial_emotion.results.media import annotated_jpeg
 from facial_emotion.results.schema import face_json
 from facial_emotion.results.session import event_json
@@ -58,6 +59,8 @@ def _malloc_trim() -> Any:
 _MALLOC_TRIM = _malloc_trim()
 # Above this many decoded pixels (at full size), a request's buffers are handed back to the system.
 TRIM_ABOVE_PIXELS = 4_000_000
+# A correction's box (from a live reply) must overlap the face found this much (the tracker's own bar).
+FEEDBACK_MIN_IOU = 0.3
 
 
 class WorkerDetector:
@@ -212,17 +215,35 @@ class Engine:
             self._release(full)
 
     def feedback_bytes(
-        self, rec: EmotionRecognizer, data: bytes, name: str, face: int, emotion: str, store: FeedbackStore
+        self,
+        rec: EmotionRecognizer,
+        data: bytes,
+        name: str,
+        face: int | None,
+        emotion: str,
+        store: FeedbackStore,
+        box: tuple[int, int, int, int] | None = None,
     ) -> dict[str, Any]:
         """Save face number ``face`` (1-based, in the order /v1/analyze lists faces) of an uploaded
         image as an example of ``emotion``; the image is decoded and its faces found exactly as
-        ``analyze_bytes`` does, so the numbers match. Raises FeedbackError for a face not there."""
+        ``analyze_bytes`` does, so the numbers match. With ``box`` (x, y, w, h in the image's pixels)
+        the face found whose box overlaps it most is saved instead: a live frame's faces come from
+        the tracker, whose boxes and order can differ from a fresh detection's. Raises FeedbackError
+        for a face not there."""
         bgr, full = self._decode(data, name)
         try:
             dets = rec.detect(bgr)
-            if not 1 <= face <= len(dets):
+            faces = rec.analyze_frame(bgr, dets)
+            if box is not None:
+                k = bgr.shape[1] / full[0]  # the client's box is in the full image's pixels
+                x, y, w, h = (round(v * k) for v in box)
+                overlaps = [iou(f.box, (x, y, w, h)) for f in faces]
+                if not overlaps or max(overlaps) < FEEDBACK_MIN_IOU:
+                    raise FeedbackError(f"no face at box {list(box)} in this image ({len(dets)} found)")
+                face = overlaps.index(max(overlaps)) + 1
+            if face is None or not 1 <= face <= len(dets):
                 raise FeedbackError(f"no face {face} in this image ({len(dets)} found)")
-            found = rec.analyze_frame(bgr, dets)[face - 1]
+            found = faces[face - 1]
             model = {**rec.model_info, "name": rec.classifier.path.name, "path": str(rec.classifier.path)}
             saved = store.save(bgr, dets[face - 1], emotion, model, found.scores, name, classes=rec.classes)
             return {"saved": saved.face.name, "emotion": emotion, "predicted": found.emotion, "face": face}

@@ -225,7 +225,7 @@ function showPhoto(bitmap, result, drawBoxes) {
       li.append(pose);
     }
     li.append(barsList(f.scores));
-    if (model.feedback) li.append(wrongControl(i + 1, f.emotion));
+    if (model.feedback) li.append(wrongControl(lastPhoto, i + 1, f.emotion));
     return li;
   }));
   canvas.setAttribute("aria-label", faces.length
@@ -234,9 +234,11 @@ function showPhoto(bitmap, result, drawBoxes) {
   $("photo-result").hidden = false;
 }
 
-// "wrong?": pick the right emotion; the photo goes back with the face's number (as /v1/analyze
-// listed it) and the server saves that face's crops into its feedback folder.
-function wrongControl(number, predicted) {
+// "wrong?" (Photo tab and a paused Live frame): pick the right emotion; the image goes back with the
+// face's number (as /v1/analyze listed it) and the server saves that face's crops into its feedback
+// folder. A Live frame's faces come from the tracker, whose boxes and order can differ from a fresh
+// detection's, so their `box` goes too and the server takes the face it finds overlapping it most.
+function wrongControl(file, number, predicted, box = null) {
   const form = document.createElement("form");
   form.className = "wrong small";
   form.dataset.testid = "wrong-form";
@@ -248,8 +250,9 @@ function wrongControl(number, predicted) {
     ev.preventDefault();
     const out = form.querySelector("output");
     const body = new FormData();
-    body.append("file", lastPhoto, lastPhoto.name);
+    body.append("file", file, file.name);
     const query = new URLSearchParams({ face: String(number), emotion: select.value });
+    if (box) query.set("box", box.join(","));
     try {
       const r = await fetch(`/v1/feedback?${query}`, { method: "POST", body });
       const reply = await r.json();
@@ -289,7 +292,8 @@ const HISTORY_MS = 60_000;
 
 const live = {
   running: false, stream: null, ws: null, inFlight: 0, lastReply: 0, retry: 0, sent: 0, sentAt: new Map(),
-  result: null, resultAt: 0, replies: [], history: [], chartDrawn: 0,
+  result: null, resultJpeg: null, resultAt: 0, replies: [], history: [], chartDrawn: 0,
+  paused: false, frozen: null, // Pause: no frames sent; the last analysed frame and its faces stay
   summaryWanted: false, moodTimer: 0, moods: null, downloads: [],
   grab: document.createElement("canvas"),
 };
@@ -326,6 +330,7 @@ async function startLive() {
   live.ws.onmessage = onReply;
   live.ws.onclose = (ev) => { if (live.running) { liveStatus(`Connection closed (${ev.code}). Press Start to retry.`, true); stopLive(false); } };
   live.running = true;
+  $("live-pause").hidden = false;
   $("session").hidden = true;
   live.inFlight = 0;
   live.sent = 0;
@@ -351,6 +356,11 @@ function stopLive(resetStatus = true) {
   live.stream = null;
   $("video").srcObject = null;
   live.result = null;
+  live.resultJpeg = null;
+  live.paused = false;
+  live.frozen = null;
+  $("live-pause").hidden = true;
+  $("live-pause").textContent = "Pause";
   $("live-toggle").textContent = "Start camera";
   $("live-faces").replaceChildren();
   $("fps").textContent = "–";
@@ -360,7 +370,7 @@ function stopLive(resetStatus = true) {
 }
 
 function pump() {
-  if (!live.running || !live.ws || live.ws.readyState !== WebSocket.OPEN || document.hidden) return;
+  if (!live.running || live.paused || !live.ws || live.ws.readyState !== WebSocket.OPEN || document.hidden) return;
   if (performance.now() - live.lastReply > 5000) live.inFlight = 0; // a lost reply must not stall us
   while (live.inFlight < MAX_IN_FLIGHT) {
     if (!sendFrame()) { // video not ready yet: try again soon (one timer at a time)
@@ -383,7 +393,8 @@ function sendFrame() {
   grab.toBlob((blob) => {
     if (blob && live.ws && live.ws.readyState === WebSocket.OPEN) {
       live.ws.send(blob);
-      live.sentAt.set(++live.sent, performance.now()); // the server numbers frames in the same order
+      // The server numbers frames in the same order; the JPEG is kept for a correction after Pause.
+      live.sentAt.set(++live.sent, { at: performance.now(), jpeg: blob });
     } else {
       live.inFlight = Math.max(0, live.inFlight - 1);
     }
@@ -404,14 +415,16 @@ function onReply(ev) {
   // The server answers only the newest frame; the ones it skipped get no reply of their own.
   live.inFlight = Math.max(0, live.inFlight - 1 - (msg.dropped || 0));
   live.lastReply = now;
+  if (live.paused) return; // the frozen frame stays; a reply still on its way is not shown
   if (msg.type === "result") {
     live.result = msg;
+    live.resultJpeg = live.sentAt.get(msg.frame)?.jpeg || null; // what a correction sends back
     live.resultAt = now;
     live.replies.push(now);
     while (live.replies[0] < now - 2000) live.replies.shift();
     $("fps").textContent = `${(live.replies.length / 2).toFixed(1)} fps`;
-    const sentAt = live.sentAt.get(msg.frame);
-    if (sentAt !== undefined) $("latency").textContent = `${Math.round(now - sentAt)} ms`; // round trip
+    const sent = live.sentAt.get(msg.frame);
+    if (sent !== undefined) $("latency").textContent = `${Math.round(now - sent.at)} ms`; // round trip
     for (const k of live.sentAt.keys()) if (k <= msg.frame) live.sentAt.delete(k);
     $("dropped").textContent = String(msg.dropped_total);
     showLiveFaces(msg.faces);
@@ -422,14 +435,16 @@ function onReply(ev) {
   pump();
 }
 
-function showLiveFaces(faces) {
-  $("live-faces").replaceChildren(...faces.map((f) => {
+// `frame`: the paused frame's JPEG, for the "wrong?" controls (with a feedback folder only).
+function showLiveFaces(faces, frame = null) {
+  $("live-faces").replaceChildren(...faces.map((f, i) => {
     const li = document.createElement("li");
     li.dataset.testid = "live-face";
     li.dataset.emotion = f.emotion;
     li.innerHTML = `<span class="swatch"></span>`;
     li.firstChild.style.background = color(f.emotion);
     li.append(`${f.track_id != null ? `#${f.track_id} ` : ""}${faceLabel(f)}`);
+    if (frame && model.feedback) li.append(wrongControl(frame, i + 1, f.emotion, f.box));
     return li;
   }));
   if (!faces.length) {
@@ -449,18 +464,49 @@ function drawLive() {
   if (overlay.width !== w || overlay.height !== h) { overlay.width = w; overlay.height = h; }
   const ctx = overlay.getContext("2d");
   ctx.clearRect(0, 0, w, h);
-  const r = live.result;
-  if (r && performance.now() - live.resultAt < 1500) { // stale boxes would point at nobody
+  const r = live.paused ? live.frozen?.result : live.result;
+  if (r && (live.paused || performance.now() - live.resultAt < 1500)) { // stale boxes would point at nobody
     // The video is letterboxed (object-fit: contain) when the camera's shape differs from the stage's.
     const k = Math.min(w / r.width, h / r.height);
     ctx.save();
     ctx.translate((w - r.width * k) / 2, (h - r.height * k) / 2);
+    if (live.paused) ctx.drawImage(live.frozen.bitmap, 0, 0, r.width * k, r.height * k); // the analysed frame
     for (const f of r.faces) drawFace(ctx, f, k, false);
     ctx.restore();
   }
   if (performance.now() - live.chartDrawn > 250) { drawChart(); live.chartDrawn = performance.now(); }
   if (live.inFlight === 0 || performance.now() - live.lastReply > 5000) pump(); // restart an idle pipeline
   requestAnimationFrame(drawLive);
+}
+
+// Pause: stop sending frames and keep the last analysed frame (the JPEG that was sent) with its faces,
+// each with "wrong?" when the server keeps corrections; Resume goes on streaming.
+async function pauseLive() {
+  if (!live.running || live.paused) return;
+  live.paused = true;
+  $("live-pause").textContent = "Resume";
+  $("video").pause();
+  record(performance.now(), []); // a gap in the chart, not a line across the pause
+  const result = live.result, jpeg = live.resultJpeg;
+  const frame = result && jpeg ? new File([jpeg], `live-frame-${result.frame}.jpg`, { type: "image/jpeg" }) : null;
+  const bitmap = frame ? await createImageBitmap(frame) : null;
+  if (!live.paused) return; // resumed meanwhile
+  live.frozen = bitmap ? { result, bitmap } : null;
+  showLiveFaces(live.frozen ? result.faces : [], frame);
+  liveStatus(live.frozen && model.feedback && result.faces.length
+    ? 'Paused on the last analysed frame: "wrong?" saves a correction. Resume to go on.'
+    : "Paused on the last analysed frame. Resume to go on.");
+}
+
+function resumeLive() {
+  if (!live.running || !live.paused) return;
+  live.paused = false;
+  live.frozen = null;
+  $("live-pause").textContent = "Pause";
+  $("video").play().catch(() => {});
+  showLiveFaces(live.result ? live.result.faces : []);
+  liveStatus("Live: analysing the camera.");
+  pump();
 }
 
 // --- the one-minute chart: the biggest face's probabilities over time ---------------------------
@@ -575,6 +621,7 @@ function showMood(mood) {
 
 $("mood-toggle").addEventListener("change", () => { $("mood").hidden = !$("mood-toggle").checked; askMood(); });
 $("live-toggle").addEventListener("click", () => (live.running ? stopLive() : startLive()));
+$("live-pause").addEventListener("click", () => (live.paused ? resumeLive() : pauseLive()));
 document.addEventListener("visibilitychange", () => { if (!document.hidden) pump(); });
 
 loadModel();

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,6 +27,17 @@ PHOTOS = ["two_people.jpg", "justin.jpg", "obama-720p.jpg", "32bit.png", "obama_
 def post_photo(url: str, path: Path, **params: str) -> httpx.Response:
     with path.open("rb") as f:
         return httpx.post(url, params=params, files={"file": (path.name, f)}, timeout=60)
+
+
+def poll(check, timeout_s: float = 10.0) -> bool:
+    """True once ``check()`` is; False after ``timeout_s``. (Playwright's wait_for_function evaluates
+    a string in the page, which the page's CSP forbids.)"""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def test_feedback_is_off_by_default_and_refuses_bad_corrections(tmp_path: Path) -> None:
@@ -154,7 +166,7 @@ def test_correct_a_paused_live_frame(tmp_path: Path) -> None:
     each face's "wrong?" posts that frame with the face's tracked box, the server saves the face it
     finds there; Resume streams again."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    from test_browser import CHROMIUM, CHROMIUM_ARGS, write_y4m
+    from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, write_y4m
 
     if not CHROMIUM.is_file():
         pytest.skip(f"!!! SKIPPED: no Chromium at {CHROMIUM} (apt-get install chromium) !!!")
@@ -181,24 +193,25 @@ def test_correct_a_paused_live_frame(tmp_path: Path) -> None:
         expect(pause).to_have_text("Resume")
         expect(forms.first).to_be_visible()
         # the overlay shows the frozen frame itself (most pixels drawn), not only boxes over the video
-        page.wait_for_function(
-            """() => { const c = document.getElementById('overlay');
-                       const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-                       let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++;
-                       return n > 0.5 * c.width * c.height; }""",
-            timeout=5_000,
-        )
+        drawn = """c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                         let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++;
+                         return n / (c.width * c.height); }"""
+        assert poll(lambda: page.get_by_test_id("live-overlay").evaluate(drawn) > 0.5)
         box = page.evaluate("live.frozen.result.faces[0].box")
         target = "surprise" if face.get_attribute("data-emotion") != "surprise" else "fear"
         forms.first.get_by_test_id("wrong-emotion").select_option(target)
         forms.first.get_by_test_id("wrong-send").click()
-        expect(forms.first.get_by_test_id("wrong-status")).to_have_text(re.compile("^Saved as "), timeout=30_000)
+        expect(forms.first.get_by_test_id("wrong-status")).to_have_text(
+            re.compile("^Saved as "), timeout=30_000
+        )
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "live-paused-correction.png", full_page=True)
         sent = page.evaluate("live.sent")
         page.wait_for_timeout(500)
         assert page.evaluate("live.sent") == sent  # paused: no frame goes out
         pause.click()
         expect(pause).to_have_text("Pause")
-        page.wait_for_function(f"live.sent > {sent}", timeout=10_000)  # streaming again
+        assert poll(lambda: page.evaluate("live.sent") > sent)  # streaming again
         expect(forms).to_have_count(0)
         browser.close()
     assert not errors, errors

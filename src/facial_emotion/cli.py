@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 
@@ -59,17 +60,24 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+@contextlib.contextmanager
+def needs_extra(extra: str, command: str) -> Iterator[None]:
+    """An optional package that ``command`` needs is missing: one line naming the extra that brings it."""
+    try:
+        yield
+    except ImportError as e:
+        raise UserError(
+            f"{command} needs the [{extra}] extra ({e.name} is missing): pip install 'facial-emotion[{extra}]'"
+        ) from None
+
+
 # --- train / evaluate / export ---------------------------------------------------------------------
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    try:
+    with needs_extra("train", "training"):
         from facial_emotion.training.config import TrainConfig
         from facial_emotion.training.loop import train
-    except ImportError as e:
-        raise UserError(
-            f"training needs the [train] extra ({e.name} is missing): pip install 'facial-emotion[train]'"
-        ) from None
     # Each option's dest is its TrainConfig field; options left out (None) keep TrainConfig's defaults,
     # which are the built-in model's recipe: one place for them. train() validates the config.
     given = {
@@ -87,12 +95,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    try:
+    with needs_extra("train", "finetune"):
         from facial_emotion.training.finetune import FinetuneOptions, finetune
-    except ImportError as e:
-        raise UserError(
-            f"finetune needs the [train] extra ({e.name} is missing): pip install 'facial-emotion[train]'"
-        ) from None
     opts = FinetuneOptions(
         feedback=Path(args.feedback),
         out=Path(args.out),
@@ -159,10 +163,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from facial_emotion.evaluation.calibration import calibrate_model
     from facial_emotion.results.writers import print_json
 
-    try:
+    with needs_extra("train", "calibrate"):  # writing the model file needs the onnx package
         entry = calibrate_model(args.model, args.data, args.split, Path(args.out) if args.out else None)
-    except ImportError as e:  # writing the model file needs the onnx package
-        raise UserError(f"calibrate needs the [train] extra ({e.name} is missing)") from None
     if args.json:
         print_json(entry)
     else:
@@ -176,10 +178,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    try:
+    with needs_extra("train", "export"):
         from facial_emotion.training.export import export_checkpoint
-    except ImportError as e:
-        raise UserError(f"export needs the [train] extra ({e.name} is missing)") from None
     if not Path(args.checkpoint).is_file():
         raise UserError(f"{args.checkpoint}: checkpoint not found")
     out = export_checkpoint(Path(args.checkpoint), Path(args.out), int8=args.int8)
@@ -188,10 +188,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    try:
+    with needs_extra("train", "quantize"):
         from facial_emotion.training.quantize import quantize_model
-    except ImportError as e:
-        raise UserError(f"quantize needs the [train] extra ({e.name} is missing)") from None
     out = Path(args.out)
     meta = quantize_model(
         args.model,
@@ -479,15 +477,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    try:
+    with needs_extra("serve", "serve"):
         import uvicorn
 
         from facial_emotion.service.app import create_app
         from facial_emotion.service.protocol import http_protocol
-    except ImportError as e:
-        raise UserError(
-            f"serve needs the [serve] extra ({e.name} is missing): pip install 'facial-emotion[serve]'"
-        ) from None
     if (
         args.max_upload_mb <= 0
         or args.timeout <= 0

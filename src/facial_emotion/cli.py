@@ -66,7 +66,7 @@ def needs_extra(extra: str, command: str) -> Iterator[None]:
     try:
         yield
     except ImportError as e:
-        raise UserError(
+        raise MissingDependency(
             f"{command} needs the [{extra}] extra ({e.name} is missing): pip install 'facial-emotion[{extra}]'"
         ) from None
 
@@ -295,7 +295,7 @@ def cmd_correct(args: argparse.Namespace) -> int:
         raise UserError(
             f"{args.photo}: no face #{args.face} (found {len(dets)}; numbered as `analyze` prints)"
         )
-    face = recognizer.analyze_frame(image, dets)[args.face - 1]
+    face = recognizer.analyze_frame(image, [dets[args.face - 1]])[0]
     saved = store.save(
         image, dets[args.face - 1], args.emotion, recognizer.model_info, face.scores, str(args.photo)
     )
@@ -508,7 +508,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # --- parser -------------------------------------------------------------------------------------------
 
 
-def _common_inference(p: argparse.ArgumentParser, tta: bool = True) -> None:
+def _common_inference(p: argparse.ArgumentParser, tta: bool = True, landmarks: bool = True) -> None:
     p.add_argument("--model", help=MODEL_HELP)
     p.add_argument(
         "--detector",
@@ -516,12 +516,13 @@ def _common_inference(p: argparse.ArgumentParser, tta: bool = True) -> None:
         help="blazeface (default), blazeface:short|tiles|whole, haar[:N] or yunet[:MODEL.onnx]",
     )
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
-    p.add_argument(
-        "--landmarks",
-        action="store_true",
-        help="also the 468-point face mesh and head yaw/pitch/roll (JSON; pose columns in CSV); drawn "
-        "on annotated output (about 3 ms more per face)",
-    )
+    if landmarks:
+        p.add_argument(
+            "--landmarks",
+            action="store_true",
+            help="also the 468-point face mesh and head yaw/pitch/roll (JSON; pose columns in CSV); drawn "
+            "on annotated output (about 3 ms more per face)",
+        )
     if tta:
         p.add_argument(
             "--tta", action="store_true", help="ten-crop test-time augmentation (slower, a bit more accurate)"
@@ -788,7 +789,7 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs", nargs="+", help="files, folders, globs, or manifests (.txt / .csv of paths or URIs)"
     )
     p.add_argument("--out", required=True, help="output folder")
-    _common_inference(p, tta=False)
+    _common_inference(p, tta=False, landmarks=False)  # batch has no mesh columns
     p.add_argument(
         "--engine", choices=["local", "ray"], default="local", help="local process pool or Ray Data"
     )

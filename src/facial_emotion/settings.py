@@ -65,10 +65,6 @@ class Settings:
             shared=Path(get("SHARED")) if get("SHARED") else None,
         )
 
-    def detector_or(self, default: str) -> str:
-        """The detector from the environment, else the caller's default."""
-        return self.detector or default
-
 
 _current: Settings | None = None
 

@@ -92,11 +92,15 @@ def run_batch(
         bar.set_postfix(fps=f"{report.fps:.1f}", faces=report.faces, errors=len(report.errors))
 
     groups = [pending[i : i + commit_every] for i in range(0, len(pending), commit_every)]
+    from facial_emotion.inference.classifier import EmotionClassifier
+    from facial_emotion.results.schema import batch_columns
+
+    classes = EmotionClassifier(options.model).classes  # a bad --model fails here, on either engine
     try:
         if engine == "local":
             from facial_emotion.batch.local import LocalEngine
 
-            columns = _face_columns(options)
+            columns = batch_columns(classes)
             local = LocalEngine(options, workers)
             try:
                 for group in groups:
@@ -116,9 +120,7 @@ def run_batch(
                 local.close()
         else:
             from facial_emotion.batch.ray_engine import RayEngine, RayUnavailable
-            from facial_emotion.inference.classifier import EmotionClassifier
 
-            classes = EmotionClassifier(options.model).classes  # a bad --model fails here, not on the cluster
             try:
                 ray = RayEngine(options, classes, workers, address)
             except RayUnavailable as e:
@@ -139,10 +141,3 @@ def run_batch(
     finally:
         bar.close()
     return report
-
-
-def _face_columns(options: AnalyzerOptions) -> dict[str, type]:
-    from facial_emotion.inference.classifier import EmotionClassifier
-    from facial_emotion.results.schema import batch_columns
-
-    return batch_columns(EmotionClassifier(options.model).classes)

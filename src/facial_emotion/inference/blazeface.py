@@ -23,9 +23,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
 from facial_emotion.inference.detectors import Detection
+from facial_emotion.inference.runtime import cpu_session
 
 
 @dataclass(frozen=True)
@@ -137,27 +137,19 @@ def letterbox(bgr: np.ndarray, size: int) -> tuple[np.ndarray, float, float, flo
 class BlazeFaceNet:
     """One BlazeFace model in onnxruntime: ``run(bgr)`` -> (boxes, keypoints, scores) in pixels."""
 
-    def __init__(self, kind: str = "full", threads: int = 1, min_score: float = MIN_SCORE):
+    def __init__(self, kind: str = "full", threads: int = 1):
         self.model = MODELS[kind]
         path = Path(str(resources.files("facial_emotion") / "weights" / self.model.file))
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.anchor_xy = anchors(self.model)
-        self.min_score = min_score
 
-    def run(
-        self, bgr: np.ndarray, min_score: float | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def run(self, bgr: np.ndarray, min_score: float = MIN_SCORE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Faces in ``bgr``: boxes (K, 4) x0, y0, x1, y1, keypoints (K, 6, 2), scores (K,), in pixels."""
         size = self.model.size
         x, scale, ox, oy = letterbox(bgr, size)
         raw_boxes, raw_scores = self.session.run(None, {self.input_name: x})
-        threshold = self.min_score if min_score is None else min_score
-        boxes, points, scores = decode(raw_boxes[0], raw_scores[0, :, 0], self.anchor_xy, size, threshold)
+        boxes, points, scores = decode(raw_boxes[0], raw_scores[0, :, 0], self.anchor_xy, size, min_score)
         boxes, points, scores = weighted_nms(boxes, points, scores)
         offset = np.array([ox, oy], np.float32)
         boxes = ((boxes.reshape(-1, 2, 2) * size - offset) / scale).reshape(-1, 4)

@@ -6,8 +6,8 @@ import os
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
+from facial_emotion.inference.runtime import cpu_session
 from facial_emotion.model_file import (
     CALIBRATION_KEY,
     ModelFileError,
@@ -55,12 +55,8 @@ class EmotionClassifier:
         self.path = resolve_model_path(model)
         if not self.path.is_file():
             raise ModelFileError(f"model file not found: {self.path}")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or 0
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(self.path, threads or 0)
         except Exception as e:  # onnxruntime raises its own exception types for damaged files
             raise ModelFileError(f"{self.path}: cannot load the model ({str(e).splitlines()[0]})") from None
         self.metadata: dict[str, Any] = read_metadata_from_session_meta(

@@ -144,12 +144,12 @@ BLAZEFACE_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def create_detector(spec: str | FaceDetector | None = None, default: str = DEFAULT_DETECTOR) -> FaceDetector:
+def create_detector(spec: str | FaceDetector | None = None) -> FaceDetector:
     """'blazeface[:short|full|tiles|whole]' (the default), 'haar' ('haar:320' searches a frame
     downscaled to 320 px), 'yunet' (model from $FACIAL_EMOTION_YUNET) or 'yunet:/path/model.onnx'.
-    Without a spec: $FACIAL_EMOTION_DETECTOR, else ``default``."""
+    Without a spec: $FACIAL_EMOTION_DETECTOR, else DEFAULT_DETECTOR."""
     if spec is None:
-        spec = settings.current().detector_or(default)
+        spec = settings.current().detector or DEFAULT_DETECTOR
     if not isinstance(spec, str):
         return spec
     name, _, arg = spec.partition(":")

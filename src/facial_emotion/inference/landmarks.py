@@ -29,10 +29,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
 from facial_emotion.inference.blazeface import FER_SCALE, FER_SHIFT_UP
 from facial_emotion.inference.detectors import Detection
+from facial_emotion.inference.runtime import cpu_session
 
 MODEL_FILE = "face_landmark.onnx"
 SIZE = 192  # the model's square input, pixels
@@ -112,11 +112,7 @@ class FaceMesh:
 
     def __init__(self, threads: int | None = 1):
         path = Path(str(resources.files("facial_emotion") / "weights" / MODEL_FILE))
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or 0
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads or 0)
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, bgr: np.ndarray, det: Detection) -> tuple[np.ndarray, HeadPose] | None:

@@ -14,7 +14,6 @@ from facial_emotion.inference.align import crop_face
 from facial_emotion.inference.classifier import EmotionClassifier
 from facial_emotion.inference.decode import ImageError, ImageInput, load_image, load_image_within
 from facial_emotion.inference.detectors import Detection, FaceDetector, create_detector
-from facial_emotion.inference.runtime import quiet_onnxruntime
 
 if TYPE_CHECKING:
     from facial_emotion.inference.landmarks import FaceMesh, HeadPose
@@ -76,7 +75,6 @@ class EmotionRecognizer:
         threads: int | None = None,
         landmarks: bool = False,
     ):
-        quiet_onnxruntime()  # before the first session: its environment logs at creation
         self.classifier = EmotionClassifier(model, threads=threads)
         self.detector = create_detector(detector)
         self.tta = tta

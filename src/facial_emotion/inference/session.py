@@ -125,7 +125,6 @@ class Session:
         self.people: dict[int, _Person] = {}
         self.events: list[EmotionEvent] = []
         self.callbacks: list[EventCallback] = []
-        self.frames = 0
         self.last_t: float | None = None
         self.step = 0.0  # the last frame interval: what a new person's single frame counts
         self._lock = threading.Lock()
@@ -141,7 +140,6 @@ class Session:
         with self._lock:
             if self.last_t is not None and time_s < self.last_t:
                 raise ValueError(f"frame times must not go back ({time_s} after {self.last_t})")
-            self.frames += 1
             if self.last_t is not None and time_s - self.last_t <= self.max_gap_s:
                 self.step = time_s - self.last_t
             self.last_t = time_s

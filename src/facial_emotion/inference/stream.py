@@ -54,7 +54,6 @@ class FaceStream:
         self.tracker = FaceTracker(recognizer.classes, smoothing=smoothing)
         self.session = Session(recognizer.classes, min_duration_s=min_duration_s, hold_s=hold_s)
         self.last_events: list[EmotionEvent] = []  # those fired by the last frame
-        self.frames = 0
         self._t0: float | None = None
 
     @property
@@ -69,7 +68,6 @@ class FaceStream:
             now = time.monotonic()
             self._t0 = now if self._t0 is None else self._t0
             time_s = now - self._t0
-        self.frames += 1
         faces = self.tracker.update(self.recognizer.analyze_frame(bgr, self.finder.detect(bgr)))
         self.last_events = self.session.update(time_s, faces)
         return faces

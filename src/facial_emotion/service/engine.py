@@ -201,11 +201,13 @@ class Engine:
             self._release(full)
 
     def analyze_stream_frame(
-        self, _rec: EmotionRecognizer, data: bytes, name: str, stream: FaceStream, time_s: float | None = None
+        self, rec: EmotionRecognizer, data: bytes, name: str, stream: FaceStream, time_s: float | None = None
     ) -> dict[str, Any]:
         """One frame of a live stream (received at ``time_s``), through that connection's FaceStream;
-        ``events``: the session events it fired."""
+        ``events``: the session events it fired. It classifies with the job's recognizer, so a stream
+        opened before a model reload moves to the new model with its next frame."""
         t0 = time.perf_counter()
+        stream.recognizer = rec
         bgr, full = self._decode(data, name)
         try:
             reply = self._reply(bgr, stream.process(bgr, time_s), False, t0, full)

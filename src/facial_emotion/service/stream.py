@@ -121,7 +121,10 @@ async def stream(
             data = msg.get("bytes")
             window_s = _summary_request(msg.get("text") or "") if data is None else None
             if window_s is not None:
-                await send({**summary_message(faces, window_s), "stream": events.stream_id})
+                # Off the event loop: a long session's summary takes a while, and the mood panel
+                # asks for one every few seconds.
+                summary = await asyncio.to_thread(summary_message, faces, window_s)
+                await send({**summary, "stream": events.stream_id})
             elif data is None:
                 await send({"type": "error", "error": "send each camera frame as one binary message (JPEG)"})
             elif len(data) > settings.max_upload_bytes:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch.optim.swa_utils import AveragedModel
 
+from facial_emotion.results.files import atomic_path
 from facial_emotion.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -77,14 +78,8 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     state = {**state, "format_version": FORMAT_VERSION, "sha256": payload_sha256(state)}
     if path.name == LAST and path.exists():
         _keep_previous(path, path.with_name(LAST_PREV))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _keep_previous(path: Path, prev: Path) -> None:

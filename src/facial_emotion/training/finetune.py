@@ -25,7 +25,7 @@ from facial_emotion.evaluation.metrics import summarize
 from facial_emotion.feedback import FeedbackError, load_feedback
 from facial_emotion.inference.classifier import EmotionClassifier
 from facial_emotion.labels import EMOTIONS
-from facial_emotion.model_file import BUILTIN_MODELS, builtin_model_path, resolve_model_path, write_model
+from facial_emotion.model_file import builtin_model_path, resolve_model_path, write_model
 from facial_emotion.training.config import TrainConfig
 from facial_emotion.training.loop import train
 from facial_emotion.training.onnx_weights import read_onnx_model
@@ -56,8 +56,8 @@ class FinetuneOptions:
 
 def default_base() -> Path:
     """The built-in fp32 model (an int8 file cannot be trained from), else the default built-in."""
-    fp32 = builtin_model_path("fp32") if "fp32" in BUILTIN_MODELS else None
-    return fp32 if fp32 is not None and fp32.is_file() else builtin_model_path()
+    fp32 = builtin_model_path("fp32")
+    return fp32 if fp32.is_file() else builtin_model_path()
 
 
 def find_fer2013(given: Path | None) -> Path | None:

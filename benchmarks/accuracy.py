@@ -1,8 +1,11 @@
-"""Accuracy of a model (default: the built-in one) on FER-2013 PublicTest, from the original csv and
-from the Kaggle JPEG folders, with and without ten-crop TTA. Prints a Markdown table, writes JSON,
-and the report (confusion matrices, mistakes grid) of the csv run.
+"""Accuracy of the shipped models (default: every built-in one) on FER-2013 PublicTest, from the
+original csv and from the Kaggle JPEG folders, with and without ten-crop TTA; and off FER-2013's own
+labels: the FER+ majority vote of the same PublicTest faces, and faces labelled by hand in the
+photos and videos of ../shared/media (tests/media_labels.csv), seen through the whole pipeline.
+Prints a Markdown table, writes JSON, and the report (confusion matrices, mistakes grid) of the
+default model's csv run.
 
-    python benchmarks/accuracy.py [--model M.onnx] [--out benchmarks/results/accuracy.json] [--report docs/report]
+    python benchmarks/accuracy.py [--models default,fp32,ensemble] [--out benchmarks/results/accuracy.json]
 """
 
 from __future__ import annotations
@@ -15,11 +18,21 @@ from pathlib import Path
 from bench_machine import write_results
 
 from facial_emotion.evaluation.evaluate import evaluate, write_report
+from facial_emotion.evaluation.labelled_media import read_labels, score_labelled_media
 from facial_emotion.inference.classifier import EmotionClassifier
-from facial_emotion.labels import EMOTIONS
+from facial_emotion.inference.pipeline import EmotionRecognizer
+from facial_emotion.model_file import BUILTIN_MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACIAL_EMOTION_SHARED", REPO.parent / "shared"))
+MEDIA_LABELS = REPO / "tests" / "media_labels.csv"
+CSV = SHARED / "datasets" / "fer2013" / "fer2013.csv.gz"
+# (column, data, split, labels)
+RUNS = [
+    ("PublicTest", CSV, "PublicTest", "fer2013"),
+    ("Kaggle JPEG", SHARED / "datasets" / "fer2013-kaggle", "test", "fer2013"),
+    ("FER+ majority", CSV, "PublicTest", "ferplus"),
+]
 
 
 def shown_path(path: str) -> str:
@@ -30,52 +43,79 @@ def shown_path(path: str) -> str:
     return path
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "accuracy.json"))
-    ap.add_argument("--report", default=str(REPO / "docs" / "report"), help="folder for the csv run's report")
-    args = ap.parse_args()
-    runs = [
-        ("fer2013.csv.gz", SHARED / "datasets" / "fer2013" / "fer2013.csv.gz", "PublicTest"),
-        ("fer2013-kaggle (JPEG)", SHARED / "datasets" / "fer2013-kaggle", "test"),
-    ]
-    meta = EmotionClassifier(args.model).metadata
-    results = {"model": meta, "runs": []}
-    for name, path, split in runs:
+def measure(model: str, report: Path | None) -> dict:
+    meta = EmotionClassifier(model).metadata
+    entry: dict = {"name": model, "arch": meta["arch"], "quantized": meta.get("quantized", "none") != "none"}
+    entry["runs"] = []
+    for column, data, split, labels in RUNS:
         for tta in (False, True):
             t0 = time.perf_counter()
-            res, part, probs = evaluate(path, args.model, split, tta=tta)
-            # Paths relative to the repository and ../shared: the results are committed.
+            res, part, probs = evaluate(data, model, split, tta=tta, labels=labels)
             res.update(
-                source=name,
+                source=column,
                 seconds=round(time.perf_counter() - t0, 1),
                 model=shown_path(res["model"]),
                 dataset=shown_path(res["dataset"]),
             )
-            results["runs"].append(res)
-            print(f"{name} [{split}] tta={tta}: {res['accuracy']:.2%} ({res['n']} faces)", flush=True)
-            if name.startswith("fer2013.csv") and not tta and args.report:
-                write_report(res, part, probs, Path(args.report))
+            res.pop("reliability", None)
+            entry["runs"].append(res)
+            print(f"{model}: {column} tta={tta}: {res['accuracy']:.2%} ({res['n']} faces)", flush=True)
+            if report is not None and column == "PublicTest" and not tta:
+                write_report(res, part, probs, report)
+    scored = score_labelled_media(read_labels(MEDIA_LABELS), SHARED / "media", EmotionRecognizer(model=model))
+    entry["media"] = {
+        "faces": len(scored),
+        "correct": sum(s.correct for s in scored),
+        "missed": sum(s.face is None for s in scored),
+        "by_file": {
+            f: [sum(s.correct for s in scored if s.label.file == f), sum(s.label.file == f for s in scored)]
+            for f in dict.fromkeys(s.label.file for s in scored)
+        },
+    }
+    print(f"{model}: media faces {entry['media']['correct']}/{len(scored)}", flush=True)
+    return entry
+
+
+def markdown(entries: list[dict]) -> str:
+    head = " | ".join(f"{c} | {c}, ten-crop" for c, *_ in RUNS)
     lines = [
-        "| data | split | faces | accuracy | accuracy, ten-crop TTA | macro F1 |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        f"| model | {head} | faces in ../shared/media, by hand |",
+        "| --- |" + " ---: |" * (2 * len(RUNS) + 1),
     ]
-    for plain, tta in zip(results["runs"][::2], results["runs"][1::2], strict=True):
-        lines.append(
-            f"| {plain['source']} | {plain['split']} | {plain['n']} | {plain['accuracy']:.2%} "
-            f"| {tta['accuracy']:.2%} | {plain['macro_f1']:.3f} |"
-        )
+    for e in entries:
+        cells = [f"{r['accuracy']:.2%}" for r in e["runs"]]
+        m = e["media"]
+        name = f"`{e['name']}` ({e['arch']}{', int8' if e['quantized'] else ''})"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {m['correct']}/{m['faces']} |")
+    first = entries[0]["runs"][0]["per_class"]
     lines += [
         "",
-        "| recall per class (csv, no TTA) | " + " | ".join(EMOTIONS) + " |",
-        "| --- |" + " ---: |" * 7,
+        f"| recall per class (`{entries[0]['name']}`, PublicTest, no TTA) | " + " | ".join(first) + " |",
+        "| --- |" + " ---: |" * len(first),
+        "| | " + " | ".join(f"{first[c]['recall']:.2f}" for c in first) + " |",
     ]
-    first = results["runs"][0]["per_class"]
-    lines.append("| | " + " | ".join(f"{first[c]['recall']:.2f}" for c in EMOTIONS) + " |")
-    table = "\n".join(lines)
-    print(table)
-    results["markdown"] = table
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--models", default=",".join(BUILTIN_MODELS), help="comma list of files or built-in names"
+    )
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "accuracy.json"))
+    ap.add_argument(
+        "--report", default=str(REPO / "docs" / "report"), help="folder for the first model's report"
+    )
+    args = ap.parse_args()
+    models = [m for m in args.models.split(",") if m]
+    entries = [measure(m, Path(args.report) if i == 0 else None) for i, m in enumerate(models)]
+    results = {
+        "model": EmotionClassifier(models[0]).metadata,
+        "models": {e["name"]: EmotionClassifier(e["name"]).metadata for e in entries},
+        "entries": entries,
+    }
+    results["markdown"] = markdown(entries)
+    print(results["markdown"])
     write_results(Path(args.out), results)
 
 

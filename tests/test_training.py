@@ -458,6 +458,8 @@ def test_auto_precision_is_bf16_only_with_native_bf16_flags() -> None:
     [
         ({"epochs": 0}, "--epochs, --batch-size and --lr must be positive"),
         ({"arch": "no-such-net"}, "unknown architecture 'no-such-net'"),
+        ({"device": "tpu"}, "unknown --device 'tpu'"),
+        ({"labels": "affectnet"}, "unknown --labels 'affectnet'"),
     ],
 )
 def test_train_checks_its_config_before_touching_data(tmp_path: Path, change: dict, message: str) -> None:

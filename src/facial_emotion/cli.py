@@ -83,7 +83,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     given = {
         f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None
     }
-    result = train(TrainConfig(**given), Path(args.out), resume=args.resume, progress=not args.quiet)
+    result = train(
+        TrainConfig(**given),
+        Path(args.out),
+        resume=args.resume,
+        progress=not args.quiet,
+        device_override=args.device if args.resume and args.device else "",
+    )
     best = result["best"]
     if best is None:  # a torchrun rank other than 0: rank 0 reports
         return EXIT_OK
@@ -141,7 +147,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from facial_emotion.results.writers import print_json
 
     results, part, probs = evaluate(
-        args.data, args.model, args.split, tta=args.tta, skip_bad=args.skip_bad, threads=args.threads
+        args.data,
+        args.model,
+        args.split,
+        tta=args.tta,
+        skip_bad=args.skip_bad,
+        threads=args.threads,
+        labels=args.labels,
     )
     if args.report:
         for path in write_report(results, part, probs, Path(args.report)):
@@ -214,6 +226,17 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             f"{a['split']} accuracy {a['before']:.2%} -> {a['after']:.2%}, "
             f"ten-crop TTA {a['before_tta']:.2%} -> {a['after_tta']:.2%}"
         )
+    return EXIT_OK
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    with needs_extra("train", "ensemble"):
+        from facial_emotion.training.ensemble import build_ensemble
+    from facial_emotion.model_file import resolve_model_path
+
+    out = Path(args.out)
+    meta = build_ensemble([resolve_model_path(m) for m in args.models], out)
+    print(f"wrote {out} and {out.with_suffix('.json')}: the mean of {len(meta['members'])} models")
     return EXIT_OK
 
 
@@ -556,7 +579,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data", required=True, help="fer2013.csv(.gz), a Kaggle-layout folder, or ROOT/<emotion>/ images"
     )
-    p.add_argument("--labels", choices=["fer2013", "ferplus"])
+    p.add_argument(
+        "--labels",
+        choices=["fer2013", "ferplus", "ferplus8"],
+        help="fer2013 (default); ferplus: FER+ vote distributions; ferplus8: the same with contempt (8 classes)",
+    )
     p.add_argument("--ferplus-mix", type=float, help="blend FER+ vote distributions into the targets (0..1)")
     p.add_argument("--teacher", help="distil from these models: comma list of .onnx files (with --distill)")
     p.add_argument(
@@ -586,7 +613,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision",
         choices=["auto", "bf16", "fp32"],
-        help="auto = bf16 where the CPU has native bf16 (AMX or AVX512-BF16)",
+        help="auto = bf16 where the device has native bf16 (AMX or AVX512-BF16 CPUs, GPUs from Ampere on)",
+    )
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        help="auto (default) = a CUDA GPU where torch sees one, else the CPU; with --resume, moves the run",
     )
     p.add_argument("--out", default="runs/train", help="run folder: checkpoints, logs, curves, model.onnx")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -628,6 +660,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--split", help="csv Usage or sub-folder (default: PrivateTest, else PublicTest, else test)"
     )
     p.add_argument("--tta", action="store_true", help="ten-crop test-time augmentation")
+    p.add_argument(
+        "--labels",
+        choices=["fer2013", "ferplus"],
+        default="fer2013",
+        help="ferplus: score against each face's FER+ majority vote (fer2013new.csv beside the csv; "
+        "an 8-class model on all eight classes)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--report", metavar="DIR", help="write confusion matrices, report.md/json and a mistakes grid"
@@ -703,6 +742,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-split", help="accuracy before and after on this split (default: the test split; 'none': skip)"
     )
     p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser(
+        "ensemble",
+        help="average several model files inside one ONNX graph ([train] extra)",
+        description="Writes OUT.onnx and OUT.json: one graph whose probabilities are the mean of the "
+        "members'. The members must share classes and preprocessing; calibrate (and quantize) the result.",
+    )
+    p.add_argument("models", nargs="+", help="two or more model files (or built-in model names)")
+    p.add_argument("--out", required=True, help="ENSEMBLE.onnx (metadata is also written to ENSEMBLE.json)")
+    p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("analyze", help="find every face in photos and tell its emotion")
     p.add_argument("paths", nargs="+", help="image files, folders or globs")

@@ -18,6 +18,7 @@ DISPLAY_NAMES: dict[str, str] = {
     "sad": "Sad",
     "surprise": "Surprise",
     "neutral": "Neutral",
+    "contempt": "Contempt",  # FER+'s eighth class (8-class models)
 }
 
 # RGB colours, chosen to be distinguishable on photos and for common colour blindness.
@@ -29,12 +30,18 @@ COLORS_RGB: dict[str, tuple[int, int, int]] = {
     "sad": (58, 134, 255),
     "surprise": (255, 120, 40),
     "neutral": (160, 160, 160),
+    "contempt": (141, 96, 56),
 }
+OTHER_RGB = (200, 200, 200)  # a class of a user's own model that has no colour here
+
+
+def color_rgb(emotion: str) -> tuple[int, int, int]:
+    return COLORS_RGB.get(emotion, OTHER_RGB)
 
 
 def color_bgr(emotion: str) -> tuple[int, int, int]:
     """OpenCV draws in BGR."""
-    r, g, b = COLORS_RGB[emotion]
+    r, g, b = color_rgb(emotion)
     return (b, g, r)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facial_emotion.data.cache import cached
+from facial_emotion.data.cache import cached, read_npz
 from facial_emotion.data.dataset import FACE_SIZE, DatasetError, FaceDataset
 from facial_emotion.labels import (
     EMOTIONS,
@@ -59,11 +59,14 @@ def _is_emotion_folder_root(path: Path) -> bool:
 
 
 def detect_layout(path: Path) -> str:
-    """'fer2013-csv', 'folders-split' (ROOT/<split>/<emotion>/*) or 'folders' (ROOT/<emotion>/*)."""
+    """'fer2013-csv', 'npz' (a parsed dataset, data/cache.py), 'folders-split' (ROOT/<split>/<emotion>/*)
+    or 'folders' (ROOT/<emotion>/*)."""
     if not path.exists():
         raise DatasetError(f"dataset path not found: {path}")
     if path.is_file():
         name = path.name.lower()
+        if name.endswith(".npz"):
+            return "npz"
         if name.endswith((".csv", ".csv.gz")):
             try:
                 with _open_text(path) as f:
@@ -76,7 +79,7 @@ def detect_layout(path: Path) -> str:
                 f"{path}: unknown csv layout (header {','.join(header)!r}); "
                 "expected FER-2013's 'emotion,pixels,Usage'"
             )
-        raise DatasetError(f"{path}: unknown dataset file type (expected .csv, .csv.gz or a folder)")
+        raise DatasetError(f"{path}: unknown dataset file type (expected .csv, .csv.gz, .npz or a folder)")
     subdirs = [p for p in path.iterdir() if p.is_dir()]
     if not subdirs and any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):
         raise DatasetError(
@@ -327,16 +330,21 @@ def load_dataset(
     layout = detect_layout(path)
     if labels not in ("fer2013", "ferplus"):
         raise DatasetError(f"unknown label source {labels!r} (expected fer2013 or ferplus)")
-    if labels == "ferplus" and layout != "fer2013-csv":
+    if labels == "ferplus" and layout not in ("fer2013-csv", "npz"):
         raise DatasetError("FER+ labels need the FER-2013 csv they are row-aligned with")
 
     def parse() -> FaceDataset:
         if layout == "fer2013-csv":
             return read_fer2013_csv(path, skip_bad=skip_bad)
+        if layout == "npz":
+            try:
+                return read_npz(path)
+            except (OSError, ValueError, KeyError) as e:
+                raise DatasetError(f"{path}: not a dataset .npz ({e})") from None
         return read_folders(path, layout)
 
-    ds = cached(path, f"{layout}-skip{int(skip_bad)}", parse) if use_cache else parse()
-    if layout != "fer2013-csv":
+    ds = cached(path, f"{layout}-skip{int(skip_bad)}", parse) if use_cache and layout != "npz" else parse()
+    if layout.startswith("folders"):
         ignored = ignored_folders(path, layout)
         if ignored:
             log.warning(

@@ -30,10 +30,14 @@ def evaluate(
     tta: bool = False,
     skip_bad: bool = False,
     threads: int | None = None,
+    labels: str = "fer2013",
 ) -> tuple[dict[str, Any], FaceDataset, np.ndarray]:
-    """Returns (results, the evaluated faces, their probabilities)."""
+    """Returns (results, the evaluated faces, their probabilities). ``labels="ferplus"`` scores
+    against the FER+ majority vote of each face (an 8-class model on all eight, contempt included)."""
     classifier = EmotionClassifier(model, threads=threads)
-    ds = load_dataset(data, skip_bad=skip_bad)
+    ds = load_dataset(
+        data, labels=labels, skip_bad=skip_bad, ferplus_classes=8 if len(classifier.classes) == 8 else 7
+    )
     split = split or default_test_split(ds)
     part = ds.select_split(split)
     if list(classifier.classes[: len(part.class_names)]) != list(part.class_names):
@@ -45,7 +49,9 @@ def evaluate(
     probs = probabilities(logits, temperature)
     preds = probs[:, : len(part.class_names)].argmax(axis=1)
     results = summarize(part.labels, preds, list(part.class_names))
-    results.update(model=str(classifier.path), split=split, tta=tta, dataset=str(data), skipped=ds.skipped)
+    results.update(
+        model=str(classifier.path), split=split, tta=tta, dataset=str(data), labels=labels, skipped=ds.skipped
+    )
     # How far confidences match accuracy: with the model's own calibration, and without any.
     if len(part.class_names) == probs.shape[1]:
         raw = probabilities(logits)

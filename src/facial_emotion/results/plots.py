@@ -10,7 +10,7 @@ import numpy as np
 
 from facial_emotion.inference.session import PersonSummary
 from facial_emotion.inference.video import VideoResult
-from facial_emotion.labels import COLORS_RGB
+from facial_emotion.labels import color_rgb
 from facial_emotion.results.files import atomic_write_bytes
 
 
@@ -28,7 +28,7 @@ def plot_timeline(result: VideoResult, path: Path, classes: list[str]) -> None:
         rows = [r for r in result.timeline if r.face.track_id == tid]
         t = [r.time_s for r in rows]
         for c in classes:
-            color = np.array(COLORS_RGB.get(c, (0, 0, 0))) / 255
+            color = np.array(color_rgb(c)) / 255
             ax.plot(t, [r.face.scores[c] for r in rows], label=c, color=color)
         ax.set(ylabel=f"face #{tid}", ylim=(0, 1))
     axes[0, 0].legend(ncol=7, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 1.35))
@@ -52,7 +52,7 @@ def plot_session(people: list[PersonSummary], path: Path, classes: list[str], ma
     fig, axes = plt.subplots(
         n, 2, figsize=(10, 0.9 + 0.8 * n), squeeze=False, gridspec_kw={"width_ratios": [4, 1.3]}
     )
-    rgb = {c: np.array(COLORS_RGB.get(c, (0, 0, 0))) / 255 for c in classes}
+    rgb = {c: np.array(color_rgb(c)) / 255 for c in classes}
     end = max((p.timeline[-1].end_s for p in shown if p.timeline), default=1.0)
     for (line, bars), p in zip(axes, shown, strict=False):
         line.broken_barh(

@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from facial_emotion import __version__
 from facial_emotion.feedback import FeedbackError, FeedbackStore
 from facial_emotion.inference.decode import DETECTION_MAX_SIDE, ImageError, ImageTooLarge
-from facial_emotion.labels import COLORS_RGB, DISPLAY_NAMES
+from facial_emotion.labels import DISPLAY_NAMES, color_rgb
 from facial_emotion.model_file import ModelFileError
 from facial_emotion.service import stream as stream_module
 from facial_emotion.service.engine import Busy, Engine
@@ -344,7 +344,7 @@ def create_app(
             "quantized": info.get("quantized"),
             "classes": classes,
             "display_names": {c: DISPLAY_NAMES.get(c, c.title()) for c in classes},
-            "colors": {c: "#{:02x}{:02x}{:02x}".format(*COLORS_RGB.get(c, (200, 200, 200))) for c in classes},
+            "colors": {c: "#{:02x}{:02x}{:02x}".format(*color_rgb(c)) for c in classes},
             "input_size": {"face": rec.classifier.face_size, "crop": rec.classifier.crop, "channels": 1},
             "detector": getattr(rec.detector, "name", type(rec.detector).__name__),
             "limits": {

@@ -1,6 +1,7 @@
 """Batched augmentation on tensors: one affine warp (flip, rotation, scale, shift, crop) per batch
 through ``grid_sample``, then random erasing. Everything draws from the given generator so a
-seeded run is reproducible."""
+seeded run is reproducible; it runs on the device the faces are on (CPU or GPU), with a generator
+of that device."""
 
 from __future__ import annotations
 
@@ -27,10 +28,15 @@ class AugmentConfig:
 def random_affine(images: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     """images: float (N, 1, 48, 48) in 0..255 -> (N, 1, crop, crop)."""
     n, _, h, w = images.shape
-    angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(cfg.rotate_deg)
-    scale = 1 + (torch.rand(n, generator=gen) * 2 - 1) * cfg.scale
-    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(n)
-    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * cfg.shift * 2  # grid units span 2
+    dev = images.device  # the generator lives on the same device: draws stay there, no copies
+    angle = (torch.rand(n, generator=gen, device=dev) * 2 - 1) * math.radians(cfg.rotate_deg)
+    scale = 1 + (torch.rand(n, generator=gen, device=dev) * 2 - 1) * cfg.scale
+    flip = (
+        torch.where(torch.rand(n, generator=gen, device=dev) < 0.5, -1.0, 1.0)
+        if cfg.flip
+        else torch.ones(n, device=dev)
+    )
+    shift = (torch.rand(n, 2, generator=gen, device=dev) * 2 - 1) * cfg.shift * 2  # grid units span 2
     # The output grid covers crop/size of the input, i.e. a (random-position) crop after the warp.
     zoom = (cfg.crop / w) / scale
     cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
@@ -44,22 +50,23 @@ def random_affine(images: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator
 
 def random_erase(images: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     n, _, h, w = images.shape
-    area = torch.empty(n).uniform_(*cfg.erase_area, generator=gen) * h * w
-    aspect = torch.exp(torch.empty(n).uniform_(math.log(0.3), math.log(3.3), generator=gen))
+    dev = images.device
+    area = torch.empty(n, device=dev).uniform_(*cfg.erase_area, generator=gen) * h * w
+    aspect = torch.exp(torch.empty(n, device=dev).uniform_(math.log(0.3), math.log(3.3), generator=gen))
     eh = (area * aspect).sqrt().clamp(1, h).round()
     ew = (area / aspect).sqrt().clamp(1, w).round()
-    y0 = (torch.rand(n, generator=gen) * (h - eh + 1)).floor()
-    x0 = (torch.rand(n, generator=gen) * (w - ew + 1)).floor()
-    ys = torch.arange(h).view(1, h, 1)
-    xs = torch.arange(w).view(1, 1, w)
+    y0 = (torch.rand(n, generator=gen, device=dev) * (h - eh + 1)).floor()
+    x0 = (torch.rand(n, generator=gen, device=dev) * (w - ew + 1)).floor()
+    ys = torch.arange(h, device=dev).view(1, h, 1)
+    xs = torch.arange(w, device=dev).view(1, 1, w)
     box = (
         (ys >= y0.view(n, 1, 1))
         & (ys < (y0 + eh).view(n, 1, 1))
         & (xs >= x0.view(n, 1, 1))
         & (xs < (x0 + ew).view(n, 1, 1))
     )
-    box &= (torch.rand(n, generator=gen) < cfg.erase_p).view(n, 1, 1)
-    noise = torch.rand(images.shape, generator=gen) * 255
+    box &= (torch.rand(n, generator=gen, device=dev) < cfg.erase_p).view(n, 1, 1)
+    noise = torch.rand(images.shape, generator=gen, device=dev) * 255
     return torch.where(box.unsqueeze(1), noise, images)
 
 

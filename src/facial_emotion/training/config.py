@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from facial_emotion.training.augment import AugmentConfig
+from facial_emotion.training.machine import DEVICES
 from facial_emotion.training.nets import ARCHITECTURES
 
 
@@ -22,7 +23,8 @@ def teacher_paths(spec: str) -> list[Path]:
 @dataclass
 class TrainConfig:
     data: str = ""
-    labels: str = "fer2013"  # fer2013 | ferplus (train on FER+ majority / vote distributions)
+    # fer2013 | ferplus (train on the FER+ vote distributions, 7 classes) | ferplus8 (with contempt)
+    labels: str = "fer2013"
     ferplus_mix: float = 0.0  # >0: target = (1-mix) * one-hot FER-2013 label + mix * FER+ votes
     teacher: str = ""  # comma list of ONNX model files to distil from (their ten-crop probabilities)
     distill: float = 0.0  # target = (1-distill) * label target + distill * teacher probabilities
@@ -43,6 +45,7 @@ class TrainConfig:
     mixup: float = 0.2  # Beta(a, a); 0 = off
     ema_decay: float = 0.999  # 0 = off
     precision: str = "auto"  # auto | bf16 | fp32
+    device: str = "auto"  # auto (a CUDA GPU where torch sees one) | cpu | cuda
     seed: int = 0
     threads: int = 0  # 0 = torch default
     skip_bad: bool = False  # skip malformed csv rows instead of stopping at the first
@@ -58,6 +61,10 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown architecture {self.arch!r}; choose from {', '.join(sorted(ARCHITECTURES))}"
             )
+        if self.labels not in ("fer2013", "ferplus", "ferplus8"):
+            raise ConfigError(f"unknown --labels {self.labels!r}; choose from fer2013, ferplus, ferplus8")
+        if self.device not in DEVICES:
+            raise ConfigError(f"unknown --device {self.device!r}; choose from {', '.join(DEVICES)}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.threads < 0:
             raise ConfigError("--epochs, --batch-size and --lr must be positive, --threads not negative")
         if not (0 <= self.ferplus_mix <= 1 and 0 <= self.label_smoothing < 1 and 0 <= self.ema_decay < 1):

@@ -1,7 +1,9 @@
-"""The training loop: data in RAM as uint8, batched tensor augmentation, SGD Nesterov one-cycle (or
-constant lr with stochastic weight averaging), bf16 autocast where the CPU has native bf16 (AMX or
-AVX512-BF16), EMA weights, per-epoch validation, atomic checkpoints, ``--resume``, CSV/JSON logs and
-curves, and ONNX export of the best weights at the end.
+"""The training loop: data in memory as uint8 on the training device (CPU, or a CUDA GPU with
+``--device cuda``), batched tensor augmentation on that device, SGD Nesterov one-cycle (or constant lr
+with stochastic weight averaging), bf16 autocast where the device has native bf16 (AMX or AVX512-BF16
+CPUs, GPUs from Ampere on), EMA weights, per-epoch validation, atomic checkpoints, ``--resume``, CSV/JSON
+logs and curves, and ONNX export of the best weights at the end. The same recipe runs on either
+device; on a GPU the loop never waits for it within an epoch (no per-step ``.item()``).
 
 ``train`` reads top to bottom: resume, data, targets, model, then for each epoch
 ``train_one_epoch``, ``validate``, save the checkpoints, log; then export."""
@@ -36,7 +38,7 @@ from facial_emotion.training.config import ConfigError, TrainConfig
 from facial_emotion.training.distill import attach_teacher, is_distilled
 from facial_emotion.training.distributed import SINGLE, Distributed, close, from_environment
 from facial_emotion.training.export import export_checkpoint
-from facial_emotion.training.machine import resolve_precision, training_machine
+from facial_emotion.training.machine import resolve_device, resolve_precision, training_machine
 from facial_emotion.training.nets import create_model
 from facial_emotion.training.onnx_weights import weights_from_onnx
 from facial_emotion.training.runlog import RunLog
@@ -77,7 +79,7 @@ def split_dataset(ds: FaceDataset, cfg: TrainConfig) -> tuple[FaceDataset, FaceD
 def build_targets(train: FaceDataset, cfg: TrainConfig, num_classes: int) -> torch.Tensor:
     """Soft targets per face: FER+ vote distributions with ``--labels ferplus``, else the labels
     with label smoothing (``attach_ferplus_mix`` may then blend in FER+ votes)."""
-    if cfg.labels == "ferplus" and train.soft is not None:
+    if cfg.labels.startswith("ferplus") and train.soft is not None:
         return torch.from_numpy(train.soft.astype(np.float32))
     onehot = np.eye(num_classes, dtype=np.float32)[train.labels]
     return torch.from_numpy(onehot * (1 - cfg.label_smoothing) + cfg.label_smoothing / num_classes)
@@ -101,7 +103,13 @@ def attach_ferplus_mix(train: FaceDataset, targets: torch.Tensor, cfg: TrainConf
 
 def load_training_data(cfg: TrainConfig) -> tuple[FaceDataset, FaceDataset, FaceDataset | None]:
     """The whole dataset, its training faces (the first ``cfg.limit`` if set) and validation faces."""
-    ds = load_dataset(cfg.data, labels=cfg.labels, skip_bad=cfg.skip_bad)
+    ferplus = cfg.labels.startswith("ferplus")
+    ds = load_dataset(
+        cfg.data,
+        labels="ferplus" if ferplus else cfg.labels,
+        skip_bad=cfg.skip_bad,
+        ferplus_classes=8 if cfg.labels == "ferplus8" else 7,
+    )
     train_ds, val_ds = split_dataset(ds, cfg)
     if cfg.limit:
         train_ds = train_ds.subset(np.arange(len(train_ds)) < cfg.limit)
@@ -126,15 +134,21 @@ def training_targets(train: FaceDataset, cfg: TrainConfig, num_classes: int, out
 
 def ema_with_warmup(decay: float):
     """EMA whose decay grows as (1 + n) / (10 + n) up to ``decay``: a plain 0.999 EMA keeps ~40 %
-    of the random initial weights for the first few epochs and predicts one class (seen here)."""
+    of the random initial weights for the first few epochs and predicts one class (seen here).
+    AveragedModel calls it once per device and dtype with all the tensors of that group; the decay is
+    computed on the device, so a GPU run does not wait for the step counter every step."""
 
-    def avg_fn(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
-        d = min(decay, (1 + float(num_averaged)) / (10 + float(num_averaged)))
-        if not averaged.is_floating_point():  # BatchNorm's batch counter
-            return current
-        return averaged * d + current * (1 - d)
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        if not averaged[0].is_floating_point():  # BatchNorm's batch counters
+            torch._foreach_copy_(averaged, current)
+            return
+        n = num_averaged.to(averaged[0].dtype)
+        d = torch.clamp((1 + n) / (10 + n), max=decay)
+        torch._foreach_mul_(averaged, d)
+        torch._foreach_add_(averaged, torch._foreach_mul(current, 1 - d))
 
-    return avg_fn
+    return update
 
 
 @torch.no_grad()
@@ -142,17 +156,19 @@ def evaluate_torch(
     model: torch.nn.Module, val: FaceDataset, crop: int, autocast: bool, batch: int = 512
 ) -> tuple[float, float]:
     model.eval()
-    correct, loss_sum = 0, 0.0
-    images = torch.from_numpy(val.images)
-    labels = torch.from_numpy(val.labels)
+    device = next(model.parameters()).device
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    images = torch.from_numpy(val.images).to(device)
+    labels = torch.from_numpy(val.labels).to(device)
     for i in range(0, len(val), batch):
         x = center_crop(images[i : i + batch], crop).contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = model(x).float()
         y = labels[i : i + batch]
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-    return correct / len(val), loss_sum / len(val)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    return correct.item() / len(val), loss_sum.item() / len(val)
 
 
 def initial_weights(cfg: TrainConfig, num_classes: int, images: torch.Tensor) -> dict[str, Any]:
@@ -171,16 +187,21 @@ def initial_weights(cfg: TrainConfig, num_classes: int, images: torch.Tensor) ->
 
 
 def build_training(
-    cfg: TrainConfig, num_classes: int, steps_per_epoch: int, init: dict[str, Any] | None = None
+    cfg: TrainConfig,
+    num_classes: int,
+    steps_per_epoch: int,
+    init: dict[str, Any] | None = None,
+    device: str = "cpu",
 ) -> tuple[Any, Any, Any, Any]:
-    """Model (channels_last, from ``init`` weights if given), EMA copy, SGD Nesterov (no weight decay
-    on norms and biases), one-cycle or (schedule "swa") constant learning rate."""
+    """Model (channels_last on ``device``, from ``init`` weights if given), EMA copy, SGD Nesterov (no
+    weight decay on norms and biases), one-cycle or (schedule "swa") constant learning rate."""
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.arch, num_classes).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model = create_model(cfg.arch, num_classes)
     if init is not None:
         model.load_state_dict(init)
+    model = model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     ema = (
-        AveragedModel(model, avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
+        AveragedModel(model, multi_avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
         if cfg.ema_decay
         else None
     )
@@ -211,15 +232,22 @@ def build_training(
 
 
 def build_state(
-    cfg: TrainConfig, num_classes: int, images: torch.Tensor, precision: str, resumed: bool
+    cfg: TrainConfig,
+    num_classes: int,
+    images: torch.Tensor,
+    precision: str,
+    resumed: bool,
+    device: str = "cpu",
 ) -> TrainingState:
-    """``build_training`` plus the SWA average of a "swa" schedule, ready to train or to restore."""
+    """``build_training`` plus the SWA average of a "swa" schedule, ready to train or to restore.
+    ``images``: the training faces in host memory (an ONNX ``--init-from`` measures BatchNorm on them)."""
     # A resumed run takes its weights from its own checkpoint, not from --init-from.
     init = initial_weights(cfg, num_classes, images) if cfg.init_from and not resumed else None
     steps_per_epoch = len(images) // cfg.batch_size
-    model, ema, optimizer, scheduler = build_training(cfg, num_classes, steps_per_epoch, init)
+    model, ema, optimizer, scheduler = build_training(cfg, num_classes, steps_per_epoch, init, device)
     swa = AveragedModel(model, use_buffers=False) if cfg.schedule == "swa" else None
-    return TrainingState(cfg, num_classes, training_machine(precision), model, ema, swa, optimizer, scheduler)
+    machine = training_machine(precision, device)
+    return TrainingState(cfg, num_classes, machine, model, ema, swa, optimizer, scheduler)
 
 
 SWA_BN_FACES = 4096  # training faces that re-estimate the averaged weights' BatchNorm statistics
@@ -233,8 +261,8 @@ def swa_update(swa: AveragedModel, model: torch.nn.Module, images: torch.Tensor,
     swa.update_parameters(model)
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + 99_991)
     idx = torch.randperm(len(images), generator=gen)[:SWA_BN_FACES]
-    faces = center_crop(images[idx], cfg.augment.crop)
-    flip = torch.rand(len(faces), generator=gen) < 0.5
+    faces = center_crop(images[idx.to(images.device)], cfg.augment.crop)
+    flip = (torch.rand(len(faces), generator=gen) < 0.5).to(images.device)
     faces[flip] = faces[flip].flip(3)
     update_bn(
         [
@@ -247,7 +275,7 @@ def swa_update(swa: AveragedModel, model: torch.nn.Module, images: torch.Tensor,
 
 def train_step(model, ema, optimizer, scheduler, x: torch.Tensor, y: torch.Tensor, autocast: bool):
     """One optimisation step on soft targets ``y``; returns (loss, logits)."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
         logits = model(x)
     loss = torch.sum(-y * F.log_softmax(logits.float(), dim=1), dim=1).mean()
     optimizer.zero_grad(set_to_none=True)
@@ -264,7 +292,7 @@ def mix_up(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Blend every face and its target with another face of the batch by one Beta(alpha, alpha) weight."""
     lam = float(torch.distributions.Beta(alpha, alpha).sample())  # from torch's seed, not ``gen``
-    perm = torch.randperm(len(x), generator=gen)
+    perm = torch.randperm(len(x), generator=gen, device=gen.device)
     return lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]
 
 
@@ -290,10 +318,15 @@ def train_one_epoch(
     order = torch.randperm(len(images), generator=gen)
     if dist.world > 1:
         gen = torch.Generator().manual_seed(dist.generator_seed(cfg.seed * 100_003 + epoch))
+    if images.device.type != "cpu":  # augmentation draws on the GPU, from a generator seeded alike
+        gen = torch.Generator(images.device).manual_seed(gen.initial_seed())
     torch.manual_seed(dist.generator_seed(cfg.seed * 100_003 + epoch))
     model.train()
     t0 = time.time()
-    seen, loss_sum, correct = 0, 0.0, 0
+    # Running sums stay on the device: reading them every step would make a GPU wait for each step.
+    seen = 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
+    correct = torch.zeros((), dtype=torch.long, device=images.device)
     bar = tqdm(
         range(len(images) // cfg.batch_size),
         desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -302,31 +335,34 @@ def train_one_epoch(
         unit="batch",
     )
     for step in bar:
-        idx = dist.shard(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
+        idx = dist.shard(order[step * cfg.batch_size : (step + 1) * cfg.batch_size]).to(images.device)
         x = augment(images[idx], cfg.augment, gen).contiguous(memory_format=torch.channels_last)
         y = targets[idx]
         if cfg.mixup > 0:
             x, y = mix_up(x, y, cfg.mixup, gen)
         loss, logits = train_step(net or model, state.ema, state.optimizer, state.scheduler, x, y, autocast)
         seen += len(idx)
-        loss_sum += loss.item() * len(idx)
-        correct += (logits.argmax(1) == y.argmax(1)).sum().item()
-        elapsed = time.time() - t0
-        bar.set_postfix(
-            loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", img_s=f"{seen / elapsed:.0f}"
-        )
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.argmax(1) == y.argmax(1)).sum()
+        if progress and step % 10 == 0:
+            bar.set_postfix(
+                loss=f"{loss_sum.item() / seen:.3f}",
+                acc=f"{correct.item() / seen:.3f}",
+                img_s=f"{seen / (time.time() - t0):.0f}",
+            )
     bar.close()
+    loss_total, correct_total = loss_sum.item(), int(correct.item())  # waits for the epoch's last step
     epoch_s = time.time() - t0  # the training steps only: the speed figure
     if dist.world > 1:  # the epoch's figures over every rank's faces
-        total_seen, loss_sum, total_correct = dist.sum([seen, loss_sum, correct])
-        seen, correct = int(total_seen), int(total_correct)
+        total_seen, loss_total, total_correct = dist.sum([seen, loss_total, correct_total])
+        seen, correct_total = int(total_seen), int(total_correct)
     if state.swa is not None:
         swa_update(state.swa, model, images, cfg)
     return {
         "epoch": epoch + 1,
         "lr": round(float(state.scheduler.get_last_lr()[0]), 6),
-        "train_loss": round(loss_sum / seen, 4),
-        "train_acc": round(correct / seen, 4),
+        "train_loss": round(loss_total / seen, 4),
+        "train_acc": round(correct_total / seen, 4),
         "img_per_s": round(seen / epoch_s, 1),
         "epoch_s": round(epoch_s, 1),
     }
@@ -355,9 +391,12 @@ def validate(
     return fields, acc, which
 
 
-def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = True, device_override: str = ""
+) -> dict[str, Any]:
     """Train, checkpoint every epoch, export the best weights to ``out/model.onnx``; returns a summary.
-    Under torchrun every rank trains, rank 0 alone validates, writes and exports."""
+    Under torchrun every rank trains, rank 0 alone validates, writes and exports. ``device_override``
+    moves a resumed run to another device (a run begun on a GPU goes on on the CPU, say)."""
     dist = from_environment()
     last = None
     if out.is_dir():
@@ -371,16 +410,21 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     cfg.validate(resumed=last is not None)
     if cfg.batch_size % dist.world:
         raise ConfigError(f"--batch-size {cfg.batch_size} must divide evenly over {dist.world} processes")
+    try:
+        device = resolve_device(device_override or cfg.device)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    precision = resolve_precision(cfg.precision)
+    precision = resolve_precision(cfg.precision, device)
     autocast = precision == "bf16"
 
     ds, train_ds, val_ds = load_training_data(cfg)
-    targets = training_targets(train_ds, cfg, ds.num_classes, out)
-    images = torch.from_numpy(train_ds.images)
-    state = build_state(cfg, ds.num_classes, images, precision, resumed=last is not None)
+    targets = training_targets(train_ds, cfg, ds.num_classes, out).to(device)
+    host_images = torch.from_numpy(train_ds.images)
+    state = build_state(cfg, ds.num_classes, host_images, precision, resumed=last is not None, device=device)
+    images = host_images.to(device)
     start_epoch = state.restore(last) if last is not None else 0
     net = dist.wrap(state.model)  # after restore: DDP starts every rank from rank 0's weights
     runlog = RunLog(out, cfg.epochs)

@@ -1,4 +1,5 @@
-"""The machine a run trains on: what the model's metadata records, and whether bf16 pays off."""
+"""The machine a run trains on: which device, what the model's metadata records, and whether bf16
+pays off."""
 
 from __future__ import annotations
 
@@ -35,17 +36,43 @@ def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:
     return [f for f in NATIVE_BF16_FLAGS if f in flags]
 
 
-def training_machine(precision: str) -> str:
-    """CPU model, cores and precision, e.g. "AMD EPYC 9R14, 2 cores, fp32"."""
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str) -> str:
+    """ "cpu" or "cuda" (auto: cuda where torch sees a GPU); ValueError for a GPU torch cannot see."""
+    import torch
+
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; choose from {', '.join(DEVICES)}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no CUDA GPU here (use --device cpu)")
+    return device
+
+
+def training_machine(precision: str, device: str = "cpu") -> str:
+    """CPU model, cores and precision, e.g. "AMD EPYC 9R14, 2 cores, fp32", or the GPU's name and
+    precision, e.g. "NVIDIA H200, bf16"."""
+    if device == "cuda":
+        import torch
+
+        return f"{torch.cuda.get_device_name()}, {precision}"
     names = [
         line.split(":", 1)[1].strip() for line in cpuinfo_text().splitlines() if line.startswith("model name")
     ]
     return f"{names[0] if names else 'unknown CPU'}, {os.cpu_count()} cores, {precision}"
 
 
-def resolve_precision(precision: str) -> str:
-    """bf16 autocast only pays off with native bf16 (AMX or AVX512-BF16); elsewhere fp32 is faster."""
+def resolve_precision(precision: str, device: str = "cpu") -> str:
+    """bf16 autocast only pays off with native bf16 (on CPUs AMX or AVX512-BF16; GPUs from Ampere on);
+    elsewhere fp32 is faster."""
     if precision == "auto":
+        if device == "cuda":
+            import torch
+
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
         return "bf16" if cpu_bf16_flags() else "fp32"
     if precision not in ("bf16", "fp32"):
         raise ValueError(f"unknown precision {precision!r}")

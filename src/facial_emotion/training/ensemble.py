@@ -1,0 +1,114 @@
+"""Several model files averaged inside one ONNX graph (``facial-emotion ensemble A.onnx B.onnx ...``).
+
+The members' graphs are copied side by side, each name prefixed by ``m<i>_``, all reading the one
+``pixels`` input; each member's logits go through a softmax, the probabilities are averaged
+(ONNX ``Mean``), and the graph returns their logarithm as its ``logits``. So softmax(logits) is
+exactly the mean of the members' probabilities, and everything downstream (calibration, ten-crop
+TTA, quantization, every inference path) treats the ensemble as one model. onnxruntime runs the
+members one after another within a call, so its cost is the sum of theirs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from facial_emotion.model_file import CALIBRATION_KEY, make_metadata, write_model
+from facial_emotion.training.checkpoint import CheckpointError
+from facial_emotion.training.onnx_weights import read_onnx_model
+
+INPUT, OUTPUT = "pixels", "logits"  # the names training/export.py gives every model's graph
+PROB_FLOOR = 1e-30  # log(0) would put -inf in the logits
+
+
+def _member_summary(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    keys = ("arch", "parameters", "val_accuracy", "best_epoch", "epochs", "train_machine", "labels")
+    return {
+        "file": path.name,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        **{k: meta[k] for k in keys if k in meta},
+    }
+
+
+def _copy_prefixed(graph: Any, prefix: str, target: Any) -> None:
+    """Append ``graph``'s nodes and initializers to ``target`` with every name prefixed, except the
+    shared input."""
+
+    def rename(name: str) -> str:
+        return name if name in ("", INPUT) else prefix + name
+
+    for init in graph.initializer:
+        copy = target.initializer.add()
+        copy.CopyFrom(init)
+        copy.name = rename(init.name)
+    for node in graph.node:
+        copy = target.node.add()
+        copy.CopyFrom(node)
+        copy.name = prefix + (node.name or node.op_type)
+        copy.input[:] = [rename(n) for n in node.input]
+        copy.output[:] = [rename(n) for n in node.output]
+
+
+def ensemble_bytes(models: list[Any]) -> bytes:
+    """One ONNX graph averaging the probabilities of ``models`` (loaded onnx ModelProtos)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([], "ensemble", [models[0].graph.input[0]], [])
+    opsets: dict[str, int] = {}
+    for i, model in enumerate(models):
+        if [x.name for x in model.graph.input] != [INPUT] or [x.name for x in model.graph.output] != [OUTPUT]:
+            raise CheckpointError(f"member {i + 1}: expected one input {INPUT!r} and one output {OUTPUT!r}")
+        _copy_prefixed(model.graph, f"m{i}_", graph)
+        graph.node.append(helper.make_node("Softmax", [f"m{i}_{OUTPUT}"], [f"m{i}_probs"], axis=1))
+        for opset in model.opset_import:
+            opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
+    graph.initializer.append(helper.make_tensor("prob_floor", TensorProto.FLOAT, [], [PROB_FLOOR]))
+    graph.node.extend(
+        [
+            helper.make_node("Mean", [f"m{i}_probs" for i in range(len(models))], ["mean_probs"]),
+            helper.make_node("Max", ["mean_probs", "prob_floor"], ["floored_probs"]),
+            helper.make_node("Log", ["floored_probs"], [OUTPUT]),
+        ]
+    )
+    graph.output.append(models[0].graph.output[0])
+    merged = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())]
+    )
+    merged.ir_version = max(m.ir_version for m in models)
+    onnx.checker.check_model(merged)
+    return merged.SerializeToString()
+
+
+def build_ensemble(members: list[Path], out: Path) -> dict[str, Any]:
+    """Write the ensemble of the ``members`` model files to ``out`` (+ .json); returns its metadata.
+    The members must agree on classes and preprocessing; their own calibrations do not carry over
+    (calibrate the ensemble itself)."""
+    if len(members) < 2:
+        raise CheckpointError("an ensemble needs at least two model files")
+    loaded = [read_onnx_model(p) for p in members]
+    first = loaded[0][1]
+    for path, (_, meta) in zip(members, loaded, strict=True):
+        for key in ("classes", "face_size", "crop"):
+            if meta.get(key) != first.get(key):
+                raise CheckpointError(
+                    f"{path}: {key} {meta.get(key)} differs from {members[0]}'s {first.get(key)}"
+                )
+    summaries = [_member_summary(p, m) for p, (_, m) in zip(members, loaded, strict=True)]
+    meta = make_metadata(
+        classes=first["classes"],
+        face_size=first["face_size"],
+        crop=first["crop"],
+        arch="ensemble",
+        output="logits N x classes: the log of the mean of the members' probabilities",
+        members=summaries,
+        parameters=sum(s.get("parameters", 0) for s in summaries),
+        dataset=first.get("dataset", ""),
+        labels=first.get("labels", ""),
+        date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    meta.pop(CALIBRATION_KEY, None)
+    write_model(out, ensemble_bytes([model for model, _ in loaded]), meta)
+    return meta

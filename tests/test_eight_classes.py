@@ -1,0 +1,140 @@
+"""A model whose classes are not FER-2013's seven (FER+'s eight, with contempt) goes through every
+path: analyze (JSON, CSV, annotated image), video (timeline, summary), the service and evaluate on
+FER+ majority labels.
+
+The model is a real ONNX file with the package's format, made here from an untrained vgg-s whose
+last bias is raised for contempt, so every face must come out as contempt: the test then sees the
+eighth class reach each output, rather than trusting the class list alone."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import need_shared, synthetic_faces, write_fer_csv, write_ferplus
+
+from facial_emotion.labels import FERPLUS_8_CLASSES
+
+torch = pytest.importorskip("torch", reason="making the 8-class model file needs the [train] extra")
+
+
+@pytest.fixture(scope="module")
+def eight_class_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from facial_emotion.model_file import make_metadata, write_model
+    from facial_emotion.training.export import onnx_bytes
+    from facial_emotion.training.nets import create_model
+
+    torch.manual_seed(0)
+    net = create_model("vgg-s", num_classes=8).eval()
+    with torch.no_grad():
+        net.head[-1].bias[FERPLUS_8_CLASSES.index("contempt")] = 50.0
+    path = tmp_path_factory.mktemp("model") / "ferplus8.onnx"
+    meta = make_metadata(classes=list(FERPLUS_8_CLASSES), arch="vgg-s", labels="ferplus8")
+    write_model(path, onnx_bytes(net, 40), meta)
+    return path
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "facial_emotion", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_analyze_json_csv_and_annotated_image(eight_class_model: Path, tmp_path: Path) -> None:
+    photo = need_shared("media", "two_people.jpg")
+    proc = cli("analyze", str(photo), "--model", str(eight_class_model), "--json")
+    assert proc.returncode == 0, proc.stderr
+    faces = json.loads(proc.stdout)[0]["faces"]
+    assert len(faces) == 2
+    for face in faces:
+        assert face["emotion"] == "contempt"
+        assert list(face["scores"]) == list(FERPLUS_8_CLASSES)
+        assert sum(face["scores"].values()) == pytest.approx(1, abs=1e-3)
+    table, annotated = tmp_path / "faces.csv", tmp_path / "annotated"
+    proc = cli(
+        "analyze",
+        str(photo),
+        "--model",
+        str(eight_class_model),
+        "--csv",
+        str(table),
+        "--annotate",
+        str(annotated),
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(table.open()))
+    assert len(rows) == 2 and all(float(r["contempt"]) > 0.99 for r in rows)
+    copies = list(annotated.iterdir())
+    assert len(copies) == 1 and cv2.imread(str(copies[0])) is not None
+
+
+def test_video_timeline_and_summary(eight_class_model: Path, tmp_path: Path) -> None:
+    video = need_shared("media", "woman2.mp4")
+    timeline = tmp_path / "timeline.csv"
+    proc = cli(
+        "video",
+        str(video),
+        "--every",
+        "10",
+        "--model",
+        str(eight_class_model),
+        "--timeline",
+        str(timeline),
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    rows = list(csv.DictReader(timeline.open()))
+    assert rows and {r["emotion"] for r in rows} == {"contempt"}
+    assert "contempt" in rows[0] and all(f["share"]["contempt"] > 0.99 for f in doc["faces"])
+
+
+def test_service_answers_with_eight_classes(eight_class_model: Path) -> None:
+    pytest.importorskip("fastapi", reason="the service needs the [serve] extra")
+    httpx = pytest.importorskip("httpx")
+    from facial_emotion.service import create_app
+    from facial_emotion.service.background import BackgroundServer
+
+    photo = need_shared("media", "two_people.jpg")
+    app = create_app(model=str(eight_class_model))
+    with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        card = client.get("/v1/model").json()
+        assert card["classes"] == list(FERPLUS_8_CLASSES) and "contempt" in card["colors"]
+        r = client.post("/v1/analyze", files={"file": ("p.jpg", photo.read_bytes(), "image/jpeg")})
+        assert r.status_code == 200, r.text
+        faces = r.json()["faces"]
+        assert len(faces) == 2 and {f["emotion"] for f in faces} == {"contempt"}
+
+
+def test_evaluate_scores_ferplus_majority_labels(eight_class_model: Path, tmp_path: Path) -> None:
+    images, labels = synthetic_faces(40)
+    usages = ["Training"] * 20 + ["PublicTest"] * 20
+    data = write_fer_csv(tmp_path / "fer2013.csv", images, labels, usages)
+    write_ferplus(tmp_path / "fer2013new.csv", 40, usages)
+    proc = cli(
+        "evaluate",
+        "--data",
+        str(data),
+        "--split",
+        "PublicTest",
+        "--labels",
+        "ferplus",
+        "--json",
+        "--model",
+        str(eight_class_model),
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["labels"] == "ferplus" and list(result["per_class"]) == list(FERPLUS_8_CLASSES)
+    # Every face is called contempt: right exactly where contempt won the vote.
+    from facial_emotion.data import load_dataset
+
+    truth = load_dataset(data, labels="ferplus", ferplus_classes=8).select_split("PublicTest").labels
+    assert result["accuracy"] == pytest.approx(np.mean(truth == FERPLUS_8_CLASSES.index("contempt")))
+    assert "ece" in result  # scored on all eight classes, so calibration figures apply

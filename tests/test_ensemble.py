@@ -1,0 +1,78 @@
+"""``facial-emotion ensemble``: members averaged inside one ONNX graph, on the real built-in models
+and real PublicTest faces; the built-in ensemble loads by name and is calibrated."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import need_shared
+
+from facial_emotion.data import load_dataset
+from facial_emotion.inference.classifier import EmotionClassifier
+from facial_emotion.model_file import CALIBRATION_KEY, builtin_model_path
+
+pytest.importorskip("onnx", reason="building an ensemble needs the [train] extra")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "facial_emotion", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_the_ensemble_graph_is_the_mean_of_its_members(tmp_path: Path) -> None:
+    faces = load_dataset(need_shared("datasets", "fer2013", "fer2013.csv.gz")).select_split("PublicTest")
+    faces = faces.images[:300]
+    out = tmp_path / "pair.onnx"
+    proc = cli("ensemble", "default", "fp32", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    members = [EmotionClassifier("default"), EmotionClassifier("fp32")]
+    pair = EmotionClassifier(out)
+    want = np.mean([softmax(m.logits(faces)) for m in members], axis=0)
+    assert np.abs(softmax(pair.logits(faces)) - want).max() < 1e-5
+    want_tta = np.mean([m.predict(faces, tta=True, calibrated=False) for m in members], axis=0)
+    assert np.abs(pair.predict(faces, tta=True, calibrated=False) - want_tta).max() < 1e-5
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["arch"] == "ensemble" and [m["file"] for m in meta["members"]] == [
+        builtin_model_path().name,
+        builtin_model_path("fp32").name,
+    ]
+    assert CALIBRATION_KEY not in meta  # the members' temperatures do not fit the mean: calibrate it
+
+
+def test_members_that_disagree_on_classes_are_refused(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from facial_emotion.labels import FERPLUS_8_CLASSES
+    from facial_emotion.model_file import make_metadata, write_model
+    from facial_emotion.training.export import onnx_bytes
+    from facial_emotion.training.nets import create_model
+
+    eight = tmp_path / "eight.onnx"
+    torch.manual_seed(0)
+    write_model(
+        eight, onnx_bytes(create_model("vgg-s", 8).eval(), 40), make_metadata(classes=list(FERPLUS_8_CLASSES))
+    )
+    for args in (["default", str(eight)], ["default"]):
+        proc = cli("ensemble", *args, "--out", str(tmp_path / "bad.onnx"))
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_builtin_ensemble_loads_by_name_and_is_calibrated() -> None:
+    ensemble = EmotionClassifier("ensemble")
+    meta = ensemble.metadata
+    assert meta["arch"] == "ensemble" and len(meta["members"]) >= 2
+    assert ensemble.classes == EmotionClassifier("default").classes
+    entry = meta[CALIBRATION_KEY]
+    assert entry["fit_split"] == "PublicTest" and entry["ece_after"] <= 0.03

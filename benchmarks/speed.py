@@ -81,11 +81,21 @@ def main() -> None:
     if not (SHARED / "media").is_dir():
         sys.exit(f"{SHARED / 'media'} not found: set FACIAL_EMOTION_SHARED")
 
-    results: dict = {"machine": machine(), "classifier": {}, "classifier_fp32": {}, "end_to_end": {}}
+    results: dict = {
+        "machine": machine(),
+        "classifier": {},
+        "classifier_fp32": {},
+        "classifier_ensemble": {},
+        "end_to_end": {},
+    }
     faces = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
     # The model in use (the built-in int8 one unless $FACIAL_EMOTION_MODEL says otherwise), then the
-    # built-in fp32 model it was quantized from.
-    for section, model in (("classifier", None), ("classifier_fp32", "fp32")):
+    # built-in fp32 model it was quantized from, then the built-in ensemble.
+    for section, model in (
+        ("classifier", None),
+        ("classifier_fp32", "fp32"),
+        ("classifier_ensemble", "ensemble"),
+    ):
         for threads in (1, 2):
             clf = EmotionClassifier(model, threads=threads)
             results["machine"].setdefault(f"{section}_model", clf.path.name)

@@ -77,6 +77,21 @@ def _quantized(m: dict) -> str:
     return text + "."
 
 
+def _ensemble(acc: dict) -> str:
+    """The built-in ensemble in words: its members and how they were trained."""
+    e = (acc.get("models") or {}).get("ensemble")
+    if not e:
+        return ""
+    members = ", ".join(
+        f"`{x['arch']}` ({x['epochs']} epochs, {x.get('train_machine', 'machine not recorded')})"
+        for x in e["members"]
+    )
+    return (
+        f" The `ensemble` built-in averages the probabilities of {len(e['members'])} nets inside one int8 graph"
+        f" (`facial-emotion ensemble`): {members}."
+    )
+
+
 def accuracy(acc: dict) -> str:
     m = acc["model"]
     rec = m["recipe"]
@@ -91,14 +106,15 @@ def accuracy(acc: dict) -> str:
     if "train_seconds" in m and len(stages) > 1:
         trained = f" Training took {_duration(m['train_seconds'])} in all."
     lines = [
-        f"Built-in model: `{m['arch']}` ({m['parameters'] / 1e6:.1f} M parameters), trained on FER-2013 "
+        f"Default model: `{m['arch']}` ({m['parameters'] / 1e6:.1f} M parameters), trained on FER-2013 "
         f"Training only: {'; then '.join(_stage(s) for s in stages)}. Best epoch {m['best_epoch']}"
         f"{' of the last stage' if len(stages) > 1 else ''} ({m['weights']} weights), "
-        f"exported {m['date']}. PublicTest was used only to pick the best epoch; PrivateTest was never seen."
+        f"exported {m['date']}. PublicTest picked the best epoch (and the model among the candidates of "
+        f"docs/training.md); PrivateTest was never seen."
         f"{trained}{_teachers(m)}{_quantized(m)} Recipe: `scripts/train_builtin.sh` (SGD Nesterov, "
         f"weight decay {rec['weight_decay']}, label smoothing {rec['label_smoothing']}, batch {rec['batch_size']}, "
         f"{rec['augment']['crop']}x{rec['augment']['crop']} crops, flip / rotation / scale / shift / random "
-        f"erasing on tensors, EMA {rec['ema_decay']}, FER+ vote mix {rec['ferplus_mix']}).",
+        f"erasing on tensors, EMA {rec['ema_decay']}, FER+ vote mix {rec['ferplus_mix']}).{_ensemble(acc)}",
         "",
         acc["markdown"],
         "",
@@ -112,7 +128,6 @@ def accuracy(acc: dict) -> str:
 
 
 def speed(s: dict) -> str:
-    c = s["classifier"]
     m = s["machine"]
     lines = [
         f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores), onnxruntime {m['onnxruntime']}, "
@@ -121,11 +136,16 @@ def speed(s: dict) -> str:
         "| classifier, faces/s | batch 1 | batch 64 | batch 1, ten-crop TTA | batch 64, TTA |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    # The model in use (the built-in int8 one), then its fp32 original (results from before it shipped
-    # have no such rows, nor the model names).
-    fp32 = s.get("classifier_fp32") or {}
-    labels = [f", `{m[k]}`" if k in m else "" for k in ("classifier_model", "classifier_fp32_model")]
-    for rows, label in ((c, labels[0]), (fp32, labels[1] + " (`--model fp32`)")):
+    # The model in use (the built-in int8 one), its fp32 original, the ensemble (results from before
+    # these shipped have no such rows, nor the model names).
+    sections = (
+        ("classifier", ""),
+        ("classifier_fp32", " (`--model fp32`)"),
+        ("classifier_ensemble", " (`--model ensemble`)"),
+    )
+    for section, suffix in sections:
+        rows = s.get(section) or {}
+        label = (f", `{m[section + '_model']}`" if section + "_model" in m else "") + suffix
         for t in (1, 2) if rows else ():
             lines.append(
                 f"| {t} thread{'s' if t > 1 else ''}{label} | {rows[f'threads={t} batch=1']:.0f} | "

@@ -109,3 +109,15 @@ def test_kaggle_jpegs_agree_with_the_csv_within_one_point(publictest_csv: dict) 
     kaggle = evaluate_json("--data", str(need_shared("datasets", "fer2013-kaggle")), "--split", "test")
     assert kaggle["n"] == 3589
     assert abs(kaggle["accuracy"] - publictest_csv["accuracy"]) <= 0.01
+
+
+def test_train_defaults_are_the_builtin_recipe() -> None:
+    """`facial-emotion train` without options reproduces the built-in model (its seed aside)."""
+    pytest.importorskip("torch", reason="the training config needs the [train] extra")
+    from facial_emotion.training.config import TrainConfig
+
+    recipe = EmotionClassifier("fp32").metadata["recipe"]
+    defaults = json.loads(json.dumps(TrainConfig().to_dict()))  # tuples as JSON lists, like the metadata
+    keys = ("arch", "epochs", "batch_size", "lr", "weight_decay", "momentum", "schedule", "label_smoothing")
+    keys += ("mixup", "ema_decay", "labels", "ferplus_mix", "distill", "augment")
+    assert {k: recipe[k] for k in keys} == {k: defaults[k] for k in keys}

@@ -20,8 +20,8 @@ from facial_emotion.settings import DEFAULT_DETECT_EVERY
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 MODEL_HELP = (
-    "ONNX model file, or a built-in model's name: default (int8), fp32 (default: $FACIAL_EMOTION_MODEL, "
-    "else default)"
+    "ONNX model file, or a built-in model's name: default (int8), fp32, ensemble (default: "
+    "$FACIAL_EMOTION_MODEL, else default)"
 )
 
 

@@ -86,15 +86,17 @@ def main() -> None:
         "classifier": {},
         "classifier_fp32": {},
         "classifier_ensemble": {},
+        "classifier_fast": {},
         "end_to_end": {},
     }
     faces = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
     # The model in use (the built-in int8 one unless $FACIAL_EMOTION_MODEL says otherwise), then the
-    # built-in fp32 model it was quantized from, then the built-in ensemble.
+    # built-in fp32 model it was quantized from, then the built-in ensemble and the fast model.
     for section, model in (
         ("classifier", None),
         ("classifier_fp32", "fp32"),
         ("classifier_ensemble", "ensemble"),
+        ("classifier_fast", "fast"),
     ):
         for threads in (1, 2):
             clf = EmotionClassifier(model, threads=threads)

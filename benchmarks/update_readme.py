@@ -142,6 +142,7 @@ def speed(s: dict) -> str:
         ("classifier", ""),
         ("classifier_fp32", " (`--model fp32`)"),
         ("classifier_ensemble", " (`--model ensemble`)"),
+        ("classifier_fast", " (`--model fast`)"),
     )
     for section, suffix in sections:
         rows = s.get(section) or {}

@@ -2,8 +2,8 @@
 # Train the candidates of scripts/candidates.json on a lent GPU machine in one call, as the shipped
 # models were trained (README, "Train your own model"). Two halves:
 #
-#   bash scripts/gpu_candidates.sh pack     # here: FER-2013 Training + PublicTest -> gpu/ (48 MiB, ignored
-#                                           # by git; the device tool carries at most 64 MiB in all)
+#   bash scripts/gpu_candidates.sh pack     # here: FER-2013 Training + PublicTest -> gpu/ (48 MiB, in
+#                                           # .gitignore; the device tool carries at most 64 MiB in all)
 #   bash scripts/gpu_candidates.sh run      # there (device tool, carry ["gpu"]): all candidates at once,
 #                                           # stopped at DEADLINE s, best weights packed into $OUT
 #
@@ -16,7 +16,6 @@ case "${1:-}" in
 pack)
   SHARED="${FACIAL_EMOTION_SHARED:-../shared}"
   mkdir -p gpu
-  grep -qx "/gpu/" .git/info/exclude 2>/dev/null || echo "/gpu/" >>.git/info/exclude
   cp "$SHARED/datasets/fer2013/fer2013new.csv" gpu/
   .venv/bin/python scripts/pack_faces.py pack --data "$SHARED/datasets/fer2013/fer2013.csv.gz" \
     --splits Training,PublicTest --out gpu/fer2013.xz

@@ -20,7 +20,7 @@ from facial_emotion.settings import DEFAULT_DETECT_EVERY
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 MODEL_HELP = (
-    "ONNX model file, or a built-in model's name: default (int8), fp32, ensemble (default: "
+    "ONNX model file, or a built-in model's name: default (int8), fp32, ensemble, fast (default: "
     "$FACIAL_EMOTION_MODEL, else default)"
 )
 

@@ -32,8 +32,14 @@ FORMAT_VERSION = 1
 # take in place of a path. "default": one net (resnet-m) with int8 static quantization (about 3x the
 # faces/s of fp32, same PublicTest accuracy); "fp32": the same net unquantized, the file it was made
 # from (`facial-emotion quantize`, docs/training.md); "ensemble": three nets averaged in one int8
-# graph (`facial-emotion ensemble`), about a point more accurate at about 3x the cost.
-BUILTIN_MODELS = {"default": "emotion.onnx", "fp32": "emotion-fp32.onnx", "ensemble": "emotion-ensemble.onnx"}
+# graph (`facial-emotion ensemble`), about a point more accurate at about 3x the cost; "fast": the
+# previous default (vgg-m, int8), a point less accurate at twice the faces/s of "default".
+BUILTIN_MODELS = {
+    "default": "emotion.onnx",
+    "fp32": "emotion-fp32.onnx",
+    "ensemble": "emotion-ensemble.onnx",
+    "fast": "emotion-fast.onnx",
+}
 
 
 class ModelFileError(Exception):

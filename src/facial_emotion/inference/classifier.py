@@ -47,7 +47,7 @@ def ten_crops(faces: np.ndarray, crop: int) -> np.ndarray:
 
 class EmotionClassifier:
     """``predict(faces)`` with faces uint8 (N, 48, 48) -> probabilities (N, classes). ``model``: a
-    model file, or a built-in model's name ("default", "fp32", "ensemble"; see ``model_file.BUILTIN_MODELS``)."""
+    model file, or a built-in model's name ("default", "fp32", "ensemble", "fast"; see ``model_file.BUILTIN_MODELS``)."""
 
     def __init__(
         self, model: str | os.PathLike | None = None, threads: int | None = None, max_batch: int = 256

@@ -115,7 +115,8 @@ def load_training_data(cfg: TrainConfig) -> tuple[FaceDataset, FaceDataset, Face
         train_ds = train_ds.subset(np.arange(len(train_ds)) < cfg.limit)
     if len(train_ds) < cfg.batch_size:
         raise DatasetError(
-            f"only {len(train_ds)} training faces; need at least one batch of {cfg.batch_size}"
+            f"only {len(train_ds)} training faces; need at least one batch of {cfg.batch_size} "
+            f"(pass a smaller --batch-size)"
         )
     return ds, train_ds, val_ds
 

@@ -43,8 +43,7 @@ def shown_path(path: str) -> str:
     return path
 
 
-def measure(model: str, report: Path | None) -> dict:
-    meta = EmotionClassifier(model).metadata
+def measure(model: str, meta: dict, report: Path | None) -> dict:
     entry: dict = {"name": model, "arch": meta["arch"], "quantized": meta.get("quantized", "none") != "none"}
     entry["runs"] = []
     for column, data, split, labels in RUNS:
@@ -108,12 +107,9 @@ def main() -> None:
     )
     args = ap.parse_args()
     models = [m for m in args.models.split(",") if m]
-    entries = [measure(m, Path(args.report) if i == 0 else None) for i, m in enumerate(models)]
-    results = {
-        "model": EmotionClassifier(models[0]).metadata,
-        "models": {e["name"]: EmotionClassifier(e["name"]).metadata for e in entries},
-        "entries": entries,
-    }
+    metas = {m: EmotionClassifier(m).metadata for m in models}
+    entries = [measure(m, metas[m], Path(args.report) if i == 0 else None) for i, m in enumerate(models)]
+    results = {"model": metas[models[0]], "models": metas, "entries": entries}
     results["markdown"] = markdown(entries)
     print(results["markdown"])
     write_results(Path(args.out), results)

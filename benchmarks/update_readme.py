@@ -136,17 +136,14 @@ def speed(s: dict) -> str:
         "| classifier, faces/s | batch 1 | batch 64 | batch 1, ten-crop TTA | batch 64, TTA |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    # The model in use (the built-in int8 one), its fp32 original, the ensemble (results from before
-    # these shipped have no such rows, nor the model names).
-    sections = (
-        ("classifier", ""),
-        ("classifier_fp32", " (`--model fp32`)"),
-        ("classifier_ensemble", " (`--model ensemble`)"),
-        ("classifier_fast", " (`--model fast`)"),
-    )
-    for section, suffix in sections:
-        rows = s.get(section) or {}
-        label = (f", `{m[section + '_model']}`" if section + "_model" in m else "") + suffix
+    # Every classifier section speed.py measured, in its order: the model in use (the built-in int8 one),
+    # then the built-in models by name (results from before these shipped have no such rows).
+    for section in [k for k in s if k.startswith("classifier")]:
+        rows = s[section]
+        name = section.removeprefix("classifier").removeprefix("_")
+        label = (f", `{m[section + '_model']}`" if section + "_model" in m else "") + (
+            f" (`--model {name}`)" if name else ""
+        )
         for t in (1, 2) if rows else ():
             lines.append(
                 f"| {t} thread{'s' if t > 1 else ''}{label} | {rows[f'threads={t} batch=1']:.0f} | "

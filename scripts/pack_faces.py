@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runs from a checkout, uninstalled
 
-from facial_emotion.data.cache import read_npz, write_npz  # noqa: E402
+from facial_emotion.data.cache import write_npz  # noqa: E402
 from facial_emotion.data.readers import load_dataset  # noqa: E402
 
 XZ_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
@@ -109,7 +109,7 @@ def unpack(packed: Path, out: Path) -> None:
         skipped=int(arrays["skipped"]),
     )
     write_npz(ds, out)
-    print(f"{out}: {len(read_npz(out))} faces")
+    print(f"{out}: {len(ds)} faces")
 
 
 def main() -> None:

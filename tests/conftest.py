@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -18,6 +20,13 @@ SHARED = Path(os.environ.get("FACIAL_EMOTION_SHARED", REPO.parent / "shared"))
 MEDIA = SHARED / "media"
 DATASETS = SHARED / "datasets"
 ARTIFACTS = Path(os.environ.get("FACIAL_EMOTION_ARTIFACTS", REPO / "test-artifacts"))
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``facial-emotion ARGS...`` in a child process of this interpreter, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "facial_emotion", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def need_shared(*parts: str) -> Path:

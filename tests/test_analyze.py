@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import need_shared
+from conftest import need_shared, run_cli
 
 import facial_emotion
 from facial_emotion import EMOTIONS, EmotionRecognizer
@@ -25,12 +25,6 @@ FACES_EXPECTED = {
     "obama-720p.jpg": 1,
     "obama_partial_face.jpg": 1,
 }
-
-
-def run_cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "facial_emotion", *args], capture_output=True, text=True, timeout=timeout
-    )
 
 
 @pytest.fixture(scope="module")

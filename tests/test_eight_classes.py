@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import need_shared, synthetic_faces, write_fer_csv, write_ferplus
+from conftest import need_shared, run_cli, synthetic_faces, write_fer_csv, write_ferplus
 
 from facial_emotion.labels import FERPLUS_8_CLASSES
 
@@ -40,15 +38,9 @@ def eight_class_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "facial_emotion", *args], capture_output=True, text=True, timeout=300
-    )
-
-
 def test_analyze_json_csv_and_annotated_image(eight_class_model: Path, tmp_path: Path) -> None:
     photo = need_shared("media", "two_people.jpg")
-    proc = cli("analyze", str(photo), "--model", str(eight_class_model), "--json")
+    proc = run_cli("analyze", str(photo), "--model", str(eight_class_model), "--json")
     assert proc.returncode == 0, proc.stderr
     faces = json.loads(proc.stdout)[0]["faces"]
     assert len(faces) == 2
@@ -57,7 +49,7 @@ def test_analyze_json_csv_and_annotated_image(eight_class_model: Path, tmp_path:
         assert list(face["scores"]) == list(FERPLUS_8_CLASSES)
         assert sum(face["scores"].values()) == pytest.approx(1, abs=1e-3)
     table, annotated = tmp_path / "faces.csv", tmp_path / "annotated"
-    proc = cli(
+    proc = run_cli(
         "analyze",
         str(photo),
         "--model",
@@ -77,7 +69,7 @@ def test_analyze_json_csv_and_annotated_image(eight_class_model: Path, tmp_path:
 def test_video_timeline_and_summary(eight_class_model: Path, tmp_path: Path) -> None:
     video = need_shared("media", "woman2.mp4")
     timeline = tmp_path / "timeline.csv"
-    proc = cli(
+    proc = run_cli(
         "video",
         str(video),
         "--every",
@@ -117,7 +109,7 @@ def test_evaluate_scores_ferplus_majority_labels(eight_class_model: Path, tmp_pa
     usages = ["Training"] * 20 + ["PublicTest"] * 20
     data = write_fer_csv(tmp_path / "fer2013.csv", images, labels, usages)
     write_ferplus(tmp_path / "fer2013new.csv", 40, usages)
-    proc = cli(
+    proc = run_cli(
         "evaluate",
         "--data",
         str(data),

@@ -4,25 +4,17 @@ and real PublicTest faces; the built-in ensemble loads by name and is calibrated
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import need_shared
+from conftest import need_shared, run_cli
 
 from facial_emotion.data import load_dataset
 from facial_emotion.inference.classifier import EmotionClassifier
 from facial_emotion.model_file import CALIBRATION_KEY, builtin_model_path
 
 pytest.importorskip("onnx", reason="building an ensemble needs the [train] extra")
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "facial_emotion", *args], capture_output=True, text=True, timeout=300
-    )
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -34,7 +26,7 @@ def test_the_ensemble_graph_is_the_mean_of_its_members(tmp_path: Path) -> None:
     faces = load_dataset(need_shared("datasets", "fer2013", "fer2013.csv.gz")).select_split("PublicTest")
     faces = faces.images[:300]
     out = tmp_path / "pair.onnx"
-    proc = cli("ensemble", "default", "fp32", "--out", str(out))
+    proc = run_cli("ensemble", "default", "fp32", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     members = [EmotionClassifier("default"), EmotionClassifier("fp32")]
     pair = EmotionClassifier(out)
@@ -63,7 +55,7 @@ def test_members_that_disagree_on_classes_are_refused(tmp_path: Path) -> None:
         eight, onnx_bytes(create_model("vgg-s", 8).eval(), 40), make_metadata(classes=list(FERPLUS_8_CLASSES))
     )
     for args in (["default", str(eight)], ["default"]):
-        proc = cli("ensemble", *args, "--out", str(tmp_path / "bad.onnx"))
+        proc = run_cli("ensemble", *args, "--out", str(tmp_path / "bad.onnx"))
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "bad.onnx").exists()

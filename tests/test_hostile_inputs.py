@@ -14,19 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import need_shared, synthetic_faces, write_fer_csv
+from conftest import need_shared, run_cli, synthetic_faces, write_fer_csv
 from PIL import Image
 
 from facial_emotion import EmotionRecognizer
 from facial_emotion.data import DatasetError, load_dataset
 from facial_emotion.inference.decode import ImageError, load_image, load_image_within
 from facial_emotion.labels import EMOTIONS
-
-
-def run_cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "facial_emotion", *args], capture_output=True, text=True, timeout=timeout
-    )
 
 
 @pytest.fixture

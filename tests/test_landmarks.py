@@ -6,14 +6,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import need_shared
+from conftest import need_shared, run_cli
 
 from facial_emotion.inference.blazeface import BlazeFaceDetector
 from facial_emotion.inference.landmarks import MODEL_FILE, POINTS, FaceMesh, eye_centres
@@ -21,12 +19,6 @@ from facial_emotion.results.schema import POSE_COLUMNS
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "facial_emotion" / "weights"
 PHOTOS = ("justin.jpg", "two_people.jpg", "obama-720p.jpg")
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "facial_emotion", *args], capture_output=True, text=True, timeout=180
-    )
 
 
 @pytest.fixture(scope="module")

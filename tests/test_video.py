@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import pytest
-from conftest import need_shared
+from conftest import need_shared, run_cli
 
 from facial_emotion import EmotionRecognizer
 from facial_emotion.inference.video import VideoError, analyze_video
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "facial_emotion", *args], capture_output=True, text=True, timeout=300
-    )
 
 
 def test_video_timeline_summary_and_annotated_copy(tmp_path: Path) -> None:

@@ -56,11 +56,12 @@ def measure(model: str, meta: dict, report: Path | None) -> dict:
                 model=shown_path(res["model"]),
                 dataset=shown_path(res["dataset"]),
             )
-            res.pop("reliability", None)
-            entry["runs"].append(res)
-            print(f"{model}: {column} tta={tta}: {res['accuracy']:.2%} ({res['n']} faces)", flush=True)
             if report is not None and column == "PublicTest" and not tta:
                 write_report(res, part, probs, report)
+            res.pop("reliability", None)
+            res.pop("reliability_uncalibrated", None)
+            entry["runs"].append(res)
+            print(f"{model}: {column} tta={tta}: {res['accuracy']:.2%} ({res['n']} faces)", flush=True)
     scored = score_labelled_media(read_labels(MEDIA_LABELS), SHARED / "media", EmotionRecognizer(model=model))
     entry["media"] = {
         "faces": len(scored),

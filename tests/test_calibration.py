@@ -1,5 +1,5 @@
-"""Calibrated confidences: the temperature fit, ECE/NLL, the stored calibration applied in every path,
-and the ``uncertain`` flag."""
+"""Calibrated confidences: the temperature and vector-scaling fits, ECE/NLL, the stored calibration
+applied in every path, and the ``uncertain`` flag."""
 
 from __future__ import annotations
 
@@ -8,15 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from conftest import need_shared
 
 from facial_emotion import EmotionRecognizer
 from facial_emotion.evaluation.calibration import (
+    _nll_gradient,
+    cross_fitted,
     ece,
     fit_calibration,
     fit_temperature,
+    fit_vector_scaling,
     nll,
     probabilities,
     uncertain_threshold,
@@ -41,8 +45,41 @@ def test_temperature_fit_recovers_the_true_temperature() -> None:
     logits, labels = synthetic()
     t = fit_temperature(logits, labels)
     assert t == pytest.approx(0.5, rel=0.05)
-    assert ece(probabilities(logits, t), labels) < 0.015 < ece(probabilities(logits), labels)
-    assert nll(probabilities(logits, t), labels) < nll(probabilities(logits), labels)
+    assert ece(probabilities(logits, 1 / t), labels) < 0.015 < ece(probabilities(logits), labels)
+    assert nll(probabilities(logits, 1 / t), labels) < nll(probabilities(logits), labels)
+
+
+def test_vector_scaling_recovers_per_class_scales_and_biases() -> None:
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 2, (30000, 4))
+    true_scale, true_bias = np.array([0.5, 1.0, 2.0, 1.5]), np.array([0.3, -0.4, 0.0, 0.6])
+    p = softmax(logits * true_scale + true_bias)
+    labels = (p.cumsum(axis=1) > rng.random((len(p), 1))).argmax(axis=1)
+    scale, bias = fit_vector_scaling(logits, labels)
+    assert scale == pytest.approx(true_scale, abs=0.06)
+    # biases are defined up to a common shift (softmax ignores it)
+    assert bias - bias.mean() == pytest.approx(true_bias - true_bias.mean(), abs=0.06)
+    # one temperature cannot express per-class scales: the held-out (cross-fitted) figures say so
+    temperature = {"ece": ece(cross_fitted(logits, labels, "temperature"), labels)}
+    vector = {"ece": ece(cross_fitted(logits, labels, "vector"), labels)}
+    assert vector["ece"] < 0.015 < temperature["ece"]
+
+
+def test_nll_gradient_matches_finite_differences_for_ten_crops() -> None:
+    rng = np.random.default_rng(2)
+    logits, labels = rng.normal(0, 2, (50, 10, 7)), rng.integers(0, 7, 50)
+    scale, bias = rng.uniform(0.5, 1.5, 7), rng.normal(0, 0.3, 7)
+    _, d_scale, d_bias = _nll_gradient(logits, labels, scale, bias)
+    eps = 1e-6
+    for c in range(7):
+        step = np.eye(7)[c] * eps
+        f = lambda s, b: _nll_gradient(logits, labels, s, b)[0]  # noqa: E731
+        assert (f(scale + step, bias) - f(scale - step, bias)) / (2 * eps) == pytest.approx(
+            d_scale[c], abs=1e-6
+        )
+        assert (f(scale, bias + step) - f(scale, bias - step)) / (2 * eps) == pytest.approx(
+            d_bias[c], abs=1e-6
+        )
 
 
 def test_ece_and_nll_on_a_hand_example() -> None:
@@ -60,10 +97,12 @@ def test_uncertain_threshold_is_where_the_top_label_stops_being_right_half_the_t
     conf, right = probs.max(axis=1), probs.argmax(axis=1) == labels
     assert right[conf < threshold].mean() < 0.5 <= right[conf >= threshold].mean()
     entry = fit_calibration(logits, logits[:, None, :].repeat(2, axis=1), labels, "synthetic")
-    assert entry["ece_after"] <= entry["ece_before"] and "temperature_tta" in entry
+    assert (
+        entry["ece_after"] <= entry["ece_before"] and len(entry["scale_tta"]) == len(entry["bias_tta"]) == 7
+    )
 
 
-def calibrated_copy(tmp_path: Path, **calibration: float) -> Path:
+def calibrated_copy(tmp_path: Path, **calibration: object) -> Path:
     """The built-in fp32 model with the given calibration in its metadata."""
     from facial_emotion.model_file import write_model
 
@@ -84,6 +123,20 @@ def test_stored_temperature_is_applied(tmp_path: Path) -> None:
     assert model.predict(faces, tta=True) == pytest.approx(softmax(tta / 3.0).mean(axis=1), abs=1e-6)
     # the labels never change, only how sure they look
     assert (model.predict(faces).argmax(1) == softmax(logits).argmax(1)).all()
+
+
+def test_stored_vector_scaling_is_applied(tmp_path: Path) -> None:
+    faces = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    scale, bias = [0.5, 1.0, 1.5, 2.0, 1.0, 0.8, 1.2], [0.0, -1.0, 0.5, 0.0, 2.0, 0.0, -0.5]
+    scale_tta, bias_tta = [1.5] * 7, [0.0, 0.0, 0.0, 3.0, 0.0, 0.0, 0.0]
+    model = EmotionClassifier(
+        calibrated_copy(tmp_path, scale=scale, bias=bias, scale_tta=scale_tta, bias_tta=bias_tta)
+    )
+    logits, tta = model.logits(faces), model.logits(faces, tta=True)
+    assert model.predict(faces) == pytest.approx(softmax(logits * scale + np.array(bias)), abs=1e-6)
+    expected_tta = softmax(tta * 1.5 + np.array(bias_tta)).mean(axis=1)
+    assert model.predict(faces, tta=True) == pytest.approx(expected_tta, abs=1e-6)
+    assert model.predict(faces, calibrated=False) == pytest.approx(softmax(logits), abs=1e-6)
 
 
 def test_uncertain_flag_at_the_stored_threshold(tmp_path: Path) -> None:
@@ -111,9 +164,10 @@ def test_uncertain_flag_at_the_stored_threshold(tmp_path: Path) -> None:
 def test_builtin_models_are_calibrated() -> None:
     for name in BUILTIN_MODELS:
         entry = EmotionClassifier(name).metadata[CALIBRATION_KEY]
-        assert entry["fit_split"] == "PublicTest"
-        assert 0.5 < entry["temperature"] < 1.5
+        assert entry["fit_split"] == "PublicTest" and entry["method"] == "vector scaling (NLL)"
+        assert len(entry["scale"]) == len(entry["bias_tta"]) == 7
         assert entry["ece_after"] < entry["ece_before"] and entry["nll_after"] < entry["nll_before"]
+        assert entry["ece_after_crossfit"] < entry["ece_before"]
         assert 0 < entry["uncertain_below"] < 1
 
 
@@ -123,9 +177,30 @@ def test_evaluate_reports_ece_and_nll_and_calibrate_refuses_the_test_split(tiny_
             [sys.executable, "-m", "facial_emotion", *args], capture_output=True, text=True, timeout=300
         )
 
-    proc = cli("evaluate", "--data", str(tiny_csv), "--split", "PublicTest", "--json")
+    report = tiny_csv.parent / "report"
+    proc = cli(
+        "evaluate", "--data", str(tiny_csv), "--split", "PublicTest", "--json", "--report", str(report)
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert 0 <= doc["ece"] <= 1 and doc["nll"] > 0 and doc["temperature"] > 0
+    assert 0 <= doc["ece"] <= 1 and doc["nll"] > 0 and doc["calibration"] == "vector scaling (NLL)"
+    assert sum(b["faces"] for b in doc["reliability"]) == sum(
+        b["faces"] for b in doc["reliability_uncalibrated"]
+    )
+    # the report draws the reliability diagram and states ECE and NLL, calibrated and raw
+    diagram = cv2.imread(str(report / "reliability.png"))
+    assert diagram is not None and diagram.shape[0] > 300
+    text = (report / "report.md").read_text()
+    assert f"ECE {doc['ece']:.2%} (raw softmax {doc['ece_uncalibrated']:.2%})" in text
+    assert "![reliability diagram](reliability.png)" in text
     proc = cli("calibrate", "default", "--data", str(tiny_csv), "--split", "PrivateTest")
     assert proc.returncode == 2 and "never on PrivateTest" in proc.stderr and "Traceback" not in proc.stderr
+    # 70 faces are too few for a scale and a bias per class; one temperature fits them
+    out = tiny_csv.parent / "calibrated.onnx"
+    proc = cli("calibrate", "default", "--data", str(tiny_csv), "--out", str(out))
+    assert proc.returncode == 2 and "--method temperature" in proc.stderr and not out.exists()
+    proc = cli("calibrate", "default", "--data", str(tiny_csv), "--out", str(out), "--method", "temperature")
+    assert proc.returncode == 0, proc.stderr
+    entry = EmotionClassifier(out).metadata[CALIBRATION_KEY]
+    assert entry["method"] == "temperature scaling (NLL)" and entry["faces"] == 70
+    assert entry["scale"] == pytest.approx([1 / entry["temperature"]] * 7, rel=1e-3)

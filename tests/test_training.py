@@ -341,6 +341,30 @@ def test_distillation_blends_the_teachers_ten_crop_probabilities_into_the_target
     assert (soft.argmax(1) == torch.from_numpy(expected).argmax(1)).all()
 
 
+def test_logit_adjustment_takes_the_class_prior_out_of_the_nets_logits(tmp_path: Path) -> None:
+    """Faces that carry no signal, 80 % of them labelled angry: a plain run learns the prior (angry is
+    the likeliest answer for any face); with --logit-adjust 1 the loss sees the prior already added,
+    so the net's own logits stay near uniform and the prior can be refitted by calibration."""
+    from conftest import write_fer_csv
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (320, 48, 48), dtype=np.uint8)
+    labels = np.where(rng.random(320) < 0.8, 0, rng.integers(1, 7, 320))
+    labels[:7] = np.arange(7)  # every class present
+    data = write_fer_csv(tmp_path / "fer2013.csv", images, labels, ["Training"] * 256 + ["PublicTest"] * 64)
+    mean_angry = {}
+    for tau in (0.0, 1.0):
+        out = tmp_path / f"tau{tau}"
+        cfg = small_config(data, threads=2, logit_adjust=tau, ema_decay=0.0, label_smoothing=0.0)
+        cfg.epochs = 3
+        train(cfg, out, progress=False)
+        probs = EmotionClassifier(out / "model.onnx").predict(images[256:], calibrated=False)
+        mean_angry[tau] = float(probs[:, 0].mean())
+        assert json.loads((out / "model.json").read_text())["recipe"]["logit_adjust"] == tau
+    # uniform is 1/7 = 0.14; three short epochs take a plain run part of the way to the prior's 0.8
+    assert mean_angry[1.0] < 0.2 and mean_angry[0.0] > mean_angry[1.0] + 0.1, mean_angry
+
+
 def test_distill_options_are_checked_before_training(trained_run: Path, tmp_path: Path) -> None:
     data = trained_run.parent / "fer2013.csv"
     base = [
@@ -460,6 +484,7 @@ def test_auto_precision_is_bf16_only_with_native_bf16_flags() -> None:
         ({"arch": "no-such-net"}, "unknown architecture 'no-such-net'"),
         ({"device": "tpu"}, "unknown --device 'tpu'"),
         ({"labels": "affectnet"}, "unknown --labels 'affectnet'"),
+        ({"logit_adjust": -1.0}, "--logit-adjust must not be negative"),
     ],
 )
 def test_train_checks_its_config_before_touching_data(tmp_path: Path, change: dict, message: str) -> None:

@@ -176,15 +176,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from facial_emotion.results.writers import print_json
 
     with needs_extra("train", "calibrate"):  # writing the model file needs the onnx package
-        entry = calibrate_model(args.model, args.data, args.split, Path(args.out) if args.out else None)
+        entry = calibrate_model(
+            args.model, args.data, args.split, Path(args.out) if args.out else None, method=args.method
+        )
     if args.json:
         print_json(entry)
     else:
         print(
-            f"temperature {entry['temperature']} (ten-crop {entry['temperature_tta']}), fitted on "
-            f"{entry['faces']} {entry['fit_split']} faces: ECE {entry['ece_before']:.2%} -> "
-            f"{entry['ece_after']:.2%}, NLL {entry['nll_before']:.3f} -> {entry['nll_after']:.3f}; "
-            f"faces under {entry['uncertain_below']:.0%} confidence are flagged uncertain"
+            f"{entry['method']} fitted on {entry['faces']} {entry['fit_split']} faces: ECE "
+            f"{entry['ece_before']:.2%} -> {entry['ece_after']:.2%} ({entry['ece_after_crossfit']:.2%} "
+            f"cross-fitted), ten-crop {entry['ece_tta_before']:.2%} -> {entry['ece_tta_after']:.2%}; NLL "
+            f"{entry['nll_before']:.3f} -> {entry['nll_after']:.3f}; accuracy {entry['accuracy_before']:.2%} "
+            f"-> {entry['accuracy_after']:.2%}; faces under {entry['uncertain_below']:.0%} confidence are "
+            "flagged uncertain"
         )
     return EXIT_OK
 
@@ -585,6 +589,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fer2013 (default); ferplus: FER+ vote distributions; ferplus8: the same with contempt (8 classes)",
     )
     p.add_argument("--ferplus-mix", type=float, help="blend FER+ vote distributions into the targets (0..1)")
+    p.add_argument(
+        "--logit-adjust",
+        type=float,
+        metavar="TAU",
+        help="class-balanced loss: add TAU * log(class prior) to the logits in the loss (1 = full; 0 = off)",
+    )
     p.add_argument("--teacher", help="distil from these models: comma list of .onnx files (with --distill)")
     p.add_argument(
         "--distill", type=float, help="weight of the teachers' ten-crop probabilities in the targets (0..1)"
@@ -698,15 +708,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "calibrate",
-        help="fit a model's confidence calibration (temperature) on a labelled split and store it",
-        description="Temperature scaling fitted by NLL on --split (PublicTest by default; never "
-        "PrivateTest). Labels do not change; confidences match accuracy better. Also sets the "
-        "confidence under which a face is flagged uncertain.",
+        help="fit a model's confidence calibration on a labelled split and store it",
+        description="Vector scaling (a scale and a bias per class) or one temperature, fitted by NLL on "
+        "--split (PublicTest by default; never PrivateTest), for plain and ten-crop inference. "
+        "Confidences match accuracy better; a temperature never changes a label, vector scaling "
+        "can where two classes are nearly tied. Also sets the confidence under which a face is "
+        "flagged uncertain.",
     )
     p.add_argument("model", help="model file (or a built-in model's name) to calibrate")
     p.add_argument("--data", required=True, help="fer2013.csv(.gz) or a Kaggle-layout folder")
     p.add_argument("--split", default="PublicTest")
     p.add_argument("--out", help="write the calibrated model here (default: rewrite MODEL in place)")
+    p.add_argument(
+        "--method",
+        choices=("vector", "temperature"),
+        default="vector",
+        help="vector scaling (default; needs 20 faces of each class) or one temperature",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_calibrate)
 

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 
 from facial_emotion.data import DatasetError, FaceDataset, load_dataset
-from facial_emotion.evaluation.calibration import ece, nll, probabilities, reliability
+from facial_emotion.evaluation.calibration import ece, nll, reliability
 from facial_emotion.evaluation.metrics import summarize
 from facial_emotion.inference.classifier import EmotionClassifier
+from facial_emotion.model_file import CALIBRATION_KEY
 
 TEST_SPLIT_PREFERENCE = ("PrivateTest", "PublicTest", "test", "val", "all")
 
@@ -45,8 +46,7 @@ def evaluate(
             f"model classes {classifier.classes} differ from the dataset's {list(part.class_names)}"
         )
     logits = classifier.logits(part.images, tta=tta)
-    temperature = classifier.temperature_tta if tta else classifier.temperature
-    probs = probabilities(logits, temperature)
+    probs = classifier.probabilities(logits, tta)
     preds = probs[:, : len(part.class_names)].argmax(axis=1)
     results = summarize(part.labels, preds, list(part.class_names))
     results.update(
@@ -54,15 +54,18 @@ def evaluate(
     )
     # How far confidences match accuracy: with the model's own calibration, and without any.
     if len(part.class_names) == probs.shape[1]:
-        raw = probabilities(logits)
+        raw = classifier.probabilities(logits, tta, calibrated=False)
         results.update(
             ece=round(ece(probs, part.labels), 4),
             nll=round(nll(probs, part.labels), 4),
-            temperature=temperature,
+            # vector scaling can move a nearly tied face's label: the accuracy before it, for comparison
+            accuracy_uncalibrated=round(float((raw.argmax(axis=1) == part.labels).mean()), 4),
+            calibration=(classifier.metadata.get(CALIBRATION_KEY) or {}).get("method", "none"),
             ece_uncalibrated=round(ece(raw, part.labels), 4),
             nll_uncalibrated=round(nll(raw, part.labels), 4),
             mean_confidence=round(float(probs.max(axis=1).mean()), 4),
             reliability=reliability(probs, part.labels),
+            reliability_uncalibrated=reliability(raw, part.labels),
         )
     return results, part, probs
 
@@ -70,9 +73,10 @@ def evaluate(
 def write_report(
     results: dict[str, Any], part: FaceDataset, probs: np.ndarray, out: Path, mistakes: int = 32
 ) -> list[Path]:
-    """Confusion matrices (counts, row-normalised), the classification report (Markdown + JSON)
-    and a grid of the most confident mistakes."""
-    from facial_emotion.evaluation.plots import plot_confusion_matrix, plot_mistakes
+    """Confusion matrices (counts, row-normalised), the classification report (Markdown + JSON), a
+    grid of the most confident mistakes and, where the model's classes are the dataset's, the
+    reliability diagram (calibrated and raw confidences)."""
+    from facial_emotion.evaluation.plots import plot_confusion_matrix, plot_mistakes, plot_reliability
     from facial_emotion.results.files import atomic_write_bytes
 
     out.mkdir(parents=True, exist_ok=True)
@@ -88,6 +92,26 @@ def write_report(
         f"- model: `{results['model']}`",
         f"- faces: {results['n']}, test-time augmentation: {'ten-crop' if results['tta'] else 'none'}",
         f"- **accuracy: {results['accuracy']:.2%}**, macro F1: {results['macro_f1']:.4f}",
+    ]
+    written = ["confusion_matrix.png", "confusion_matrix_normalized.png", "report.md", "report.json"]
+    if "reliability" in results:
+        plot_reliability(
+            {
+                f"calibrated ({results['calibration']}), ECE {results['ece']:.2%}": results["reliability"],
+                f"raw softmax, ECE {results['ece_uncalibrated']:.2%}": results["reliability_uncalibrated"],
+            },
+            out / "reliability.png",
+            title=f"Reliability, {results['split']} ({results['n']} faces)",
+        )
+        written.append("reliability.png")
+        lines += [
+            f"- confidence: ECE {results['ece']:.2%} (raw softmax {results['ece_uncalibrated']:.2%}), "
+            f"NLL {results['nll']:.4f} (raw {results['nll_uncalibrated']:.4f}), calibration: "
+            f"{results['calibration']}; accuracy of the raw softmax {results['accuracy_uncalibrated']:.2%}",
+            "",
+            "![reliability diagram](reliability.png)",
+        ]
+    lines += [
         "",
         "| emotion | precision | recall | F1 | support |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -102,13 +126,4 @@ def write_report(
         f"true {classes[part.labels[i]]}\npred {classes[preds[i]]} {probs[i, preds[i]]:.0%}" for i in worst
     ]
     plot_mistakes(part.images[worst], captions, out / "mistakes.png", "Most confident mistakes")
-    return [
-        out / n
-        for n in (
-            "confusion_matrix.png",
-            "confusion_matrix_normalized.png",
-            "report.md",
-            "report.json",
-            "mistakes.png",
-        )
-    ]
+    return [out / n for n in [*written, "mistakes.png"]]

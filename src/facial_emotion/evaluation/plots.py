@@ -92,3 +92,29 @@ def plot_mistakes(faces: np.ndarray, captions: list[str], path: Path, title: str
     fig.suptitle(title)
     _save(fig, path)
     plt.close(fig)
+
+
+def plot_reliability(curves: dict[str, list[dict[str, float]]], path: Path, title: str) -> None:
+    """Reliability diagram: accuracy against mean confidence per confidence bin (the bins of
+    ``calibration.reliability``), one line per curve, the diagonal where confidence means what it says,
+    and the share of faces in each bin of the first curve as bars."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    first = next(iter(curves.values()))
+    total = sum(b["faces"] for b in first) or 1
+    ax.bar(
+        [(b["from"] + b["to"]) / 2 for b in first],
+        [b["faces"] / total for b in first],
+        width=[b["to"] - b["from"] for b in first],
+        color="0.88",
+        edgecolor="0.7",
+        label=f"share of faces ({next(iter(curves))})",
+    )
+    ax.plot([0, 1], [0, 1], "--", color="0.4", lw=1, label="perfectly calibrated")
+    for name, bins in curves.items():
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", label=name)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top probability)", ylabel="accuracy", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    _save(fig, path)
+    plt.close(fig)

@@ -17,11 +17,28 @@ from facial_emotion.model_file import (
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Over the last axis; ``temperature`` divides the logits (the model's calibration, 1 = none)."""
+    """Over the last axis; ``temperature`` divides the logits (1 = none)."""
     z = logits / temperature
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def calibration_parameters(entry: dict[str, Any], classes: int, tta: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, bias), each (classes,), of a model's calibration entry for plain or ten-crop inference.
+    An entry holds ``scale``/``bias`` lists (vector scaling) or a ``temperature`` (files calibrated
+    before vector scaling, or with ``calibrate --method temperature``); ten-crop falls back to plain."""
+    suffix = "_tta" if tta else ""
+    if "scale" in entry:
+        scale = entry.get("scale" + suffix, entry["scale"])
+        bias = entry.get("bias" + suffix, entry["bias"])
+    else:
+        t = float(entry.get("temperature" + suffix, entry.get("temperature", 1.0)))
+        scale, bias = [1.0 / t] * classes, [0.0] * classes
+    scale, bias = np.asarray(scale, np.float32), np.asarray(bias, np.float32)
+    if scale.shape != (classes,) or bias.shape != (classes,):
+        raise ModelFileError(f"calibration: {scale.size} scales and {bias.size} biases for {classes} classes")
+    return scale, bias
 
 
 def centre_crop(faces: np.ndarray, crop: int) -> np.ndarray:
@@ -67,12 +84,13 @@ class EmotionClassifier:
         self.crop = int(self.metadata["crop"])
         self.input_name = self.session.get_inputs()[0].name
         self.max_batch = max_batch
-        # Calibration (evaluation/calibration.py fits it): probabilities are softmax(logits / T), with
-        # a temperature of its own for ten-crop TTA; faces whose top probability is under
-        # ``uncertain_below`` are flagged uncertain. A model without calibration: T = 1, no flag.
+        # Calibration (evaluation/calibration.py fits it): probabilities are softmax(scale * logits +
+        # bias), with a per-class scale and bias (vector scaling) or one temperature (scale = 1 / T,
+        # bias = 0), and parameters of their own for ten-crop TTA; faces whose top probability is under
+        # ``uncertain_below`` are flagged uncertain. A model without calibration: scale 1, bias 0, no flag.
         calibration = self.metadata.get(CALIBRATION_KEY) or {}
-        self.temperature = float(calibration.get("temperature", 1.0))
-        self.temperature_tta = float(calibration.get("temperature_tta", self.temperature))
+        self.calibration = calibration_parameters(calibration, len(self.classes), tta=False)
+        self.calibration_tta = calibration_parameters(calibration, len(self.classes), tta=True)
         self.uncertain_below = float(calibration.get("uncertain_below", 0.0))
 
     def _run(self, crops: np.ndarray) -> np.ndarray:
@@ -93,10 +111,16 @@ class EmotionClassifier:
             return self._run(ten_crops(faces, self.crop)).reshape(len(faces), 10, -1)
         return self._run(centre_crop(faces, self.crop))
 
-    def predict(self, faces: np.ndarray, tta: bool = False, calibrated: bool = True) -> np.ndarray:
-        """Probabilities (N, classes); TTA averages the ten crops' probabilities. ``calibrated=False``
-        gives the raw softmax (as the model was trained)."""
-        logits = self.logits(faces, tta)
-        temperature = (self.temperature_tta if tta else self.temperature) if calibrated else 1.0
-        probs = softmax(logits, temperature)
+    def probabilities(self, logits: np.ndarray, tta: bool = False, calibrated: bool = True) -> np.ndarray:
+        """The logits of ``logits(faces, tta)`` -> probabilities (N, classes), with the model's stored
+        calibration (``calibrated=False``: the raw softmax, as the model was trained); TTA averages the
+        ten crops' probabilities."""
+        if calibrated:
+            scale, bias = self.calibration_tta if tta else self.calibration
+            logits = logits * scale + bias
+        probs = softmax(logits)
         return probs.mean(axis=1) if tta else probs
+
+    def predict(self, faces: np.ndarray, tta: bool = False, calibrated: bool = True) -> np.ndarray:
+        """Probabilities (N, classes) of uint8 faces (N, 48, 48); see ``probabilities``."""
+        return self.probabilities(self.logits(faces, tta), tta, calibrated)

@@ -26,6 +26,10 @@ class TrainConfig:
     # fer2013 | ferplus (train on the FER+ vote distributions, 7 classes) | ferplus8 (with contempt)
     labels: str = "fer2013"
     ferplus_mix: float = 0.0  # >0: target = (1-mix) * one-hot FER-2013 label + mix * FER+ votes
+    # >0: class-balanced loss by logit adjustment (Menon et al. 2021): the loss sees logits + tau *
+    # log(class prior), so the net's own logits learn the faces without FER-2013's 16:1 class ratio
+    # (disgust 1.5 %, happy 25 %); vector-scaling calibration refits the prior's biases afterwards.
+    logit_adjust: float = 0.0
     teacher: str = ""  # comma list of ONNX model files to distil from (their ten-crop probabilities)
     distill: float = 0.0  # target = (1-distill) * label target + distill * teacher probabilities
     distill_temperature: float = 1.0  # > 1 softens the teacher probabilities
@@ -70,6 +74,8 @@ class TrainConfig:
             raise ConfigError("--epochs, --batch-size and --lr must be positive, --threads not negative")
         if not (0 <= self.ferplus_mix <= 1 and 0 <= self.label_smoothing < 1 and 0 <= self.ema_decay < 1):
             raise ConfigError("--ferplus-mix must be in 0..1, --label-smoothing and --ema in 0..1 (excluded)")
+        if self.logit_adjust < 0:
+            raise ConfigError("--logit-adjust must not be negative (0 = off, 1 = the full class prior)")
         if not (0 <= self.distill <= 1 and self.distill_temperature > 0):
             raise ConfigError("--distill must be in 0..1 and --distill-temperature positive")
         teachers = teacher_paths(self.teacher)

@@ -274,11 +274,22 @@ def swa_update(swa: AveragedModel, model: torch.nn.Module, images: torch.Tensor,
     )
 
 
-def train_step(model, ema, optimizer, scheduler, x: torch.Tensor, y: torch.Tensor, autocast: bool):
-    """One optimisation step on soft targets ``y``; returns (loss, logits)."""
+def train_step(
+    model,
+    ema,
+    optimizer,
+    scheduler,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    autocast: bool,
+    logit_offset: torch.Tensor | None = None,
+):
+    """One optimisation step on soft targets ``y``; ``logit_offset`` (tau * log prior, per class) is
+    added to the logits inside the loss only. Returns (loss, logits)."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
         logits = model(x)
-    loss = torch.sum(-y * F.log_softmax(logits.float(), dim=1), dim=1).mean()
+    adjusted = logits.float() if logit_offset is None else logits.float() + logit_offset
+    loss = torch.sum(-y * F.log_softmax(adjusted, dim=1), dim=1).mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -322,6 +333,8 @@ def train_one_epoch(
     if images.device.type != "cpu":  # augmentation draws on the GPU, from a generator seeded alike
         gen = torch.Generator(images.device).manual_seed(gen.initial_seed())
     torch.manual_seed(dist.generator_seed(cfg.seed * 100_003 + epoch))
+    # Logit adjustment: the prior is the training targets' mean (labels, votes and teachers as blended).
+    logit_offset = cfg.logit_adjust * torch.log(targets.mean(0)) if cfg.logit_adjust > 0 else None
     model.train()
     t0 = time.time()
     # Running sums stay on the device: reading them every step would make a GPU wait for each step.
@@ -341,7 +354,9 @@ def train_one_epoch(
         y = targets[idx]
         if cfg.mixup > 0:
             x, y = mix_up(x, y, cfg.mixup, gen)
-        loss, logits = train_step(net or model, state.ema, state.optimizer, state.scheduler, x, y, autocast)
+        loss, logits = train_step(
+            net or model, state.ema, state.optimizer, state.scheduler, x, y, autocast, logit_offset
+        )
         seen += len(idx)
         loss_sum += loss.detach() * len(idx)
         correct += (logits.argmax(1) == y.argmax(1)).sum()

@@ -122,7 +122,8 @@ def test_nothing_outside_training_imports_training() -> None:
         if rel.parts[0] == "training":
             continue
         tree = ast.parse(path.read_text())
-        imports = _module_level_imports(tree) if rel.name == "cli.py" else _all_imports(tree)
+        # the command's modules import training inside the functions of the commands that train
+        imports = _module_level_imports(tree) if rel.parts[0] == "cli" else _all_imports(tree)
         offending = [m for m in imports if m.startswith("facial_emotion.training")]
         assert not offending, f"{rel} imports {offending}"
         checked += 1

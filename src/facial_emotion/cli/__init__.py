@@ -1,0 +1,76 @@
+"""The ``facial-emotion`` command. One thin function per subcommand (``model_commands``: train,
+evaluate and the rest that make and judge models; ``media_commands``: analyze, video, webcam, batch,
+serve): parse -> call the pipeline -> write through ``results``. Heavy imports happen inside them, so
+``analyze`` never loads torch and ``--help`` loads neither OpenCV nor onnxruntime.
+
+Exit codes (``errors``): 0 success, 1 some inputs failed (others were still processed), 2 usage or data
+error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+
+from facial_emotion import __version__
+from facial_emotion.cli import media_commands, model_commands
+from facial_emotion.cli.errors import EXIT_OK, EXIT_USAGE, user_errors
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facial-emotion",
+        description="Recognise the seven basic facial emotions in photos, videos and cameras, offline on a CPU.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    model_commands.add_parsers(sub)
+    media_commands.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose or args.command == "train" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return args.func(args)
+    except user_errors() as e:
+        print(f"facial-emotion {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ModuleNotFoundError as e:  # an optional dependency (plots, progress bars) is missing
+        print(
+            f"facial-emotion {args.command}: error: this needs the package {e.name!r}: pip install {e.name}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except BrokenPipeError:  # `... | head -1` closed our stdout: what it wanted was written
+        _silence_stdout()
+        return EXIT_OK
+    except OSError as e:  # cannot read or write a file the user named (permissions, full disk...)
+        where = f" {e.filename}" if e.filename else ""
+        print(f"facial-emotion {args.command}: error:{where}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush of a closed pipe does not
+    raise a second BrokenPipeError (Python's documented recipe, see the signal module's notes)."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""What the ``facial-emotion`` command treats as the user's mistake (one line, exit code 2) rather than
+a bug, and its exit codes: 0 success, 1 some inputs failed (others were still processed), 2 usage or
+data error."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+MODEL_HELP = (
+    "ONNX model file, or a built-in model's name: default (int8), fp32, ensemble, fast (default: "
+    "$FACIAL_EMOTION_MODEL, else default)"
+)
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line, exit code 2."""
+
+
+class MissingDependency(UserError):
+    """An optional package that this command needs is not installed."""
+
+
+# Every exception type that means 'bad input', not 'bug', by module. A module that was never imported
+# cannot have raised, so only loaded modules are looked at: an error path never imports torch.
+_USER_ERRORS = {
+    "facial_emotion.settings": ("SettingsError",),
+    "facial_emotion.data.dataset": ("DatasetError",),
+    "facial_emotion.data.download": ("DownloadError",),
+    "facial_emotion.inference.decode": ("ImageError",),
+    "facial_emotion.inference.detectors": ("DetectorError",),
+    "facial_emotion.inference.video": ("VideoError",),
+    "facial_emotion.model_file": ("ModelFileError",),
+    "facial_emotion.results.media": ("MediaError",),
+    "facial_emotion.training.config": ("ConfigError",),
+    "facial_emotion.training.checkpoint": ("CheckpointError",),
+    "facial_emotion.service.webhook": ("WebhookError",),
+    "facial_emotion.batch.job": ("BatchError",),
+    "facial_emotion.feedback": ("FeedbackError",),
+}
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [UserError]
+    for module, names in _USER_ERRORS.items():
+        if module in sys.modules:
+            errors += [getattr(sys.modules[module], name) for name in names]
+    return tuple(errors)
+
+
+@contextlib.contextmanager
+def needs_extra(extra: str, command: str) -> Iterator[None]:
+    """An optional package that ``command`` needs is missing: one line naming the extra that brings it."""
+    try:
+        yield
+    except ImportError as e:
+        raise MissingDependency(
+            f"{command} needs the [{extra}] extra ({e.name} is missing): pip install 'facial-emotion[{extra}]'"
+        ) from None

@@ -1,0 +1,486 @@
+"""The commands that look at faces: analyze, correct, video, webcam, batch, serve. Each imports what
+it needs when it runs: ``--help`` loads neither OpenCV nor onnxruntime."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+from facial_emotion.cli.errors import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    MODEL_HELP,
+    UserError,
+    needs_extra,
+)
+from facial_emotion.settings import DEFAULT_DETECT_EVERY
+
+
+def _expand_inputs(items: list[str]) -> tuple[list[str], list[str]]:
+    """(image paths, folders among the inputs that hold no image: reported, not dropped)."""
+    import glob
+
+    from facial_emotion.data.readers import IMAGE_SUFFIXES
+
+    out: list[str] = []
+    empty: list[str] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            # is_file(): regular files only (a FIFO in a folder is not opened)
+            found = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            out += found
+            if not found:
+                empty.append(item)
+        elif any(ch in item for ch in "*?[") and not p.exists():
+            matches = sorted(glob.glob(item, recursive=True))
+            out += matches if matches else [item]  # an unmatched glob is reported as not found
+        else:
+            out.append(item)
+    return out, empty
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from facial_emotion.inference.pipeline import EmotionRecognizer, PhotoResult
+    from facial_emotion.results import writers
+    from facial_emotion.results.media import AnnotatedFolder
+
+    if args.file_timeout < 0:
+        raise UserError("--file-timeout must not be negative (0 = no limit)")
+    recognizer = EmotionRecognizer(
+        args.model, detector=args.detector, tta=args.tta, threads=args.threads, landmarks=args.landmarks
+    )
+    paths, empty = _expand_inputs(args.paths)
+    if not paths:
+        raise UserError("no input images found" + (f" ({', '.join(empty)}: no images)" if empty else ""))
+    folder = AnnotatedFolder(Path(args.annotate)) if args.annotate else None
+    results: list[PhotoResult] = []
+    annotated: list[str | None] = []
+    for name in empty:  # reported like any input that failed: the user named it
+        results.append(PhotoResult(name, error=f"{name}: folder holds no images"))
+        annotated.append(None)
+        print(f"error: {results[-1].error}", file=sys.stderr)
+    for result in recognizer.analyze_each(paths, timeout=args.file_timeout or None):
+        drawn = None
+        if result.error:
+            print(f"error: {result.error}", file=sys.stderr)
+        elif folder is not None and result.image is not None:
+            drawn = str(folder.write(result.source, result.image, result.faces))
+        result.image = None  # written: free the pixels before the next photo
+        results.append(result)
+        annotated.append(drawn)
+    if args.csv:
+        writers.write_photos_csv(results, Path(args.csv), recognizer.classes, pose=args.landmarks)
+    if args.json:
+        writers.print_json(writers.photos_json(results, annotated))
+    else:
+        sys.stdout.write(writers.photos_table(results))
+    return EXIT_PARTIAL if any(r.error for r in results) else EXIT_OK
+
+
+def cmd_correct(args: argparse.Namespace) -> int:
+    from facial_emotion.feedback import FeedbackStore
+    from facial_emotion.inference.decode import load_image
+    from facial_emotion.inference.pipeline import EmotionRecognizer
+
+    recognizer = EmotionRecognizer(args.model, detector=args.detector, threads=args.threads)
+    store = FeedbackStore(args.feedback_dir, recognizer.classes)  # not writable: fails before any work
+    image = load_image(args.photo)
+    dets = recognizer.detect(image)
+    if not 1 <= args.face <= len(dets):
+        raise UserError(
+            f"{args.photo}: no face #{args.face} (found {len(dets)}; numbered as `analyze` prints)"
+        )
+    face = recognizer.analyze_frame(image, [dets[args.face - 1]])[0]
+    saved = store.save(
+        image, dets[args.face - 1], args.emotion, recognizer.model_info, face.scores, str(args.photo)
+    )
+    print(
+        f"face #{args.face}: model said {face.emotion} {face.confidence:.0%}, saved as {args.emotion}: {saved.face}"
+    )
+    return EXIT_OK
+
+
+def _check_video_args(args: argparse.Namespace) -> None:
+    if not 0 <= args.smoothing < 1:
+        raise UserError("--smoothing must be in 0..1 (1 excluded: the scores would never change)")
+    if args.threads is not None and args.threads < 0:
+        raise UserError("--threads must not be negative")
+    if args.detect_every < 1:
+        raise UserError("--detect-every must be at least 1")
+    for path in getattr(args, "summary", None) or []:
+        if Path(path).suffix.lower() not in (".json", ".csv", ".png"):
+            raise UserError(f"--summary {path}: write it as .json, .csv or .png")
+        if Path(path).suffix.lower() == ".png":
+            _need_matplotlib("--summary .png")
+
+
+def _need_matplotlib(option: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:  # say so before a long video
+        raise UserError(f"{option} needs matplotlib: pip install 'facial-emotion[plot]'")
+
+
+def _write_summaries(args: argparse.Namespace, result, classes: list[str]) -> None:
+    from facial_emotion.results.session import write_session
+
+    for path in args.summary or []:
+        write_session(Path(path), result.summary, classes, result.events)
+        print(f"wrote {path}", file=sys.stderr)
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    from facial_emotion.inference.pipeline import EmotionRecognizer
+    from facial_emotion.inference.video import analyze_video, shortfall
+    from facial_emotion.results import writers
+    from facial_emotion.results.media import AnnotatedVideo
+
+    if args.every < 1:
+        raise UserError("--every must be at least 1")
+    _check_video_args(args)
+    if args.plot:
+        _need_matplotlib("--plot")
+    recognizer = EmotionRecognizer(
+        args.model, detector=args.detector, tta=args.tta, threads=args.threads, landmarks=args.landmarks
+    )
+    with contextlib.ExitStack() as outputs:
+        video = outputs.enter_context(AnnotatedVideo(Path(args.out))) if args.out else None
+        result = analyze_video(
+            recognizer,
+            args.file,
+            every=args.every,
+            smoothing=args.smoothing,
+            detect_every=args.detect_every,
+            progress=not args.json and sys.stderr.isatty(),
+            on_open=video.set_fps if video else None,
+            on_frame=(lambda _i, frame, faces, _fps: video.write(frame, faces)) if video else None,
+        )
+    if args.timeline:
+        writers.write_timeline_csv(result, Path(args.timeline), recognizer.classes, pose=args.landmarks)
+    if args.plot:
+        from facial_emotion.results.plots import plot_timeline
+
+        plot_timeline(result, Path(args.plot), recognizer.classes)
+    _write_summaries(args, result, recognizer.classes)
+    if args.json:
+        writers.print_json(writers.video_json(result))
+    else:
+        sys.stdout.write(writers.video_table(result))
+    damaged = shortfall(result)  # after the outputs: what was read is written either way
+    if damaged and args.strict:
+        raise UserError(damaged)
+    if damaged:
+        print(f"warning: {damaged}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_webcam(args: argparse.Namespace) -> int:
+    import os
+
+    import cv2
+
+    from facial_emotion.inference.pipeline import EmotionRecognizer
+    from facial_emotion.inference.video import VideoError, analyze_video
+    from facial_emotion.results.draw import annotate
+    from facial_emotion.results.session import session_lines
+
+    source = args.source if args.source is not None else str(args.camera)
+    headless = (
+        not os.environ.get("DISPLAY")
+        and not os.environ.get("WAYLAND_DISPLAY")
+        and sys.platform.startswith("linux")
+    )
+    if headless and not args.no_window:
+        raise UserError(
+            "no display to show the camera window (set DISPLAY, or use --no-window / the 'video' command)"
+        )
+    _check_video_args(args)
+    recognizer = EmotionRecognizer(
+        args.model, detector=args.detector, threads=args.threads, landmarks=args.landmarks
+    )
+
+    def show(_index: int, frame, faces, fps: float) -> bool:
+        if args.no_window:
+            return True
+        try:
+            cv2.imshow("facial-emotion (q quits)", annotate(frame, faces, fps=fps))
+        except cv2.error:
+            raise UserError(
+                "cannot open a window: this OpenCV build has no GUI (pip install opencv-python, or --no-window)"
+            ) from None
+        return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
+
+    try:
+        result = analyze_video(
+            recognizer,
+            source,
+            every=1,
+            smoothing=args.smoothing,
+            on_frame=show,
+            max_frames=args.max_frames,
+            detect_every=args.detect_every,
+            keep_timeline=False,
+        )
+    except VideoError as e:
+        raise UserError(f"{e} — is a camera connected? try --camera N") from None
+    finally:
+        if not args.no_window:
+            with contextlib.suppress(cv2.error):
+                cv2.destroyAllWindows()
+    print(f"{result.frames_read} frames, {result.frames_read / max(result.seconds, 1e-9):.1f} fps")
+    print("\n".join(session_lines(result.summary)))
+    _write_summaries(args, result, recognizer.classes)
+    return EXIT_OK
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from facial_emotion.batch.job import run_batch
+    from facial_emotion.batch.work import AnalyzerOptions
+
+    _check_video_args(args)
+    if args.every < 1:
+        raise UserError("--every must be at least 1")
+    options = AnalyzerOptions(
+        model=args.model,
+        detector=args.detector,
+        threads=args.threads if args.threads is not None else 1,
+        every=args.every,
+        smoothing=args.smoothing,
+        detect_every=args.detect_every,
+    )
+    report = run_batch(
+        args.inputs,
+        Path(args.out),
+        options,
+        engine=args.engine,
+        workers=args.workers,
+        address=args.address,
+        fmt=args.format,
+        chunk_frames=args.chunk_frames,
+        overlap=args.overlap,
+        max_frames=args.max_frames,
+        commit_every=args.commit_every,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+    for error in report.errors:
+        print(f"error: {error['error']}", file=sys.stderr)
+    print(
+        f"{report.out}: {report.done} units analysed ({report.skipped} already done), {report.frames} frames,"
+        f" {report.faces} face rows, {len(report.errors)} errors, {report.fps:.1f} frames/s"
+    )
+    return EXIT_PARTIAL if report.errors else EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    with needs_extra("serve", "serve"):
+        import uvicorn
+
+        from facial_emotion.service.app import create_app
+        from facial_emotion.service.protocol import http_protocol
+    if (
+        args.max_upload_mb <= 0
+        or args.timeout <= 0
+        or (args.workers is not None and args.workers < 1)
+        or (args.max_megapixels is not None and args.max_megapixels <= 0)
+    ):
+        raise UserError("--max-upload-mb, --max-megapixels, --timeout and --workers must be positive")
+    app = create_app(
+        model=args.model,
+        detector=args.detector,
+        cors_origins=args.cors_origin or [],
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_pixels=int(args.max_megapixels * 1e6) if args.max_megapixels else None,
+        request_timeout=args.timeout,
+        workers=args.workers,
+        webhook=args.webhook,
+        feedback_dir=args.feedback_dir,
+        admin_token=args.admin_token,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", http=http_protocol())
+    return EXIT_OK
+
+
+def _common_inference(p: argparse.ArgumentParser, tta: bool = True, landmarks: bool = True) -> None:
+    p.add_argument("--model", help=MODEL_HELP)
+    p.add_argument(
+        "--detector",
+        default=None,
+        help="blazeface (default), blazeface:short|tiles|whole, haar[:N] or yunet[:MODEL.onnx]",
+    )
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    if landmarks:
+        p.add_argument(
+            "--landmarks",
+            action="store_true",
+            help="also the 468-point face mesh and head yaw/pitch/roll (JSON; pose columns in CSV); drawn "
+            "on annotated output (about 3 ms more per face)",
+        )
+    if tta:
+        p.add_argument(
+            "--tta", action="store_true", help="ten-crop test-time augmentation (slower, a bit more accurate)"
+        )
+
+
+def _summary_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--summary",
+        action="append",
+        metavar="FILE",
+        help="write the per-person session summary: .json (with the events), .csv or .png (a chart; "
+        "needs matplotlib); repeatable",
+    )
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("analyze", help="find every face in photos and tell its emotion")
+    p.add_argument("paths", nargs="+", help="image files, folders or globs")
+    _common_inference(p)
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--csv", metavar="FILE", help="also write a CSV, one row per face")
+    p.add_argument("--annotate", metavar="DIR", help="write annotated copies into DIR")
+    p.add_argument(
+        "--file-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds to read and decode one file before it is reported as an error and the batch "
+        "goes on (default 60; 0 = no limit)",
+    )
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser(
+        "correct", help="save a face the model got wrong, with the right emotion, to fine-tune on"
+    )
+    p.add_argument("photo")
+    p.add_argument(
+        "--face", type=int, default=1, help="which face, numbered as `analyze` prints them (default 1)"
+    )
+    p.add_argument("--emotion", required=True, help="the right emotion (one of the model's classes)")
+    p.add_argument(
+        "--feedback-dir", default="feedback", metavar="DIR", help="where corrections go (default ./feedback)"
+    )
+    p.add_argument("--model", help=MODEL_HELP)
+    p.add_argument("--detector", default=None, help="as for analyze")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    p.set_defaults(func=cmd_correct)
+
+    p = sub.add_parser("video", help="analyse a video: tracked faces, timeline, summary, annotated copy")
+    p.add_argument("file")
+    _common_inference(p)
+    p.add_argument("--every", type=int, default=1, help="analyse every N-th frame")
+    p.add_argument(
+        "--smoothing", type=float, default=0.6, help="temporal smoothing of scores per face (0 = off, <1)"
+    )
+    p.add_argument(
+        "--detect-every",
+        type=int,
+        default=DEFAULT_DETECT_EVERY,
+        help="full-frame face search every N analysed frames (default 1 = always; N > 1 follows faces "
+        "in between: faster, may miss new faces for N frames)",
+    )
+    p.add_argument("--out", help="annotated video (.mp4 / .avi)")
+    p.add_argument("--timeline", help="CSV, one row per analysed frame and face")
+    p.add_argument("--plot", help="PNG of each face's emotions over time")
+    p.add_argument("--json", action="store_true", help="print one JSON document (summary and timeline)")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="a video that gives over 2%% fewer frames than it announces (damaged, truncated) is an "
+        "error (exit 2) instead of a warning; the outputs are still written",
+    )
+    _summary_option(p)
+    p.set_defaults(func=cmd_video)
+
+    p = sub.add_parser("webcam", help="live camera with boxes, labels and fps; q quits")
+    p.add_argument("--camera", type=int, default=0, help="camera index")
+    p.add_argument("--source", help="any OpenCV capture source instead of a camera (file, URL)")
+    _common_inference(p, tta=False)
+    p.add_argument("--smoothing", type=float, default=0.6)
+    p.add_argument(
+        "--detect-every",
+        type=int,
+        default=DEFAULT_DETECT_EVERY,
+        help="full-frame face search every N frames (default 1; more is faster)",
+    )
+    p.add_argument("--no-window", action="store_true", help="do not show a window (measure only)")
+    p.add_argument("--max-frames", type=int, default=None)
+    _summary_option(p)
+    p.set_defaults(func=cmd_webcam)
+
+    p = sub.add_parser(
+        "batch",
+        help="photos and videos by the thousand -> Parquet/CSV tables (local processes or Ray)",
+        description="One row per face per analysed frame in OUT/faces, a summary per source in "
+        "OUT/sources, failures in OUT/errors. A re-run skips what OUT already holds.",
+    )
+    p.add_argument(
+        "inputs", nargs="+", help="files, folders, globs, or manifests (.txt / .csv of paths or URIs)"
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    _common_inference(p, tta=False, landmarks=False)  # batch has no mesh columns
+    p.add_argument(
+        "--engine", choices=["local", "ray"], default="local", help="local process pool or Ray Data"
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, help="worker processes / Ray actors (one recognizer each)"
+    )
+    p.add_argument(
+        "--address", help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: start Ray here)"
+    )
+    p.add_argument("--format", choices=["parquet", "csv"], help="default parquet (csv without pyarrow)")
+    p.add_argument("--every", type=int, default=1, help="analyse every N-th video frame")
+    p.add_argument("--smoothing", type=float, default=0.6, help="temporal smoothing of scores per face")
+    p.add_argument(
+        "--detect-every", type=int, default=DEFAULT_DETECT_EVERY, help="full face search every N frames"
+    )
+    p.add_argument("--max-frames", type=int, help="first N frames of each video only")
+    p.add_argument(
+        "--chunk-frames", type=int, default=0, help="split videos into ranges of N frames (0: whole files)"
+    )
+    p.add_argument("--overlap", type=int, default=30, help="warm-up frames replayed before each range")
+    p.add_argument(
+        "--commit-every", type=int, default=64, help="units of work per commit (resume granularity)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("serve", help="web service and browser page (needs the [serve] extra)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model", help=MODEL_HELP)
+    p.add_argument("--detector", default=None)
+    p.add_argument(
+        "--cors-origin", action="append", help="allow this browser origin (repeatable); default none"
+    )
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (413 above)")
+    p.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=None,
+        help="largest accepted image (413 above; default $FACIAL_EMOTION_MAX_PIXELS, 64 MP); large "
+        "images are decoded at 2048 px on the long side, so memory stays bounded",
+    )
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request before a 504")
+    p.add_argument(
+        "--workers", type=int, default=None, help="images analysed at once (default: cores, max 4)"
+    )
+    p.add_argument(
+        "--webhook",
+        metavar="URL",
+        help="also POST every live-stream event (emotion changes and holds) as JSON to this URL",
+    )
+    p.add_argument(
+        "--feedback-dir",
+        metavar="DIR",
+        help="turn on corrections: the page's 'wrong?' and POST /v1/feedback save faces here (default off)",
+    )
+    p.add_argument(
+        "--admin-token",
+        metavar="TOKEN",
+        help="allow POST /v1/model/reload from anywhere with 'Authorization: Bearer TOKEN' "
+        "(default: from this machine only)",
+    )
+    p.set_defaults(func=cmd_serve)

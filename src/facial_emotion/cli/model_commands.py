@@ -1,0 +1,384 @@
+"""The commands that make and judge models: train, finetune, download, evaluate, calibrate, export,
+quantize, ensemble. Each imports what it needs when it runs (torch only for those that train)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from facial_emotion.cli.errors import (
+    EXIT_OK,
+    MODEL_HELP,
+    UserError,
+    needs_extra,
+)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    with needs_extra("train", "training"):
+        from facial_emotion.training.config import TrainConfig
+        from facial_emotion.training.loop import train
+    # Each option's dest is its TrainConfig field; options left out (None) keep TrainConfig's defaults,
+    # which are the built-in model's recipe: one place for them. train() validates the config.
+    given = {
+        f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None
+    }
+    result = train(
+        TrainConfig(**given),
+        Path(args.out),
+        resume=args.resume,
+        progress=not args.quiet,
+        device_override=args.device if args.resume and args.device else "",
+    )
+    best = result["best"]
+    if best is None:  # a torchrun rank other than 0: rank 0 reports
+        return EXIT_OK
+    print(
+        f"best validation accuracy {best['val_acc']:.2%} (epoch {best['epoch']}, {best['weights']} weights)"
+    )
+    print(f"model: {result['model']}")
+    return EXIT_OK
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    with needs_extra("train", "finetune"):
+        from facial_emotion.training.finetune import FinetuneOptions, finetune
+    opts = FinetuneOptions(
+        feedback=Path(args.feedback),
+        out=Path(args.out),
+        base=args.base,
+        fer2013=Path(args.fer2013) if args.fer2013 else None,
+        mix=args.mix,
+        epochs=args.epochs,
+        lr=args.lr,
+        eval_limit=args.eval_limit,
+        threads=args.threads,
+        progress=not args.quiet,
+    )
+    result = finetune(opts)
+    for warning in result["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    counts = ", ".join(f"{e} {n}" for e, n in result["per_emotion"].items())
+    print(f"{result['corrections']} corrections ({counts}), base {result['base']}")
+    sys.stdout.write(result["table"])
+    print(f"model: {result['out']}")
+    return EXIT_OK
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from facial_emotion.data import download
+
+    dest = Path(args.to)
+    if args.from_zip:
+        print(f"importing {args.from_zip} into {dest} ...", file=sys.stderr)
+        result = download.import_archive(Path(args.from_zip), dest, args.allow_partial, args.force)
+    else:
+        result = download.download_kaggle(dest, args.kaggle_dataset, args.allow_partial, args.force)
+    counts = ", ".join(f"{split} {n:,}" for split, n in result.counts.items())
+    print(f"FER-2013 ({result.layout} layout) in {result.path}: {counts}")
+    for problem in result.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    print(f"next: {result.train_command()}")
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from facial_emotion.evaluation.evaluate import evaluate, write_report
+    from facial_emotion.results.writers import print_json
+
+    results, part, probs = evaluate(
+        args.data,
+        args.model,
+        args.split,
+        tta=args.tta,
+        skip_bad=args.skip_bad,
+        threads=args.threads,
+        labels=args.labels,
+    )
+    if args.report:
+        for path in write_report(results, part, probs, Path(args.report)):
+            print(f"wrote {path}", file=sys.stderr)
+    if args.json:
+        print_json(results)
+    else:
+        print(
+            f"{results['dataset']} [{results['split']}]: {results['n']} faces, accuracy {results['accuracy']:.2%}"
+            f" ({'ten-crop TTA' if args.tta else 'centre crop'}), macro F1 {results['macro_f1']:.3f}"
+        )
+        print(f"{'emotion':<10}{'precision':>10}{'recall':>8}{'f1':>8}{'support':>9}")
+        for c, r in results["per_class"].items():
+            print(f"{c:<10}{r['precision']:>10.3f}{r['recall']:>8.3f}{r['f1']:>8.3f}{r['support']:>9}")
+    return EXIT_OK
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from facial_emotion.evaluation.calibration import calibrate_model
+    from facial_emotion.results.writers import print_json
+
+    with needs_extra("train", "calibrate"):  # writing the model file needs the onnx package
+        entry = calibrate_model(
+            args.model, args.data, args.split, Path(args.out) if args.out else None, method=args.method
+        )
+    if args.json:
+        print_json(entry)
+    else:
+        print(
+            f"{entry['method']} fitted on {entry['faces']} {entry['fit_split']} faces: ECE "
+            f"{entry['ece_before']:.2%} -> {entry['ece_after']:.2%} ({entry['ece_after_crossfit']:.2%} "
+            f"cross-fitted), ten-crop {entry['ece_tta_before']:.2%} -> {entry['ece_tta_after']:.2%}; NLL "
+            f"{entry['nll_before']:.3f} -> {entry['nll_after']:.3f}; accuracy {entry['accuracy_before']:.2%} "
+            f"-> {entry['accuracy_after']:.2%}; faces under {entry['uncertain_below']:.0%} confidence are "
+            "flagged uncertain"
+        )
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with needs_extra("train", "export"):
+        from facial_emotion.training.export import export_checkpoint
+    if not Path(args.checkpoint).is_file():
+        raise UserError(f"{args.checkpoint}: checkpoint not found")
+    out = export_checkpoint(Path(args.checkpoint), Path(args.out), int8=args.int8)
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+    return EXIT_OK
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    with needs_extra("train", "quantize"):
+        from facial_emotion.training.quantize import quantize_model
+    out = Path(args.out)
+    meta = quantize_model(
+        args.model,
+        out,
+        args.data,
+        method=args.method,
+        activations=args.activations,
+        faces=args.faces,
+        split=args.split,
+        eval_split=args.eval_split,
+        reduce_range=not args.full_range,
+    )
+    q = meta["quantized"]
+    calibration = q["calibration"]
+    print(
+        f"wrote {out} and {out.with_suffix('.json')}: {q['method']} ranges from {calibration['faces']} "
+        f"{calibration['split']} faces"
+    )
+    if "accuracy" in q:
+        a = q["accuracy"]
+        print(
+            f"{a['split']} accuracy {a['before']:.2%} -> {a['after']:.2%}, "
+            f"ten-crop TTA {a['before_tta']:.2%} -> {a['after_tta']:.2%}"
+        )
+    return EXIT_OK
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    with needs_extra("train", "ensemble"):
+        from facial_emotion.training.ensemble import build_ensemble
+    from facial_emotion.model_file import resolve_model_path
+
+    out = Path(args.out)
+    meta = build_ensemble([resolve_model_path(m) for m in args.models], out)
+    print(f"wrote {out} and {out.with_suffix('.json')}: the mean of {len(meta['members'])} models")
+    return EXIT_OK
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model on FER-2013 / FER+ / your folders and export it to ONNX",
+        description="Options left out take the built-in model's recipe (see scripts/train_builtin.sh).",
+    )
+    p.add_argument(
+        "--data", required=True, help="fer2013.csv(.gz), a Kaggle-layout folder, or ROOT/<emotion>/ images"
+    )
+    p.add_argument(
+        "--labels",
+        choices=["fer2013", "ferplus", "ferplus8"],
+        help="fer2013 (default); ferplus: FER+ vote distributions; ferplus8: the same with contempt (8 classes)",
+    )
+    p.add_argument("--ferplus-mix", type=float, help="blend FER+ vote distributions into the targets (0..1)")
+    p.add_argument(
+        "--logit-adjust",
+        type=float,
+        metavar="TAU",
+        help="class-balanced loss: add TAU * log(class prior) to the logits in the loss (1 = full; 0 = off)",
+    )
+    p.add_argument("--teacher", help="distil from these models: comma list of .onnx files (with --distill)")
+    p.add_argument(
+        "--distill", type=float, help="weight of the teachers' ten-crop probabilities in the targets (0..1)"
+    )
+    p.add_argument("--distill-temperature", type=float, help="soften the teachers' probabilities (default 1)")
+    p.add_argument("--arch", help="architecture: vgg-s, vgg-m, vgg-l, resnet-s, resnet-m, resnet18")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument(
+        "--lr", type=float, help="peak learning rate of the one-cycle schedule (swa: the constant rate)"
+    )
+    p.add_argument("--momentum", type=float, help="SGD momentum (one-cycle: its peak)")
+    p.add_argument(
+        "--schedule",
+        choices=["onecycle", "swa"],
+        help="onecycle (default), or swa: constant lr, weights averaged every epoch (after --init-from)",
+    )
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--mixup", type=float, help="mixup Beta(a, a); 0 = off")
+    p.add_argument("--ema", dest="ema_decay", type=float, help="EMA decay of the weights; 0 = off")
+    p.add_argument("--train-split", help="comma list of splits to train on (default Training / train)")
+    p.add_argument(
+        "--val-split", help="split to validate on (default PublicTest / test / 10%% hold-out; 'none')"
+    )
+    p.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        help="auto = bf16 where the device has native bf16 (AMX or AVX512-BF16 CPUs, GPUs from Ampere on)",
+    )
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        help="auto (default) = a CUDA GPU where torch sees one, else the CPU; with --resume, moves the run",
+    )
+    p.add_argument("--out", default="runs/train", help="run folder: checkpoints, logs, curves, model.onnx")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--init-from",
+        default="",
+        help="start from these weights: a run's best.pt / last.pt, or a model .onnx file (the built-in "
+        "one, say): a second stage or fine-tuning",
+    )
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--limit", type=int, help="train on the first N faces only (smoke tests)")
+    p.add_argument("--skip-bad", action="store_true", help="skip malformed csv rows instead of failing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "download",
+        help="get FER-2013: from Kaggle with your credentials, or from an archive you downloaded",
+        description="Without Kaggle credentials: download archive.zip by hand from "
+        "https://www.kaggle.com/datasets/msambare/fer2013 and use --from-zip.",
+    )
+    p.add_argument("dataset", choices=["fer2013"])
+    p.add_argument("--to", default="data/fer2013", help="target folder (default data/fer2013)")
+    p.add_argument(
+        "--from-zip", metavar="ARCHIVE", help="import this .zip / .tar.gz / folder (csv or folder layout)"
+    )
+    p.add_argument("--kaggle-dataset", default="msambare/fer2013", help="Kaggle dataset to download")
+    p.add_argument("--allow-partial", action="store_true", help="import an incomplete archive anyway")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --to folder")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser(
+        "evaluate", help="accuracy, per-class report and confusion matrix of a model on a dataset"
+    )
+    p.add_argument("--data", required=True)
+    p.add_argument("--model", help=MODEL_HELP)
+    p.add_argument(
+        "--split", help="csv Usage or sub-folder (default: PrivateTest, else PublicTest, else test)"
+    )
+    p.add_argument("--tta", action="store_true", help="ten-crop test-time augmentation")
+    p.add_argument(
+        "--labels",
+        choices=["fer2013", "ferplus"],
+        default="fer2013",
+        help="ferplus: score against each face's FER+ majority vote (fer2013new.csv beside the csv; "
+        "an 8-class model on all eight classes)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--report", metavar="DIR", help="write confusion matrices, report.md/json and a mistakes grid"
+    )
+    p.add_argument("--skip-bad", action="store_true", help="skip malformed csv rows instead of failing")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a model on your corrections (from `correct` or the page) and show before/after",
+    )
+    p.add_argument("--feedback", required=True, metavar="DIR", help="the feedback folder of corrections")
+    p.add_argument("--out", required=True, metavar="MODEL.onnx", help="where to write the new model")
+    p.add_argument("--base", help="model to start from (default: the built-in fp32 model)")
+    p.add_argument(
+        "--fer2013",
+        metavar="CSV",
+        help="FER-2013 csv to mix in so it does not forget, and to measure PublicTest "
+        "(default: $FACIAL_EMOTION_SHARED/datasets/fer2013/fer2013.csv.gz)",
+    )
+    p.add_argument("--mix", type=int, default=3000, help="FER-2013 training faces mixed in (default 3000)")
+    p.add_argument("--epochs", type=int, default=3, help="default 3")
+    p.add_argument("--lr", type=float, default=0.01, help="peak learning rate (default 0.01)")
+    p.add_argument("--eval-limit", type=int, default=0, metavar="N", help="first N PublicTest faces only")
+    p.add_argument("--threads", type=int, default=0, help="torch/onnxruntime threads (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser(
+        "calibrate",
+        help="fit a model's confidence calibration on a labelled split and store it",
+        description="Vector scaling (a scale and a bias per class) or one temperature, fitted by NLL on "
+        "--split (PublicTest by default; never PrivateTest), for plain and ten-crop inference. "
+        "Confidences match accuracy better; a temperature never changes a label, vector scaling "
+        "can where two classes are nearly tied. Also sets the confidence under which a face is "
+        "flagged uncertain.",
+    )
+    p.add_argument("model", help="model file (or a built-in model's name) to calibrate")
+    p.add_argument("--data", required=True, help="fer2013.csv(.gz) or a Kaggle-layout folder")
+    p.add_argument("--split", default="PublicTest")
+    p.add_argument("--out", help="write the calibrated model here (default: rewrite MODEL in place)")
+    p.add_argument(
+        "--method",
+        choices=("vector", "temperature"),
+        default="vector",
+        help="vector scaling (default; needs 20 faces of each class) or one temperature",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("export", help="export a training checkpoint to the ONNX model file")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True, help="MODEL.onnx (metadata is also written to MODEL.json)")
+    p.add_argument("--int8", action="store_true", help="int8 dynamic quantization of the weights")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "quantize",
+        help="int8 static quantization of a model file, calibrated on training faces ([train] extra)",
+        description="Writes OUT.onnx and OUT.json with the model's metadata, how it was quantized, and the "
+        "accuracy on the data's test split before and after.",
+    )
+    p.add_argument("model", help="model file, or a built-in model's name (fp32: the built-in fp32 model)")
+    p.add_argument(
+        "--data", required=True, help="dataset to calibrate on and measure with (fer2013.csv.gz...)"
+    )
+    p.add_argument(
+        "--out", required=True, help="MODEL-int8.onnx (metadata is also written to MODEL-int8.json)"
+    )
+    p.add_argument("--method", choices=["minmax", "percentile"], default="minmax", help="activation ranges")
+    p.add_argument("--activations", choices=["uint8", "int8"], default="uint8")
+    p.add_argument(
+        "--full-range",
+        action="store_true",
+        help="8-bit weights instead of 7: exact only on CPUs with VNNI; AVX2 saturates their sums",
+    )
+    p.add_argument("--faces", type=int, default=2048, help="calibration faces (whole batches of 64)")
+    p.add_argument("--split", help="split to calibrate on (default Training / train)")
+    p.add_argument(
+        "--eval-split", help="accuracy before and after on this split (default: the test split; 'none': skip)"
+    )
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser(
+        "ensemble",
+        help="average several model files inside one ONNX graph ([train] extra)",
+        description="Writes OUT.onnx and OUT.json: one graph whose probabilities are the mean of the "
+        "members'. The members must share classes and preprocessing; calibrate (and quantize) the result.",
+    )
+    p.add_argument("models", nargs="+", help="two or more model files (or built-in model names)")
+    p.add_argument("--out", required=True, help="ENSEMBLE.onnx (metadata is also written to ENSEMBLE.json)")
+    p.set_defaults(func=cmd_ensemble)

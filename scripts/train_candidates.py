@@ -64,9 +64,8 @@ def teacher_cache(student: dict[str, Any], runs: Path, device: str) -> str:
     import torch
 
     from facial_emotion.inference.classifier import ten_crops
-    from facial_emotion.results.files import atomic_write_bytes
     from facial_emotion.training.config import TrainConfig
-    from facial_emotion.training.distill import TEACHER_TARGETS
+    from facial_emotion.training.distill import TEACHER_TARGETS, write_teacher_file
     from facial_emotion.training.export import model_from_checkpoint
     from facial_emotion.training.loop import load_training_data
 
@@ -88,10 +87,8 @@ def teacher_cache(student: dict[str, Any], runs: Path, device: str) -> str:
     assert total is not None
     mean = (total / len(student["teachers"])).astype(np.float32)
     spec = ",".join(str(runs / t / "model.onnx") for t in student["teachers"])
-    buf = io.BytesIO()
-    np.savez(buf, probs=mean, teachers=np.array(spec))
     (runs / student["name"]).mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(runs / student["name"] / TEACHER_TARGETS, buf.getvalue())
+    write_teacher_file(runs / student["name"] / TEACHER_TARGETS, mean, spec, train_ds.images)
     agree = float((mean.argmax(1) == train_ds.labels).mean())
     log(f"{student['name']}: teachers {', '.join(student['teachers'])} agree with {agree:.1%} of the labels")
     return spec

@@ -13,6 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="training tests need the [train] extra")
 
+from facial_emotion.data import load_dataset  # noqa: E402
 from facial_emotion.inference.classifier import EmotionClassifier  # noqa: E402
 from facial_emotion.labels import EMOTIONS  # noqa: E402
 from facial_emotion.training.augment import AugmentConfig, augment  # noqa: E402
@@ -363,6 +364,33 @@ def test_logit_adjustment_takes_the_class_prior_out_of_the_nets_logits(tmp_path:
         assert json.loads((out / "model.json").read_text())["recipe"]["logit_adjust"] == tau
     # uniform is 1/7 = 0.14; three short epochs take a plain run part of the way to the prior's 0.8
     assert mean_angry[1.0] < 0.2 and mean_angry[0.0] > mean_angry[1.0] + 0.1, mean_angry
+
+
+def test_a_teacher_probabilities_file_stands_in_for_its_models(trained_run: Path, tmp_path: Path) -> None:
+    """Probabilities computed once (here, or before a trip to a GPU machine) teach like the model file
+    they came from; a file computed on other faces is refused before training."""
+    from facial_emotion.data import DatasetError
+    from facial_emotion.training.distill import TEACHER_TARGETS, write_teacher_probabilities
+
+    data = trained_run.parent / "fer2013.csv"
+    teacher = trained_run / "model.onnx"
+    probs_file = write_teacher_probabilities(str(teacher), str(data), tmp_path / "teacher.npz")
+    cfg = small_config(data, threads=1, teacher=str(probs_file), distill=0.5)
+    cfg.epochs = 1
+    train(cfg, tmp_path / "student", progress=False)
+    faces = load_dataset(str(data)).select_split("Training").images
+    with np.load(tmp_path / "student" / TEACHER_TARGETS) as cached:
+        np.testing.assert_allclose(
+            cached["probs"], EmotionClassifier(teacher).predict(faces, tta=True), atol=1e-5
+        )
+    # the student's metadata names the model the probabilities came from, with its training
+    (recorded,) = json.loads((tmp_path / "student" / "model.json").read_text())["teachers"]
+    assert recorded["model"] == str(teacher) and recorded["via"] == str(probs_file)
+    assert recorded["sha256"] == hashlib.sha256(teacher.read_bytes()).hexdigest()
+    assert recorded["stages"][0]["recipe"]["arch"] == "vgg-s"
+    cfg = small_config(data, threads=1, teacher=str(probs_file), distill=0.5, limit=100)
+    with pytest.raises(DatasetError, match="computed on other faces than this run's 100 training faces"):
+        train(cfg, tmp_path / "other", progress=False)
 
 
 def test_distill_options_are_checked_before_training(trained_run: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from facial_emotion.labels import EMOTIONS, FERPLUS_8_CLASSES
@@ -130,20 +131,31 @@ def model_file_stages(path: Path) -> list[dict[str, Any]]:
     return [{k: v for k, v in stage.items() if v is not None}]
 
 
+def model_summary(path: Path) -> dict[str, Any]:
+    """A teacher model as a student's metadata records it: path, SHA-256 (the path alone may later
+    hold another model, e.g. when the student replaces the built-in model it learnt from), and the
+    stages its own metadata records."""
+    return {
+        "model": str(path),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "stages": model_file_stages(path),
+    }
+
+
 def teacher_summaries(cfg: TrainConfig) -> list[dict[str, Any]]:
-    """The models a distilled run learnt from: path, SHA-256 (the path alone may later hold another
-    model, e.g. when the student replaces the built-in model it learnt from), and the stages their own
-    metadata records."""
+    """The models a distilled run learnt from; a teacher probabilities file stands for the models it
+    recorded when it was written (distill.write_teacher_file)."""
     if not is_distilled(cfg):
         return []
-    return [
-        {
-            "model": str(p),
-            "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
-            "stages": model_file_stages(p),
-        }
-        for p in teacher_paths(cfg.teacher)
-    ]
+    summaries = []
+    for p in teacher_paths(cfg.teacher):
+        if p.suffix == ".npz":
+            with np.load(p) as saved:
+                models = json.loads(str(saved["models"])) if "models" in saved else []
+            summaries += [m | {"via": str(p)} for m in models] or [{"model": str(p), "stages": []}]
+        else:
+            summaries.append(model_summary(p))
+    return summaries
 
 
 def export_checkpoint(

@@ -248,6 +248,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], str] | None]] = {
     "fuzz": ("fuzz.json", fuzz),
     "compare": ("compare_fer.md", None),
     "batch_scale": ("batch_scale.md", None),
+    "calibration": ("calibration.md", None),
 }
 
 

@@ -108,7 +108,7 @@ def plot_reliability(curves: dict[str, list[dict[str, float]]], path: Path, titl
         width=[b["to"] - b["from"] for b in first],
         color="0.88",
         edgecolor="0.7",
-        label=f"share of faces ({next(iter(curves))})",
+        label=f"share of faces ({next(iter(curves)).split(',')[0]})",  # the curve's name, its ECE left out
     )
     ax.plot([0, 1], [0, 1], "--", color="0.4", lw=1, label="perfectly calibrated")
     for name, bins in curves.items():

@@ -388,6 +388,12 @@ def test_a_teacher_probabilities_file_stands_in_for_its_models(trained_run: Path
     assert recorded["model"] == str(teacher) and recorded["via"] == str(probs_file)
     assert recorded["sha256"] == hashlib.sha256(teacher.read_bytes()).hexdigest()
     assert recorded["stages"][0]["recipe"]["arch"] == "vgg-s"
+    # exported where the teacher file is not (a run brought back from a GPU machine): said, not a crash
+    probs_file.rename(tmp_path / "moved.npz")
+    export_checkpoint(tmp_path / "student" / "best.pt", tmp_path / "again.onnx")
+    (recorded,) = json.loads((tmp_path / "again.json").read_text())["teachers"]
+    assert recorded == {"model": str(probs_file), "stages": [], "unavailable": True}
+    probs_file = (tmp_path / "moved.npz").rename(probs_file)
     cfg = small_config(data, threads=1, teacher=str(probs_file), distill=0.5, limit=100)
     with pytest.raises(DatasetError, match="computed on other faces than this run's 100 training faces"):
         train(cfg, tmp_path / "other", progress=False)

@@ -147,9 +147,11 @@ def teacher_summaries(cfg: TrainConfig) -> list[dict[str, Any]]:
     recorded when it was written (distill.write_teacher_file)."""
     if not is_distilled(cfg):
         return []
-    summaries = []
+    summaries: list[dict[str, Any]] = []
     for p in teacher_paths(cfg.teacher):
-        if p.suffix == ".npz":
+        if not p.is_file():  # exported elsewhere than the run started (a GPU run's relative path, say)
+            summaries.append({"model": str(p), "stages": [], "unavailable": True})
+        elif p.suffix == ".npz":
             with np.load(p) as saved:
                 models = json.loads(str(saved["models"])) if "models" in saved else []
             summaries += [m | {"via": str(p)} for m in models] or [{"model": str(p), "stages": []}]

@@ -207,7 +207,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         metavar="TAU",
         help="class-balanced loss: add TAU * log(class prior) to the logits in the loss (1 = full; 0 = off)",
     )
-    p.add_argument("--teacher", help="distil from these models: comma list of .onnx files (with --distill)")
+    p.add_argument(
+        "--teacher",
+        help="distil from these models: comma list of .onnx files, or of teacher probabilities .npz files "
+        "computed before for the same faces (with --distill)",
+    )
     p.add_argument(
         "--distill", type=float, help="weight of the teachers' ten-crop probabilities in the targets (0..1)"
     )

@@ -30,7 +30,9 @@ class TrainConfig:
     # log(class prior), so the net's own logits learn the faces without FER-2013's 16:1 class ratio
     # (disgust 1.5 %, happy 25 %); vector-scaling calibration refits the prior's biases afterwards.
     logit_adjust: float = 0.0
-    teacher: str = ""  # comma list of ONNX model files to distil from (their ten-crop probabilities)
+    # comma list of ONNX model files to distil from (their ten-crop probabilities), or of teacher
+    # probabilities files (.npz, distill.write_teacher_file) computed before for the same faces
+    teacher: str = ""
     distill: float = 0.0  # target = (1-distill) * label target + distill * teacher probabilities
     distill_temperature: float = 1.0  # > 1 softens the teacher probabilities
     train_split: str = ""  # comma list; default Training / train / all-but-validation

@@ -16,6 +16,7 @@ from conftest import need_shared
 from facial_emotion import EmotionRecognizer
 from facial_emotion.evaluation.calibration import (
     _nll_gradient,
+    choose_method,
     cross_fitted,
     ece,
     fit_calibration,
@@ -65,6 +66,20 @@ def test_vector_scaling_recovers_per_class_scales_and_biases() -> None:
     assert vector["ece"] < 0.015 < temperature["ece"]
 
 
+def test_auto_takes_vector_scaling_unless_it_costs_accuracy_out_of_sample() -> None:
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 2, (6000, 4))
+    # the truth has per-class biases: the raw argmax is often wrong, fitted biases fix it out of sample
+    p = softmax(logits + np.array([1.5, 0.0, -1.0, 0.0]))
+    labels = (p.cumsum(axis=1) > rng.random((len(p), 1))).argmax(axis=1)
+    assert choose_method(logits, labels, splits=3) == "vector"
+    entry = fit_calibration(logits, None, labels, "synthetic")
+    assert entry["method"] == "vector scaling (NLL)" and "method_tta" not in entry
+    assert entry["accuracy_after_crossfit"] > entry["accuracy_before"] + 0.02
+    # asked to gain more accuracy than any calibration can: one temperature, which keeps every label
+    assert choose_method(logits, labels, splits=3, tolerance=-0.5) == "temperature"
+
+
 def test_nll_gradient_matches_finite_differences_for_ten_crops() -> None:
     rng = np.random.default_rng(2)
     logits, labels = rng.normal(0, 2, (50, 10, 7)), rng.integers(0, 7, 50)
@@ -96,7 +111,7 @@ def test_uncertain_threshold_is_where_the_top_label_stops_being_right_half_the_t
     threshold = uncertain_threshold(probs, labels)
     conf, right = probs.max(axis=1), probs.argmax(axis=1) == labels
     assert right[conf < threshold].mean() < 0.5 <= right[conf >= threshold].mean()
-    entry = fit_calibration(logits, logits[:, None, :].repeat(2, axis=1), labels, "synthetic")
+    entry = fit_calibration(logits, logits[:, None, :].repeat(2, axis=1), labels, "synthetic", "vector")
     assert (
         entry["ece_after"] <= entry["ece_before"] and len(entry["scale_tta"]) == len(entry["bias_tta"]) == 7
     )
@@ -165,6 +180,10 @@ def test_builtin_models_are_calibrated() -> None:
     for name in BUILTIN_MODELS:
         entry = EmotionClassifier(name).metadata[CALIBRATION_KEY]
         assert entry["fit_split"] == "PublicTest" and entry["method"] == "vector scaling (NLL)"
+        assert entry.get("method_tta", entry["method"]) in (
+            "vector scaling (NLL)",
+            "temperature scaling (NLL)",
+        )
         assert len(entry["scale"]) == len(entry["bias_tta"]) == 7
         assert entry["ece_after"] < entry["ece_before"] and entry["nll_after"] < entry["nll_before"]
         assert entry["ece_after_crossfit"] < entry["ece_before"]

@@ -24,6 +24,12 @@ def default_test_split(ds: FaceDataset) -> str:
     raise DatasetError(f"{ds.source}: no test split; pass --split (available: {', '.join(ds.splits)})")
 
 
+def calibration_method(entry: dict[str, Any], tta: bool) -> str:
+    """The method of a model's calibration for plain or ten-crop inference ("none" if it has none)."""
+    method = entry.get("method", "none")
+    return entry.get("method_tta", method) if tta else method
+
+
 def evaluate(
     data: str | Path,
     model: str | Path | None = None,
@@ -60,7 +66,7 @@ def evaluate(
             nll=round(nll(probs, part.labels), 4),
             # vector scaling can move a nearly tied face's label: the accuracy before it, for comparison
             accuracy_uncalibrated=round(float((raw.argmax(axis=1) == part.labels).mean()), 4),
-            calibration=(classifier.metadata.get(CALIBRATION_KEY) or {}).get("method", "none"),
+            calibration=calibration_method(classifier.metadata.get(CALIBRATION_KEY) or {}, tta),
             ece_uncalibrated=round(ece(raw, part.labels), 4),
             nll_uncalibrated=round(nll(raw, part.labels), 4),
             mean_confidence=round(float(probs.max(axis=1).mean()), 4),

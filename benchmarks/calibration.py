@@ -17,7 +17,7 @@ import numpy as np
 from bench_machine import describe_machine, write_results
 
 from facial_emotion.data import load_dataset
-from facial_emotion.evaluation.calibration import METHODS, cross_fitted, ece, nll, probabilities
+from facial_emotion.evaluation.calibration import METHODS, accuracy, cross_fitted, ece, nll, probabilities
 from facial_emotion.inference.classifier import EmotionClassifier
 from facial_emotion.model_file import BUILTIN_MODELS
 
@@ -29,7 +29,7 @@ def scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return {
         "ece": ece(probs, labels),
         "nll": nll(probs, labels),
-        "accuracy": float((probs.argmax(1) == labels).mean()),
+        "accuracy": accuracy(probs, labels),
     }
 
 

@@ -32,12 +32,12 @@ w(sys.argv[1], sys.argv[2], Path(sys.argv[3]))' src/facial_emotion/weights/emoti
     "$SHARED/datasets/fer2013/fer2013.csv.gz" gpu/ensemble-teacher.npz
   ;;
 lighten)
-  # only committed weights are removed: `restore` brings them back from git, nothing is lost
-  git diff --quiet HEAD -- src/facial_emotion/weights || {
-    echo "src/facial_emotion/weights has uncommitted changes: commit them first" >&2
+  # only committed, unchanged weights are removed: `restore` brings them back from git, nothing is lost
+  if [ -n "$(git status --porcelain -- src/facial_emotion/weights)" ]; then
+    echo "src/facial_emotion/weights has uncommitted or untracked files: commit or move them first" >&2
     exit 2
-  }
-  rm -f src/facial_emotion/weights/emotion*.onnx
+  fi
+  git ls-files -z 'src/facial_emotion/weights/emotion*.onnx' | xargs -0 rm -f
   ;;
 restore)
   git checkout HEAD -- src/facial_emotion/weights

@@ -1,6 +1,6 @@
 """A model whose classes are not FER-2013's seven (FER+'s eight, with contempt) goes through every
-path: analyze (JSON, CSV, annotated image), video (timeline, summary), the service and evaluate on
-FER+ majority labels.
+path: analyze (JSON, CSV, annotated image), video (timeline, summary), the service, and evaluate and
+calibrate on FER+ majority labels.
 
 The model is a real ONNX file with the package's format, made here from an untrained vgg-s whose
 last bias is raised for contempt, so every face must come out as contempt: the test then sees the
@@ -130,3 +130,11 @@ def test_evaluate_scores_ferplus_majority_labels(eight_class_model: Path, tmp_pa
     truth = load_dataset(data, labels="ferplus", ferplus_classes=8).select_split("PublicTest").labels
     assert result["accuracy"] == pytest.approx(np.mean(truth == FERPLUS_8_CLASSES.index("contempt")))
     assert "ece" in result  # scored on all eight classes, so calibration figures apply
+    # and it is calibrated on the FER+ majority labels (its default for eight classes); 20 faces are
+    # too few for a bias per class, so one temperature
+    out = tmp_path / "calibrated.onnx"
+    proc = run_cli("calibrate", str(eight_class_model), "--data", str(data), "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    entry = json.loads(proc.stdout)
+    assert entry["faces"] == len(truth) and entry["method"] == "temperature scaling (NLL)"
+    assert len(entry["scale"]) == len(entry["bias_tta"]) == 8

@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="training tests need the [train] extra")
 
-from facial_emotion.data import load_dataset  # noqa: E402
+from facial_emotion.data import DatasetError, load_dataset  # noqa: E402
 from facial_emotion.inference.classifier import EmotionClassifier  # noqa: E402
 from facial_emotion.labels import EMOTIONS  # noqa: E402
 from facial_emotion.training.augment import AugmentConfig, augment  # noqa: E402
@@ -364,6 +364,18 @@ def test_logit_adjustment_takes_the_class_prior_out_of_the_nets_logits(tmp_path:
         assert json.loads((out / "model.json").read_text())["recipe"]["logit_adjust"] == tau
     # uniform is 1/7 = 0.14; three short epochs take a plain run part of the way to the prior's 0.8
     assert mean_angry[1.0] < 0.2 and mean_angry[0.0] > mean_angry[1.0] + 0.1, mean_angry
+    # a class without any training target would make log(prior) -inf and the loss NaN: refused
+    without_fear = write_fer_csv(
+        tmp_path / "no_fear.csv",
+        images,
+        np.where(labels == 2, 0, labels),
+        ["Training"] * 256 + ["PublicTest"] * 64,
+    )
+    cfg = small_config(without_fear, threads=2, logit_adjust=1.0, label_smoothing=0.0)
+    with pytest.raises(
+        DatasetError, match="--logit-adjust needs every class in the training targets; none for fear"
+    ):
+        train(cfg, tmp_path / "no_fear", progress=False)
 
 
 def test_a_teacher_probabilities_file_stands_in_for_its_models(trained_run: Path, tmp_path: Path) -> None:
@@ -397,6 +409,14 @@ def test_a_teacher_probabilities_file_stands_in_for_its_models(trained_run: Path
     cfg = small_config(data, threads=1, teacher=str(probs_file), distill=0.5, limit=100)
     with pytest.raises(DatasetError, match="computed on other faces than this run's 100 training faces"):
         train(cfg, tmp_path / "other", progress=False)
+    # something else named .npz: one clear error, not a traceback
+    np.save(tmp_path / "bare.npy", np.zeros(3))
+    (tmp_path / "bare.npy").rename(tmp_path / "bare.npz")
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not a zip")
+    for bad in ("bare.npz", "junk.npz"):
+        cfg = small_config(data, threads=1, teacher=str(tmp_path / bad), distill=0.5)
+        with pytest.raises(DatasetError, match="not a teacher probabilities file"):
+            train(cfg, tmp_path / "bad", progress=False)
 
 
 def test_distill_options_are_checked_before_training(trained_run: Path, tmp_path: Path) -> None:

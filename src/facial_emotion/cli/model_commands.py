@@ -119,7 +119,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     with needs_extra("train", "calibrate"):  # writing the model file needs the onnx package
         entry = calibrate_model(
-            args.model, args.data, args.split, Path(args.out) if args.out else None, method=args.method
+            args.model,
+            args.data,
+            args.split,
+            Path(args.out) if args.out else None,
+            method=args.method,
+            labels=args.labels,
         )
     if args.json:
         print_json(entry)
@@ -131,7 +136,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             f"cross-fitted), ten-crop {entry['ece_tta_before']:.2%} -> {entry['ece_tta_after']:.2%}; NLL "
             f"{entry['nll_before']:.3f} -> {entry['nll_after']:.3f}; accuracy {entry['accuracy_before']:.2%} "
             f"-> {entry['accuracy_after']:.2%}; faces under {entry['uncertain_below']:.0%} confidence are "
-            "flagged uncertain"
+            "flagged uncertain" + (f" ({entry['method_why']})" if "method_why" in entry else "")
         )
     return EXIT_OK
 
@@ -343,6 +348,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="vector scaling (a scale and a bias per class; needs 20 faces of each), one temperature, or "
         "auto (default): vector scaling unless, cross-fitted, it costs accuracy; chosen for plain and "
         "ten-crop inference each",
+    )
+    p.add_argument(
+        "--labels",
+        choices=("fer2013", "ferplus"),
+        help="fer2013, or ferplus: the FER+ majority vote (fer2013new.csv beside the csv; the default for "
+        "an 8-class model)",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_calibrate)

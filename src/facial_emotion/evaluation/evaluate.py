@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from facial_emotion.data import DatasetError, FaceDataset, load_dataset
-from facial_emotion.evaluation.calibration import ece, nll, reliability
+from facial_emotion.evaluation.calibration import accuracy, ece, nll, reliability
 from facial_emotion.evaluation.metrics import summarize
 from facial_emotion.inference.classifier import EmotionClassifier
 from facial_emotion.model_file import CALIBRATION_KEY
@@ -26,7 +26,7 @@ def default_test_split(ds: FaceDataset) -> str:
 
 def calibration_method(entry: dict[str, Any], tta: bool) -> str:
     """The method of a model's calibration for plain or ten-crop inference ("none" if it has none)."""
-    method = entry.get("method", "none")
+    method = entry.get("method") or ("temperature scaling" if "temperature" in entry else "none")
     return entry.get("method_tta", method) if tta else method
 
 
@@ -65,7 +65,7 @@ def evaluate(
             ece=round(ece(probs, part.labels), 4),
             nll=round(nll(probs, part.labels), 4),
             # vector scaling can move a nearly tied face's label: the accuracy before it, for comparison
-            accuracy_uncalibrated=round(float((raw.argmax(axis=1) == part.labels).mean()), 4),
+            accuracy_uncalibrated=round(accuracy(raw, part.labels), 4),
             calibration=calibration_method(classifier.metadata.get(CALIBRATION_KEY) or {}, tta),
             ece_uncalibrated=round(ece(raw, part.labels), 4),
             nll_uncalibrated=round(nll(raw, part.labels), 4),

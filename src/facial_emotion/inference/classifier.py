@@ -24,6 +24,14 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def calibrated_probabilities(logits: np.ndarray, scale: Any = 1.0, bias: Any = 0.0) -> np.ndarray:
+    """softmax(scale * logits + bias) of (N, C) logits, or of (N, K, C) logits of K test-time crops
+    averaged after the softmax; ``scale``: a number (1 / temperature) or one per class. The one place
+    where a calibration turns logits into probabilities (the classifier and the calibration fit)."""
+    p = softmax(logits * scale + bias)
+    return p.mean(axis=1) if p.ndim == 3 else p
+
+
 def calibration_parameters(entry: dict[str, Any], classes: int, tta: bool) -> tuple[np.ndarray, np.ndarray]:
     """(scale, bias), each (classes,), of a model's calibration entry for plain or ten-crop inference.
     An entry holds ``scale``/``bias`` lists (vector scaling) or a ``temperature`` (files calibrated
@@ -115,11 +123,8 @@ class EmotionClassifier:
         """The logits of ``logits(faces, tta)`` -> probabilities (N, classes), with the model's stored
         calibration (``calibrated=False``: the raw softmax, as the model was trained); TTA averages the
         ten crops' probabilities."""
-        if calibrated:
-            scale, bias = self.calibration_tta if tta else self.calibration
-            logits = logits * scale + bias
-        probs = softmax(logits)
-        return probs.mean(axis=1) if tta else probs
+        scale, bias = (self.calibration_tta if tta else self.calibration) if calibrated else (1.0, 0.0)
+        return calibrated_probabilities(logits, scale, bias)
 
     def predict(self, faces: np.ndarray, tta: bool = False, calibrated: bool = True) -> np.ndarray:
         """Probabilities (N, classes) of uint8 faces (N, 48, 48); see ``probabilities``."""

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -72,14 +73,17 @@ def write_teacher_probabilities(spec: str, data: str, out: Path) -> Path:
 def read_teacher_file(path: Path, faces: np.ndarray, num_classes: int) -> np.ndarray:
     """The probabilities of a teacher file, refused unless they were computed on these very faces."""
     try:
-        with np.load(path) as saved:
+        saved = np.load(path)
+        if not isinstance(saved, np.lib.npyio.NpzFile):  # a bare .npy array named .npz
+            raise ValueError("an array, not an .npz archive")
+        with saved:
             probs, digest = saved["probs"], str(saved["faces_sha256"])
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise DatasetError(f"--teacher {path}: not a teacher probabilities file ({e})") from None
     if probs.shape != (len(faces), num_classes) or digest != faces_digest(faces):
         raise DatasetError(
-            f"--teacher {path}: its {probs.shape[0]} x {probs.shape[1]} probabilities were computed on "
-            f"other faces than this run's {len(faces)} training faces ({num_classes} classes)"
+            f"--teacher {path}: its probabilities (shape {probs.shape}) were computed on other faces "
+            f"than this run's {len(faces)} training faces ({num_classes} classes)"
         )
     return probs
 
@@ -125,7 +129,8 @@ def attach_teacher(
     probs = None
     if cache.exists():
         with np.load(cache) as saved:
-            if str(saved["teachers"]) == spec and saved["probs"].shape == tuple(targets.shape):
+            same_faces = "faces_sha256" not in saved or str(saved["faces_sha256"]) == faces_digest(faces)
+            if str(saved["teachers"]) == spec and saved["probs"].shape == tuple(targets.shape) and same_faces:
                 probs = saved["probs"]  # else another run's teachers or faces: compute them again
     if probs is None:
         probs = teacher_probabilities(spec, faces, targets.shape[1])

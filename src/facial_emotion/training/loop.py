@@ -130,6 +130,13 @@ def training_targets(train: FaceDataset, cfg: TrainConfig, num_classes: int, out
         targets = attach_teacher(
             targets, train.images, cfg.teacher, cfg.distill, cfg.distill_temperature, out
         )
+    if cfg.logit_adjust > 0 and (targets.mean(0) == 0).any():  # log(0): the loss would be NaN
+        missing = torch.nonzero(targets.mean(0) == 0).flatten().tolist()
+        absent = [train.class_names[i] if train.class_names else f"class {i}" for i in missing]
+        raise DatasetError(
+            f"--logit-adjust needs every class in the training targets; none for {', '.join(absent)} "
+            "(use --label-smoothing > 0, or train without the class)"
+        )
     return targets
 
 

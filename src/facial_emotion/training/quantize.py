@@ -125,8 +125,9 @@ def accuracy_before_after(data: str | Path, before: Path, after: Path, split: st
     result: dict[str, Any] = {"split": split}
     for tta in (False, True):
         suffix = "_tta" if tta else ""
-        result["before" + suffix] = evaluate(data, before, split, tta=tta)[0]["accuracy"]
-        result["after" + suffix] = evaluate(data, after, split, tta=tta)[0]["accuracy"]
+        # the raw softmax's labels: a calibration (fitted on this split, perhaps) is not the quantization's
+        result["before" + suffix] = evaluate(data, before, split, tta=tta)[0]["accuracy_uncalibrated"]
+        result["after" + suffix] = evaluate(data, after, split, tta=tta)[0]["accuracy_uncalibrated"]
     return result
 
 

@@ -56,7 +56,10 @@ def test_onnx_accuracy_matches_the_training_record(fp32_publictest_csv: dict) ->
     # Same faces, same centre crop: onnxruntime must reproduce what PyTorch measured (before the
     # calibration, which PyTorch did not have).
     assert fp32_publictest_csv["accuracy_uncalibrated"] == pytest.approx(meta["val_accuracy"], abs=0.003)
-    assert fp32_publictest_csv["accuracy"] == meta["calibration"]["accuracy_after"]
+    # what calibrate recorded (fitted in float64; the classifier runs float32: a near tie may differ)
+    assert fp32_publictest_csv["accuracy"] == pytest.approx(
+        meta["calibration"]["accuracy_after"], abs=2 / 3589
+    )
 
 
 def test_int8_default_loses_at_most_0_3_points(publictest_csv: dict, fp32_publictest_csv: dict) -> None:

@@ -22,6 +22,7 @@ import math
 import os
 import stat
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -272,10 +273,14 @@ def load_image_within(source: ImageInput, timeout: float, name: str | None = Non
             box.append(e)
         done.set()
 
+    started = time.monotonic()
     threading.Thread(target=work, daemon=True, name="facial-emotion-read").start()
-    if not done.wait(timeout):
+    finished = done.wait(timeout)
+    if finished and isinstance(box[0], BaseException):
+        raise box[0]  # a broken file says what is wrong with it, late or not
+    # The limit is on the time the read took, not on when this thread got to look: a busy machine
+    # can hand the waiting thread the CPU only after the read is done, and that read was still late.
+    if not finished or time.monotonic() - started > timeout:
         label = name or (str(source) if isinstance(source, (str, Path)) else type(source).__name__)
         raise ImageError(f"{label}: timed out after {timeout:g} s reading or decoding it")
-    if isinstance(box[0], BaseException):
-        raise box[0]
     return box[0]

@@ -141,3 +141,32 @@ def test_checksum_catches_any_changed_value_and_reads_old_checkpoints(tmp_path: 
     (tmp_path / "d.pt").write_bytes((tmp_path / "a.pt").read_bytes()[:300])  # truncated
     with pytest.raises(CheckpointError, match=r"d\.pt: damaged or not a checkpoint"):
         load_checkpoint(tmp_path / "d.pt")
+
+
+def train_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "facial_emotion", "train", "--quiet", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_resume_takes_its_recipe_from_the_run_and_refuses_another(run: Path, tmp_path: Path) -> None:
+    out = copy_run(run, tmp_path)
+    saved = torch.load(out / LAST, weights_only=False)["config"]
+    moved = tmp_path / "elsewhere.csv"  # the same faces at another path (another machine, say)
+    shutil.copy(saved["data"], moved)
+    # No --data: the run reads its own; a different --data is where the same faces are now.
+    for extra in ([], ["--data", str(moved), "--seed", str(saved["seed"])]):
+        proc = train_cli("--out", str(out), "--resume", *extra)
+        assert proc.returncode == 0, proc.stderr
+        assert "best validation accuracy" in proc.stdout
+    # An option that would change the recipe half-way is refused by name, nothing trained or written.
+    before = (out / LAST).read_bytes()
+    proc = train_cli("--out", str(out), "--resume", "--epochs", "9", "--lr", "0.05")
+    assert proc.returncode == 2 and "--epochs 9 (the run has 2)" in proc.stderr, proc.stderr
+    assert "--lr" not in proc.stderr.split("leave out")[1]  # the same value as the run's is no clash
+    assert "Traceback" not in proc.stderr and (out / LAST).read_bytes() == before
+    proc = train_cli("--out", str(tmp_path / "new"))
+    assert proc.returncode == 2 and "--data is required" in proc.stderr, proc.stderr

@@ -25,12 +25,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     given = {
         f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None
     }
+    if not args.resume and not args.data:
+        raise UserError("train: --data is required (a --resume run reads its own)")
+    # What the user typed, not argparse's defaults (--init-from "", --skip-bad off): a resumed run
+    # checks these against its recipe. --device has its own override.
+    asked = {k: v for k, v in given.items() if not (v is False or v == "") and k != "device"}
     result = train(
         TrainConfig(**given),
         Path(args.out),
         resume=args.resume,
         progress=not args.quiet,
         device_override=args.device if args.resume and args.device else "",
+        asked=asked,
     )
     best = result["best"]
     if best is None:  # a torchrun rank other than 0: rank 0 reports
@@ -199,7 +205,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         description="Options left out take the built-in model's recipe (see scripts/train_builtin.sh).",
     )
     p.add_argument(
-        "--data", required=True, help="fer2013.csv(.gz), a Kaggle-layout folder, or ROOT/<emotion>/ images"
+        "--data",
+        help="fer2013.csv(.gz), a Kaggle-layout folder, or ROOT/<emotion>/ images (with --resume: the "
+        "run's own unless given, e.g. the same faces at another path)",
     )
     p.add_argument(
         "--labels",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +100,27 @@ class TrainConfig:
         }
         aug = AugmentConfig(**aug_fields)
         return cls(**d, augment=aug)
+
+
+# Where a run trains, not what it learns: a resumed run may take these from the command line (the same
+# faces at another path, another machine's thread count); --device has its own override in train().
+RESUME_MAY_CHANGE = ("data", "threads")
+
+
+def resumed_config(saved: dict, asked: dict[str, Any]) -> TrainConfig:
+    """The recipe a resumed run goes on with: the one saved in its checkpoint, with ``asked``'s data
+    path and thread count. ``asked``: the options given on the command line; one that would change the
+    recipe half-way (another --epochs, say) is a ConfigError naming it, not silently dropped."""
+    cfg = TrainConfig.from_dict(saved)
+    clashes = [
+        f"--{name.replace('_', '-')} {value} (the run has {getattr(cfg, name)})"
+        for name, value in asked.items()
+        if name not in RESUME_MAY_CHANGE and getattr(cfg, name) != value
+    ]
+    if clashes:
+        raise ConfigError(
+            "--resume goes on with the run's own recipe; leave out "
+            + ", ".join(clashes)
+            + " or start a new --out"
+        )
+    return replace(cfg, **{k: v for k, v in asked.items() if k in RESUME_MAY_CHANGE})

@@ -34,7 +34,7 @@ from facial_emotion.training.checkpoint import (
     remove_stale_temp_files,
     save_checkpoint,
 )
-from facial_emotion.training.config import ConfigError, TrainConfig
+from facial_emotion.training.config import ConfigError, TrainConfig, resumed_config
 from facial_emotion.training.distill import attach_teacher, is_distilled
 from facial_emotion.training.distributed import SINGLE, Distributed, close, from_environment
 from facial_emotion.training.export import export_checkpoint
@@ -415,11 +415,17 @@ def validate(
 
 
 def train(
-    cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = True, device_override: str = ""
+    cfg: TrainConfig,
+    out: Path,
+    resume: bool = False,
+    progress: bool = True,
+    device_override: str = "",
+    asked: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train, checkpoint every epoch, export the best weights to ``out/model.onnx``; returns a summary.
     Under torchrun every rank trains, rank 0 alone validates, writes and exports. ``device_override``
-    moves a resumed run to another device (a run begun on a GPU goes on on the CPU, say)."""
+    moves a resumed run to another device (a run begun on a GPU goes on on the CPU, say); ``asked``:
+    the options the user gave, which a resumed run checks against its recipe (``resumed_config``)."""
     dist = from_environment()
     last = None
     if out.is_dir():
@@ -428,7 +434,7 @@ def train(
         if not (out / LAST).exists():
             raise DatasetError(f"--resume: no checkpoint {out / LAST}")
         last = load_resume_checkpoint(out)  # falls back to last.prev.pt if last.pt is damaged
-        cfg = TrainConfig.from_dict(last["config"])  # the run goes on as it began
+        cfg = resumed_config(last["config"], asked or {})  # the run goes on as it began
         log.info("resuming %s at epoch %d", out, last["epoch"] + 1)
     cfg.validate(resumed=last is not None)
     if cfg.batch_size % dist.world:

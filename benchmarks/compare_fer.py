@@ -9,7 +9,7 @@
   and per-class recall.
 - classifier speed: faces/s at batch 1 and 64 on 1 and 2 threads, both systems.
 - end-to-end: detection + classification per frame on ../shared/media/woman2.mp4 and the photos, both
-  systems with their default detectors (Haar both), fps and faces found.
+  systems with their default detectors (ours BlazeFace, fer's Haar), fps and faces found.
 - training throughput of facial-emotion's recipe (benchmarks/train_speed.py): img/s and s/epoch.
 
 fer runs in its own virtual environment (benchmarks/.peer-venv, made by setup_peer.sh) as a long-lived
@@ -260,7 +260,7 @@ def bench_classifier(
 
 
 def ours_video_tracked(rec: EmotionRecognizer, path: Path, max_frames: int) -> dict:
-    """facial-emotion's own video path: tracking, a full detection every 10th frame."""
+    """facial-emotion's own video path: tracking, with a full detection on every frame (the default)."""
     t0 = time.perf_counter()
     res = analyze_video(rec, str(path), every=1, max_frames=max_frames or None)
     wall = time.perf_counter() - t0

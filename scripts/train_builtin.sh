@@ -5,7 +5,7 @@
 # with the seed of the shipped run.
 #   RUN_DIR=runs/builtin bash scripts/train_builtin.sh
 # then copy RUN_DIR/model.{onnx,json} to src/facial_emotion/weights/emotion-fp32.{onnx,json} (the fp32
-# model), make the default int8 file from it and calibrate both (docs/training.md, "The shipped files"):
+# model), make the default int8 file from it and calibrate both (README, "Train your own model"):
 #   .venv/bin/facial-emotion quantize fp32 --data "$DATA" --out src/facial_emotion/weights/emotion.onnx
 #   .venv/bin/facial-emotion calibrate fp32 --data "$DATA"; .venv/bin/facial-emotion calibrate default --data "$DATA"
 # The shipped run trained on an NVIDIA H200 (--device auto picks a GPU where torch sees one) in 7 min,

@@ -2,7 +2,7 @@
 
 - ``facial_emotion.inference`` and the CLI's inference commands never import torch;
 - ``facial-emotion --help`` imports neither OpenCV nor onnxruntime;
-- no module outside ``training/`` imports ``training`` (the CLI only inside its train/export/quantize commands);
+- no module outside ``training/`` imports ``training`` (the CLI only inside its train/export/quantize/finetune/ensemble commands);
 - a video file, a camera-like source and the service's live stream all go through ``FaceStream``:
   the same frames give the same tracked faces on every path.
 """

@@ -1,9 +1,16 @@
 """A batch job from top to bottom: inputs -> units of work -> skip those committed by an earlier run
 -> analyse them on an engine, ``commit_every`` units at a time -> commit each group (results/tables.py)
--> report. Progress: units done, frames per second, ETA."""
+-> report. Progress: units done, frames per second, ETA.
+
+A job folder is one set of rows made one way: it records the options that decide its rows and files
+(``OUT/job.json``) and a re-run with any of them changed is refused, since its rows would sit beside
+rows of another model or detector, or other frame ranges would repeat frames already committed.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -12,9 +19,11 @@ from typing import Any
 
 from facial_emotion.batch.sources import expand_inputs, plan_units
 from facial_emotion.batch.work import AnalyzerOptions
-from facial_emotion.results.tables import have_pyarrow, open_store
+from facial_emotion.results.files import atomic_write_text
+from facial_emotion.results.tables import committed, have_pyarrow, open_store
 
 ENGINES = ("local", "ray")
+OPTIONS_FILE = "job.json"
 
 
 class BatchError(Exception):
@@ -37,6 +46,69 @@ class JobReport:
         return self.frames / self.seconds if self.seconds else 0.0
 
 
+def row_options(
+    model_path: Path,
+    options: AnalyzerOptions,
+    fmt: str,
+    chunk_frames: int,
+    overlap: int,
+    max_frames: int | None,
+) -> dict[str, Any]:
+    """The options that decide a job's rows and files, by their flag; what only changes how the work
+    runs (engine, workers, address, threads, commit-every) is left out and may change between runs."""
+    from facial_emotion import settings
+
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    return {
+        # The file itself, not the name it was asked by: a retrained or recalibrated file differs
+        # (16 hex digits of its SHA-256 tell files apart and keep the message readable).
+        "model": f"{model_path.name} sha256:{digest[:16]}",
+        "detector": options.detector or settings.current().detector or settings.DEFAULT_DETECTOR,
+        "every": options.every,
+        "detect-every": options.detect_every,
+        "smoothing": options.smoothing,
+        "max-frames": max_frames,
+        "chunk-frames": chunk_frames,
+        # Only frame ranges replay frames: without them --overlap changes nothing.
+        **({"overlap": overlap} if chunk_frames else {}),
+        "format": fmt,
+    }
+
+
+def recorded_options(out: Path) -> dict[str, Any] | None:
+    """The options ``out``'s committed rows were made with; None while nothing is committed (any
+    options may still start the job) and for folders written before options were recorded."""
+    path = out / OPTIONS_FILE
+    if not committed(out) or not path.is_file():
+        return None
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError):
+        raise BatchError(f"{path} is damaged: restore it or choose a new --out") from None
+
+
+def check_options(out: Path, recorded: dict[str, Any] | None, asked: dict[str, Any]) -> None:
+    """Refuse a re-run whose options differ from the job's, naming each; else record them. An option
+    one side does not have is not compared (--overlap without ranges, one a later version adds)."""
+    if recorded is None:
+        # A new job, or one from before options were recorded: this run's options become the job's
+        # (its old rows' own cannot be known), so that later re-runs are checked against them.
+        atomic_write_text(out / OPTIONS_FILE, json.dumps(asked, indent=1) + "\n")
+        return
+    show = lambda v: "none" if v is None else v  # noqa: E731
+    clashes = [
+        f"--{name} {show(value)} (the job has {show(recorded[name])})"
+        for name, value in asked.items()
+        if name in recorded and recorded[name] != value
+    ]
+    if clashes:
+        raise BatchError(
+            f"{out} holds rows made with other options; a re-run must use the job's own: "
+            + ", ".join(clashes)
+            + ". Run with those, or choose a new --out"
+        )
+
+
 def run_batch(
     inputs: list[str],
     out: Path,
@@ -56,7 +128,9 @@ def run_batch(
         raise BatchError(f"--engine must be one of {', '.join(ENGINES)}")
     if workers < 1 or commit_every < 1 or chunk_frames < 0 or overlap < 0 or (max_frames or 0) < 0:
         raise BatchError("--workers and --commit-every must be positive; --chunk-frames, --overlap >= 0")
-    fmt = fmt or ("parquet" if have_pyarrow() or engine == "ray" else "csv")
+    recorded = recorded_options(out)
+    # No --format: the job's own (a re-run of a CSV job need not repeat --format csv), else the default.
+    fmt = fmt or (recorded or {}).get("format") or ("parquet" if have_pyarrow() or engine == "ray" else "csv")
     if engine == "ray":
         from facial_emotion.batch.ray_engine import RayUnavailable, import_ray
 
@@ -72,6 +146,13 @@ def run_batch(
     if not sources:
         raise BatchError("no input found")
     units = plan_units(sources, chunk_frames, overlap, max_frames)
+    from facial_emotion.inference.classifier import EmotionClassifier
+
+    classifier = EmotionClassifier(options.model)  # a bad --model fails here, on either engine
+    out.mkdir(parents=True, exist_ok=True)
+    check_options(
+        out, recorded, row_options(classifier.path, options, fmt, chunk_frames, overlap, max_frames)
+    )
     store = open_store(out, fmt)
     pending = [u for u in units if (u.source, u.chunk) not in store.done]
     report = JobReport(out, len(units), len(units) - len(pending))
@@ -92,10 +173,9 @@ def run_batch(
         bar.set_postfix(fps=f"{report.fps:.1f}", faces=report.faces, errors=len(report.errors))
 
     groups = [pending[i : i + commit_every] for i in range(0, len(pending), commit_every)]
-    from facial_emotion.inference.classifier import EmotionClassifier
     from facial_emotion.results.schema import batch_columns
 
-    classes = EmotionClassifier(options.model).classes  # a bad --model fails here, on either engine
+    classes = classifier.classes
     try:
         if engine == "local":
             from facial_emotion.batch.local import LocalEngine

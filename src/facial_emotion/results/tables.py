@@ -5,6 +5,7 @@ in commits so that a job killed at any moment can be run again without losing or
     OUT/sources/COMMIT.parquet   one row per completed unit of work (BATCH_SOURCE_COLUMNS)
     OUT/errors/COMMIT.parquet    one row per failed unit (BATCH_ERROR_COLUMNS)
     OUT/commits/COMMIT.json      written last: the commit is complete
+    OUT/job.json                 the options that decide the rows (batch/job.py refuses others)
 
 A commit's files count only once its marker exists; ``open_store`` deletes the files of commits
 that have none (a job interrupted mid-commit), so their units run again and no row appears twice

@@ -1,0 +1,126 @@
+"""`facial-emotion batch` re-run into the same --out: the options that decide the rows are the job's
+(OUT/job.json); another model, detector, frame range or format is refused by name before any work,
+while the same options (how the work runs aside) go on adding sources without repeating a row."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import need_shared
+
+from facial_emotion.batch.job import OPTIONS_FILE, BatchError, run_batch
+from facial_emotion.batch.work import AnalyzerOptions
+from facial_emotion.cli import main
+from facial_emotion.results.tables import committed, read_table
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """The command in its own process: what a user sees (exit code, stderr, no traceback)."""
+    cmd = [sys.executable, "-m", "facial_emotion", "batch", *args, "--quiet"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def snapshot(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def refused(proc: subprocess.CompletedProcess, *clashes: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "new --out" in proc.stderr
+    for clash in clashes:
+        assert clash in proc.stderr
+
+
+def face_keys(out: Path) -> list[tuple]:
+    return sorted((r["source"], int(r["frame"]), int(r["x"]), int(r["y"])) for r in read_table(out, "faces"))
+
+
+@pytest.fixture(scope="module")
+def mini_video(tmp_path_factory) -> str:
+    """The first 15 frames of a real clip (faces on every frame), cut with OpenCV."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(need_shared("media", "short_hamilton_clip.mp4")))
+    path = tmp_path_factory.mktemp("media") / "mini.mp4"
+    writer = None
+    for _ in range(15):
+        ok, frame = cap.read()
+        assert ok
+        if writer is None:
+            size = (frame.shape[1], frame.shape[0])
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, size)
+        writer.write(frame)
+    assert writer is not None
+    writer.release()
+    cap.release()
+    return str(path)
+
+
+def test_another_model_or_format_is_refused_and_same_options_go_on(tmp_path):
+    justin, two = (str(need_shared("media", n)) for n in ("justin.jpg", "two_people.jpg"))
+    out = tmp_path / "b1"
+    assert main(["batch", justin, "--out", str(out), "--format", "csv", "--quiet"]) == 0
+    before = snapshot(out)
+    recorded = json.loads((out / OPTIONS_FILE).read_text())
+    assert recorded["format"] == "csv" and recorded["detector"] == "blazeface"
+
+    proc = run_cli(justin, two, "--out", str(out), "--model", "fast", "--detector", "haar")
+    model = f"(the job has {recorded['model']})"
+    refused(proc, "--model emotion-fast.onnx sha256:", model, "--detector haar (the job has blazeface)")
+    assert "--format" not in proc.stderr  # left out: the job's own format, not a clash
+    refused(run_cli(justin, "--out", str(out), "--format", "parquet"), "--format parquet (the job has csv)")
+    assert snapshot(out) == before  # refused before any work: nothing written, nothing cleared
+
+    # The same options (no --format: the job's CSV), run another way: the new photo only, once.
+    rows_before = face_keys(out)
+    code = main(["batch", justin, two, "--out", str(out), "--threads", "2", "--commit-every", "1", "--quiet"])
+    assert code == 0
+    rows = face_keys(out)
+    assert len(rows) == len(set(rows)) > len(rows_before)
+    assert [r for r in rows if r[0] == justin] == rows_before
+    assert sorted(s["source"] for s in read_table(out, "sources")) == sorted([justin, two])
+    assert {p.suffix for p in (out / "faces").glob("*/*")} == {".csv"}
+
+
+def test_other_frame_ranges_are_refused_and_never_repeat_frames(tmp_path, mini_video):
+    out = tmp_path / "b2"
+    run_batch([mini_video], out, fmt="csv")
+    before = snapshot(out)
+    frames = [k[1] for k in face_keys(out)]
+    assert set(frames) == set(range(15))
+
+    proc = run_cli(mini_video, "--out", str(out), "--chunk-frames", "5", "--overlap", "0")
+    refused(proc, "--chunk-frames 5 (the job has 0)")
+    proc = run_cli(mini_video, "--out", str(out), "--max-frames", "10", "--every", "2", "--smoothing", "0")
+    refused(proc, "--max-frames 10 (the job has none)", "--every 2 (the job has 1)")
+    refused(proc, "--smoothing 0.0 (the job has 0.6)")
+    assert snapshot(out) == before
+
+    again = run_batch([mini_video], out, AnalyzerOptions(threads=2))  # threads: how, not what
+    assert (again.skipped, again.done) == (1, 0)
+    assert snapshot(out) == before
+
+
+def test_options_are_recorded_once_rows_are_committed(tmp_path):
+    """A folder from before options were recorded takes the next run's; a record with nothing
+    committed yet binds nothing (a run stopped before its first commit left no rows to mix)."""
+    justin = str(need_shared("media", "justin.jpg"))
+    out = tmp_path / "b3"
+    out.mkdir()
+    (out / OPTIONS_FILE).write_text(json.dumps({"detector": "haar", "format": "csv"}))
+    run_batch([justin], out, fmt="parquet")  # nothing committed: the stale record is replaced
+    assert json.loads((out / OPTIONS_FILE).read_text())["format"] == "parquet"
+    assert committed(out)
+
+    (out / OPTIONS_FILE).unlink()  # as written before this change: rows, no record
+    report = run_batch([justin], out, AnalyzerOptions(smoothing=0.3))
+    assert report.skipped == 1
+    assert json.loads((out / OPTIONS_FILE).read_text())["smoothing"] == 0.3
+    with pytest.raises(BatchError, match=r"--smoothing 0.6 \(the job has 0.3\)"):
+        run_batch([justin], out)

@@ -7,7 +7,8 @@
 # then copy RUN_DIR/model.{onnx,json} to src/facial_emotion/weights/emotion-fp32.{onnx,json} (the fp32
 # model), make the default int8 file from it and calibrate both (README, "Train your own model"):
 #   .venv/bin/facial-emotion quantize fp32 --data "$DATA" --out src/facial_emotion/weights/emotion.onnx
-#   .venv/bin/facial-emotion calibrate fp32 --data "$DATA"; .venv/bin/facial-emotion calibrate default --data "$DATA"
+#   W=src/facial_emotion/weights; .venv/bin/facial-emotion calibrate fp32 --data "$DATA" --out $W/emotion-fp32.onnx
+#   .venv/bin/facial-emotion calibrate default --data "$DATA" --out $W/emotion.onnx
 # The shipped run trained on an NVIDIA H200 (--device auto picks a GPU where torch sees one) in 7 min,
 # six candidates at once (scripts/gpu_candidates.sh). On 2 CPU cores with native bf16 (AVX512-BF16 or
 # AMX) it runs at the img/s that benchmarks/train_speed.py reports for this recipe: about 4 h.

@@ -226,11 +226,11 @@ def test_evaluate_reports_ece_and_nll_and_calibrate_refuses_the_test_split(tiny_
     text = (report / "report.md").read_text()
     assert f"ECE {doc['ece']:.2%} (raw softmax {doc['ece_uncalibrated']:.2%})" in text
     assert "![reliability diagram](reliability.png)" in text
-    proc = cli("calibrate", "default", "--data", str(tiny_csv), "--split", "PrivateTest")
+    out = tiny_csv.parent / "calibrated.onnx"
+    proc = cli("calibrate", "default", "--data", str(tiny_csv), "--split", "PrivateTest", "--out", str(out))
     assert proc.returncode == 2 and "never on PrivateTest" in proc.stderr and "Traceback" not in proc.stderr
     # 70 faces are too few for a scale and a bias per class: vector scaling refuses, auto (the default)
     # fits one temperature and says why
-    out = tiny_csv.parent / "calibrated.onnx"
     proc = cli("calibrate", "default", "--data", str(tiny_csv), "--out", str(out), "--method", "vector")
     assert proc.returncode == 2 and "--method temperature or auto" in proc.stderr and not out.exists()
     proc = cli("calibrate", "default", "--data", str(tiny_csv), "--out", str(out))

@@ -52,6 +52,12 @@ def builtin_model_path(name: str = "default") -> Path:
     return Path(str(resources.files("facial_emotion") / "weights" / BUILTIN_MODELS[name]))
 
 
+def is_packaged_model(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is one of the model files shipped in the package's weights folder."""
+    weights = Path(str(resources.files("facial_emotion") / "weights")).resolve()
+    return Path(path).resolve().parent == weights
+
+
 def resolve_model_path(model: str | os.PathLike | None = None) -> Path:
     """A built-in model's name (``BUILTIN_MODELS``; a name wins over a file of that name in the
     current folder: write ``./fp32`` for the file) or a model file's path; None: $FACIAL_EMOTION_MODEL

@@ -4,9 +4,12 @@ data error."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import math
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 MODEL_HELP = (
@@ -15,8 +18,33 @@ MODEL_HELP = (
 )
 
 
+def finite_float(text: str) -> float:
+    """argparse type of every float option: nan and inf are refused here, since they pass every
+    ``<= 0`` check after it (and then crash or time every file out)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+    return value
+
+
 class UserError(Exception):
     """A problem the user can fix; printed as one line, exit code 2."""
+
+
+def output_file(path: str, option: str) -> Path:
+    """An output file the user named, checked before any work: a folder of that name, or a file where
+    its folder should be, is one error naming the option now, not an OS error about a temp file after
+    a long video."""
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"{option} {path}: is a folder; name a file (in it, say)")
+    folder = next((p for p in target.parents if p.exists()), None)
+    if folder is not None and not folder.is_dir():
+        raise UserError(f"{option} {path}: {folder} is a file, not a folder")
+    return target
 
 
 class MissingDependency(UserError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import socket
 import sys
 from pathlib import Path
 
@@ -13,7 +14,9 @@ from facial_emotion.cli.errors import (
     EXIT_PARTIAL,
     MODEL_HELP,
     UserError,
+    finite_float,
     needs_extra,
+    output_file,
 )
 from facial_emotion.settings import DEFAULT_DETECT_EVERY
 
@@ -49,6 +52,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     if args.file_timeout < 0:
         raise UserError("--file-timeout must not be negative (0 = no limit)")
+    csv_path = output_file(args.csv, "--csv") if args.csv else None
     recognizer = EmotionRecognizer(
         args.model, detector=args.detector, tta=args.tta, threads=args.threads, landmarks=args.landmarks
     )
@@ -71,8 +75,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         result.image = None  # written: free the pixels before the next photo
         results.append(result)
         annotated.append(drawn)
-    if args.csv:
-        writers.write_photos_csv(results, Path(args.csv), recognizer.classes, pose=args.landmarks)
+    if csv_path:
+        writers.write_photos_csv(results, csv_path, recognizer.classes, pose=args.landmarks)
     if args.json:
         writers.print_json(writers.photos_json(results, annotated))
     else:
@@ -111,6 +115,7 @@ def _check_video_args(args: argparse.Namespace) -> None:
     if args.detect_every < 1:
         raise UserError("--detect-every must be at least 1")
     for path in getattr(args, "summary", None) or []:
+        output_file(path, "--summary")
         if Path(path).suffix.lower() not in (".json", ".csv", ".png"):
             raise UserError(f"--summary {path}: write it as .json, .csv or .png")
         if Path(path).suffix.lower() == ".png":
@@ -141,6 +146,9 @@ def cmd_video(args: argparse.Namespace) -> int:
     if args.every < 1:
         raise UserError("--every must be at least 1")
     _check_video_args(args)
+    for option in ("out", "timeline", "plot"):  # files (batch's --out is a folder: not checked there)
+        if getattr(args, option):
+            output_file(getattr(args, option), f"--{option}")
     if args.plot:
         _need_matplotlib("--plot")
     recognizer = EmotionRecognizer(
@@ -287,6 +295,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         or (args.max_megapixels is not None and args.max_megapixels <= 0)
     ):
         raise UserError("--max-upload-mb, --max-megapixels, --timeout and --workers must be positive")
+    if args.admin_token is not None and not args.admin_token.strip():
+        # an unset "$TOKEN" in a script: an empty token would let anyone send "Bearer " and reload
+        raise UserError("--admin-token is empty (an unset variable?): give a real token or leave it out")
+    check_listen_address(args.host, args.port)
     app = create_app(
         model=args.model,
         detector=args.detector,
@@ -299,8 +311,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
         feedback_dir=args.feedback_dir,
         admin_token=args.admin_token,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", http=http_protocol())
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info", http=http_protocol())
+    except SystemExit as e:  # uvicorn exits with its own codes when start-up fails (logged above)
+        if e.code:
+            raise UserError(
+                f"the server on {args.host}:{args.port} did not start (see the log above)"
+            ) from None
     return EXIT_OK
+
+
+def check_listen_address(host: str, port: int) -> None:
+    """One clear error before the model loads if the server could not listen there: a port out of
+    range (uvicorn would print one port and listen on another), a host that is not this machine's, or
+    an address in use. A race with another process remains; uvicorn then fails and says so."""
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port {port}: must be 1..65535")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise UserError(f"--host {host}: {getattr(e, 'strerror', None) or e}") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as e:
+            raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
 def _common_inference(p: argparse.ArgumentParser, tta: bool = True, landmarks: bool = True) -> None:
@@ -343,7 +379,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--annotate", metavar="DIR", help="write annotated copies into DIR")
     p.add_argument(
         "--file-timeout",
-        type=float,
+        type=finite_float,
         default=60.0,
         metavar="S",
         help="seconds to read and decode one file before it is reported as an error and the batch "
@@ -372,7 +408,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _common_inference(p)
     p.add_argument("--every", type=int, default=1, help="analyse every N-th frame")
     p.add_argument(
-        "--smoothing", type=float, default=0.6, help="temporal smoothing of scores per face (0 = off, <1)"
+        "--smoothing",
+        type=finite_float,
+        default=0.6,
+        help="temporal smoothing of scores per face (0 = off, <1)",
     )
     p.add_argument(
         "--detect-every",
@@ -398,7 +437,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--camera", type=int, default=0, help="camera index")
     p.add_argument("--source", help="any OpenCV capture source instead of a camera (file, URL)")
     _common_inference(p, tta=False)
-    p.add_argument("--smoothing", type=float, default=0.6)
+    p.add_argument("--smoothing", type=finite_float, default=0.6)
     p.add_argument(
         "--detect-every",
         type=int,
@@ -432,7 +471,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--format", choices=["parquet", "csv"], help="default parquet (csv without pyarrow)")
     p.add_argument("--every", type=int, default=1, help="analyse every N-th video frame")
-    p.add_argument("--smoothing", type=float, default=0.6, help="temporal smoothing of scores per face")
+    p.add_argument(
+        "--smoothing", type=finite_float, default=0.6, help="temporal smoothing of scores per face"
+    )
     p.add_argument(
         "--detect-every", type=int, default=DEFAULT_DETECT_EVERY, help="full face search every N frames"
     )
@@ -455,15 +496,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cors-origin", action="append", help="allow this browser origin (repeatable); default none"
     )
-    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (413 above)")
+    p.add_argument(
+        "--max-upload-mb", type=finite_float, default=10.0, help="largest accepted upload (413 above)"
+    )
     p.add_argument(
         "--max-megapixels",
-        type=float,
+        type=finite_float,
         default=None,
         help="largest accepted image (413 above; default $FACIAL_EMOTION_MAX_PIXELS, 64 MP); large "
         "images are decoded at 2048 px on the long side, so memory stays bounded",
     )
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request before a 504")
+    p.add_argument("--timeout", type=finite_float, default=30.0, help="seconds per request before a 504")
     p.add_argument(
         "--workers", type=int, default=None, help="images analysed at once (default: cores, max 4)"
     )

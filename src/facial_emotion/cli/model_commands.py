@@ -12,7 +12,9 @@ from facial_emotion.cli.errors import (
     EXIT_OK,
     MODEL_HELP,
     UserError,
+    finite_float,
     needs_extra,
+    output_file,
 )
 
 
@@ -121,14 +123,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from facial_emotion.evaluation.calibration import calibrate_model
+    from facial_emotion.model_file import is_packaged_model, resolve_model_path
     from facial_emotion.results.writers import print_json
 
+    out = output_file(args.out, "--out") if args.out else None
+    if out is None and is_packaged_model(resolve_model_path(args.model)):
+        raise UserError(
+            f"{args.model} is a model shipped inside the package: give --out FILE for the calibrated copy "
+            "(its own path in the package, if rewriting the shipped file is really meant)"
+        )
     with needs_extra("train", "calibrate"):  # writing the model file needs the onnx package
         entry = calibrate_model(
             args.model,
             args.data,
             args.split,
-            Path(args.out) if args.out else None,
+            out,
             method=args.method,
             labels=args.labels,
         )
@@ -152,7 +161,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         from facial_emotion.training.export import export_checkpoint
     if not Path(args.checkpoint).is_file():
         raise UserError(f"{args.checkpoint}: checkpoint not found")
-    out = export_checkpoint(Path(args.checkpoint), Path(args.out), int8=args.int8)
+    out = export_checkpoint(Path(args.checkpoint), output_file(args.out, "--out"), int8=args.int8)
     print(f"wrote {out} and {out.with_suffix('.json')}")
     return EXIT_OK
 
@@ -160,7 +169,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_quantize(args: argparse.Namespace) -> int:
     with needs_extra("train", "quantize"):
         from facial_emotion.training.quantize import quantize_model
-    out = Path(args.out)
+    out = output_file(args.out, "--out")
     meta = quantize_model(
         args.model,
         out,
@@ -192,7 +201,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         from facial_emotion.training.ensemble import build_ensemble
     from facial_emotion.model_file import resolve_model_path
 
-    out = Path(args.out)
+    out = output_file(args.out, "--out")
     meta = build_ensemble([resolve_model_path(m) for m in args.models], out)
     print(f"wrote {out} and {out.with_suffix('.json')}: the mean of {len(meta['members'])} models")
     return EXIT_OK
@@ -214,10 +223,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         choices=["fer2013", "ferplus", "ferplus8"],
         help="fer2013 (default); ferplus: FER+ vote distributions; ferplus8: the same with contempt (8 classes)",
     )
-    p.add_argument("--ferplus-mix", type=float, help="blend FER+ vote distributions into the targets (0..1)")
+    p.add_argument(
+        "--ferplus-mix", type=finite_float, help="blend FER+ vote distributions into the targets (0..1)"
+    )
     p.add_argument(
         "--logit-adjust",
-        type=float,
+        type=finite_float,
         metavar="TAU",
         help="class-balanced loss: add TAU * log(class prior) to the logits in the loss (1 = full; 0 = off)",
     )
@@ -227,25 +238,35 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "computed before for the same faces (with --distill)",
     )
     p.add_argument(
-        "--distill", type=float, help="weight of the teachers' ten-crop probabilities in the targets (0..1)"
+        "--distill",
+        type=finite_float,
+        help="weight of the teachers' ten-crop probabilities in the targets (0..1)",
     )
-    p.add_argument("--distill-temperature", type=float, help="soften the teachers' probabilities (default 1)")
+    p.add_argument(
+        "--distill-temperature", type=finite_float, help="soften the teachers' probabilities (default 1)"
+    )
     p.add_argument("--arch", help="architecture: vgg-s, vgg-m, vgg-l, resnet-s, resnet-m, resnet18")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument(
-        "--lr", type=float, help="peak learning rate of the one-cycle schedule (swa: the constant rate)"
+        "--lr",
+        type=finite_float,
+        help="peak learning rate of the one-cycle schedule (swa: the constant rate)",
     )
-    p.add_argument("--momentum", type=float, help="SGD momentum (one-cycle: its peak)")
+    p.add_argument("--momentum", type=finite_float, help="SGD momentum (one-cycle: its peak)")
     p.add_argument(
         "--schedule",
         choices=["onecycle", "swa"],
         help="onecycle (default), or swa: constant lr, weights averaged every epoch (after --init-from)",
     )
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--mixup", type=float, help="mixup Beta(a, a); 0 = off")
-    p.add_argument("--ema", dest="ema_decay", type=float, help="EMA decay of the weights; 0 = off")
+    p.add_argument("--weight-decay", type=finite_float)
+    p.add_argument(
+        "--label-smoothing",
+        type=finite_float,
+        help="of the FER-2013 labels (default 0.1); FER+ vote targets (--labels ferplus) are soft already",
+    )
+    p.add_argument("--mixup", type=finite_float, help="mixup Beta(a, a); 0 = off")
+    p.add_argument("--ema", dest="ema_decay", type=finite_float, help="EMA decay of the weights; 0 = off")
     p.add_argument("--train-split", help="comma list of splits to train on (default Training / train)")
     p.add_argument(
         "--val-split", help="split to validate on (default PublicTest / test / 10%% hold-out; 'none')"
@@ -330,7 +351,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--mix", type=int, default=3000, help="FER-2013 training faces mixed in (default 3000)")
     p.add_argument("--epochs", type=int, default=3, help="default 3")
-    p.add_argument("--lr", type=float, default=0.01, help="peak learning rate (default 0.01)")
+    p.add_argument("--lr", type=finite_float, default=0.01, help="peak learning rate (default 0.01)")
     p.add_argument("--eval-limit", type=int, default=0, metavar="N", help="first N PublicTest faces only")
     p.add_argument("--threads", type=int, default=0, help="torch/onnxruntime threads (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -346,9 +367,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "flagged uncertain.",
     )
     p.add_argument("model", help="model file (or a built-in model's name) to calibrate")
-    p.add_argument("--data", required=True, help="fer2013.csv(.gz) or a Kaggle-layout folder")
-    p.add_argument("--split", default="PublicTest")
-    p.add_argument("--out", help="write the calibrated model here (default: rewrite MODEL in place)")
+    p.add_argument(
+        "--data", required=True, help="fer2013.csv(.gz), or a folder of labelled faces with --split"
+    )
+    p.add_argument(
+        "--split",
+        default="PublicTest",
+        help="faces the model never trained on (default PublicTest; a Kaggle-layout folder's test/ holds "
+        "PublicTest and PrivateTest together)",
+    )
+    p.add_argument(
+        "--out",
+        help="write the calibrated model here (default: rewrite MODEL in place; required for the "
+        "package's built-in models)",
+    )
     p.add_argument(
         "--method",
         choices=("auto", "vector", "temperature"),

@@ -291,7 +291,14 @@ def calibrate_model(
         )
     classifier = EmotionClassifier(model, threads=threads)
     labels = labels or ("ferplus" if len(classifier.classes) == 8 else "fer2013")
-    part = load_dataset(data, labels=labels, ferplus_classes=len(classifier.classes)).select_split(split)
+    dataset = load_dataset(data, labels=labels, ferplus_classes=len(classifier.classes))
+    if split not in dataset.splits:
+        raise DatasetError(
+            f"{data} has no split {split} (it has {', '.join(dataset.splits) or 'none'}): calibrate on "
+            "labelled faces the model never trained on, named with --split (a Kaggle-layout test/ folder "
+            "holds FER-2013's PublicTest and PrivateTest together: fitting on it spends the test set)"
+        )
+    part = dataset.select_split(split)
     if list(part.class_names) != classifier.classes:
         raise DatasetError(
             f"model classes {classifier.classes} differ from the dataset's {list(part.class_names)}"

@@ -114,7 +114,12 @@ class YuNetDetector:
         path = Path(model_path)
         if not path.is_file():
             raise DetectorError(f"YuNet model file not found: {path}")
-        self.detector = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold, 0.3, 5000)
+        try:  # a file that is not YuNet fails in OpenCV at create or at the first detect: try both now
+            self.detector = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold, 0.3, 5000)
+            self.detector.setInputSize((64, 64))
+            self.detector.detect(np.zeros((64, 64, 3), np.uint8))
+        except cv2.error:
+            raise DetectorError(f"{path}: not a YuNet face detection model (OpenCV cannot run it)") from None
         self.max_side = max_side
 
     def detect(self, bgr: np.ndarray) -> list[Detection]:

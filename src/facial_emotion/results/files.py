@@ -6,6 +6,7 @@ Imports nothing of ours, so every layer (model files, results, benchmarks) can u
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
     """A temp path beside ``path`` to write to (by any writer: OpenCV, matplotlib, torch...); it is
     renamed to ``path`` when the block ends without an error and removed when it raises."""
     path = Path(path)
+    if path.is_dir():  # else the rename fails naming the temp file, after the work was done
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)

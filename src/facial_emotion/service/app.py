@@ -173,6 +173,8 @@ def create_app(
     corrections saved there (feedback.py; checked writable here). ``POST /v1/model/reload`` swaps the
     model; it answers loopback clients only, or, with ``admin_token``, requests bearing that token.
     """
+    if admin_token is not None and not admin_token.strip():
+        raise ValueError("admin_token is empty: anyone sending 'Bearer ' could reload the model")
     settings = ServiceSettings.create(
         max_upload_bytes, max_pixels, request_timeout, tuple(cors_origins or ()), max_side, decode_slots
     )

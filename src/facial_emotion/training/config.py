@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,10 @@ class TrainConfig:
         """ConfigError unless every value is in range and every file the run reads exists; called
         before a run touches any data. A resumed run takes its weights from its own checkpoint, so its
         ``init_from`` file need not exist any more."""
+        numbers = {k: v for k, v in asdict(self).items() if isinstance(v, float)}
+        broken = [f"--{k.replace('_', '-')} {v}" for k, v in numbers.items() if not math.isfinite(v)]
+        if broken:
+            raise ConfigError(f"{', '.join(broken)}: must be a finite number")
         if self.arch not in ARCHITECTURES:
             raise ConfigError(
                 f"unknown architecture {self.arch!r}; choose from {', '.join(sorted(ARCHITECTURES))}"
@@ -76,6 +81,18 @@ class TrainConfig:
             raise ConfigError("--epochs, --batch-size and --lr must be positive, --threads not negative")
         if not (0 <= self.ferplus_mix <= 1 and 0 <= self.label_smoothing < 1 and 0 <= self.ema_decay < 1):
             raise ConfigError("--ferplus-mix must be in 0..1, --label-smoothing and --ema in 0..1 (excluded)")
+        if self.momentum <= 0 or self.weight_decay < 0 or self.mixup < 0:
+            # Nesterov SGD needs a momentum; a negative decay or mixup alpha is no recipe at all
+            raise ConfigError("--momentum must be positive, --weight-decay and --mixup not negative")
+        if self.seed < 0 or self.limit < 0:
+            raise ConfigError("--seed and --limit must not be negative (--limit 0 = every face)")
+        if self.ferplus_mix > 0 and self.labels != "fer2013":
+            raise ConfigError(
+                f"--ferplus-mix blends FER+ votes into the FER-2013 labels; with --labels {self.labels} the "
+                "targets are the votes already"
+            )
+        if self.distill_temperature != 1.0 and self.distill == 0:
+            raise ConfigError("--distill-temperature softens the teachers' probabilities: it needs --distill")
         if self.logit_adjust < 0:
             raise ConfigError("--logit-adjust must not be negative (0 = off, 1 = the full class prior)")
         if not (0 <= self.distill <= 1 and self.distill_temperature > 0):

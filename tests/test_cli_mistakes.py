@@ -1,0 +1,127 @@
+"""Mistakes a user makes on the command line end in one line naming the option and exit code 2,
+before any work, never a traceback (found by a review of every subcommand): numbers that are not
+numbers (nan, inf), an output path that is a folder, a file that is not a YuNet model, a server that
+cannot listen where it was asked or was given an empty admin token, calibration that would rewrite a
+shipped model or fit on a split the data does not have, training options out of range."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from conftest import need_shared, run_cli
+
+from facial_emotion.model_file import builtin_model_path
+
+
+def refused(proc, *words: str) -> str:
+    """The proc ended as a user error (exit 2, one line, no traceback) whose message has ``words``."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    for word in words:
+        assert word in proc.stderr, (word, proc.stderr)
+    return proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("analyze", "x.jpg", "--file-timeout", "inf"),
+        ("analyze", "x.jpg", "--file-timeout", "nan"),
+        ("serve", "--max-upload-mb", "nan"),
+        ("serve", "--max-megapixels", "inf"),
+        ("serve", "--timeout", "nan"),
+        ("video", "x.mp4", "--smoothing", "nan"),
+        ("train", "--data", "x.csv", "--lr", "nan"),
+    ],
+)
+def test_nan_and_inf_are_refused_as_numbers(args: tuple[str, ...]) -> None:
+    refused(run_cli(*args, timeout=60), "finite number")
+
+
+def test_an_output_path_that_is_a_folder_is_refused_before_the_work(tmp_path: Path) -> None:
+    justin = need_shared("media", "justin.jpg")
+    video = need_shared("media", "woman2.mp4")
+    refused(run_cli("analyze", str(justin), "--csv", str(tmp_path)), f"--csv {tmp_path}: is a folder")
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    refused(run_cli("analyze", str(justin), "--csv", str(blocker / "out.csv")), "is a file, not a folder")
+    for option in ("--timeline", "--plot", "--out", "--summary"):
+        started = time.monotonic()
+        proc = run_cli("video", str(video), option, str(tmp_path))
+        refused(proc, f"{option} {tmp_path}: is a folder")
+        # refused up front: the 464-frame video takes several seconds to analyse
+        assert time.monotonic() - started < 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # no temp file left behind
+
+
+def test_atomic_writer_names_the_folder_not_a_temp_file(tmp_path: Path) -> None:
+    from facial_emotion.results.files import atomic_write_text
+
+    with pytest.raises(IsADirectoryError) as caught:
+        atomic_write_text(tmp_path, "x")
+    assert caught.value.filename == str(tmp_path) and list(tmp_path.iterdir()) == []
+
+
+def test_a_file_that_is_not_yunet_is_one_clear_error(tmp_path: Path) -> None:
+    justin = need_shared("media", "justin.jpg")
+    not_a_model = tmp_path / "x.onnx"
+    not_a_model.write_text("hello")
+    emotion_model = builtin_model_path("fast")  # a real ONNX file, but no face detector
+    for path in (not_a_model, emotion_model):
+        refused(run_cli("analyze", str(justin), "--detector", f"yunet:{path}"), "not a YuNet")
+
+
+def test_serve_refuses_what_it_cannot_listen_on_and_an_empty_token() -> None:
+    refused(run_cli("serve", "--port", "99999", timeout=60), "--port 99999: must be 1..65535")
+    refused(run_cli("serve", "--host", "999.1.1.1", timeout=60), "--host 999.1.1.1")
+    refused(run_cli("serve", "--admin-token", "", timeout=60), "--admin-token is empty")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused(run_cli("serve", "--port", str(port), timeout=60), f"cannot listen on 127.0.0.1:{port}")
+
+
+def test_create_app_refuses_an_empty_admin_token() -> None:
+    pytest.importorskip("fastapi")
+    from facial_emotion.service.app import create_app
+
+    with pytest.raises(ValueError, match="empty"):
+        create_app(admin_token=" ", workers=1)
+
+
+def test_calibrate_leaves_shipped_models_alone_and_names_the_missing_split(tiny_kaggle: Path) -> None:
+    shipped = builtin_model_path("fast")
+    before = hashlib.sha256(shipped.read_bytes()).hexdigest()
+    for model in ("fast", str(shipped)):  # by name or by its path
+        refused(run_cli("calibrate", model, "--data", str(tiny_kaggle)), "shipped inside the package")
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == before
+    refused(
+        run_cli("calibrate", "fast", "--data", str(tiny_kaggle), "--out", str(tiny_kaggle.parent / "c.onnx")),
+        "has no split PublicTest (it has test, train)",
+        "--split",
+    )
+
+
+def test_training_options_out_of_range_are_refused() -> None:
+    pytest.importorskip("torch")
+    from facial_emotion.training.config import ConfigError, TrainConfig
+
+    bad = {
+        "--lr nan": dict(lr=math.nan),
+        "--weight-decay inf": dict(weight_decay=math.inf),
+        "--momentum must be positive": dict(momentum=0.0),
+        "--weight-decay and --mixup not negative": dict(weight_decay=-1.0),
+        "--seed and --limit": dict(seed=-1),
+        "the votes already": dict(labels="ferplus", ferplus_mix=0.3),
+        "it needs --distill": dict(distill_temperature=3.0),
+    }
+    for message, options in bad.items():
+        with pytest.raises(ConfigError, match=message.replace("-", r"\-")):
+            TrainConfig(data="x", **options).validate()  # type: ignore[arg-type]
+    TrainConfig(data="x").validate()  # the built-in recipe itself is fine

@@ -174,3 +174,24 @@ def test_video_cli_writes_the_summary(tmp_path: Path) -> None:
         timeout=60,
     )
     assert bad.returncode == 2 and "--summary" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_one_analysed_frame_still_has_a_dominant_emotion(tmp_path: Path) -> None:
+    # No frame interval to time one frame by: its share comes from the frame itself, not "mostly None".
+    session = Session(list(EMOTIONS))
+    session.update(0.0, [face("happy")])
+    (person,) = session.summary()
+    assert person.dominant_emotion == "happy" and person.share["happy"] == 1.0 and person.seconds == 0
+    assert [s.emotion for s in person.timeline] == ["happy"]
+    justin = need_shared("media", "justin.jpg")  # a photo read as a one-frame video
+    proc = subprocess.run(
+        [sys.executable, "-m", "facial_emotion", "video", str(justin), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    (summary,) = doc["faces"]
+    frame_emotion = doc["timeline"][0]["emotion"]
+    assert summary["dominant_emotion"] == frame_emotion and summary["share"][frame_emotion] == 1.0

@@ -90,6 +90,7 @@ EventCallback = Callable[[EmotionEvent], object]
 class _Person:
     track_id: int
     seconds: np.ndarray  # time per emotion (each frame's own top emotion)
+    frames_by_emotion: np.ndarray  # frames per emotion: the shares when no frame interval is known
     first_t: float
     last_t: float
     last_label: str
@@ -156,7 +157,8 @@ class Session:
     def _observe(self, tid: int, label: str, t: float) -> list[EmotionEvent]:
         p = self.people.get(tid)
         if p is None:
-            p = self.people[tid] = _Person(tid, np.zeros(len(self.classes)), t, t, label, self.step, since=t)
+            zeros = np.zeros(len(self.classes))
+            p = self.people[tid] = _Person(tid, zeros, zeros.copy(), t, t, label, self.step, since=t)
         else:
             gap = t - p.last_t
             if gap <= self.max_gap_s:
@@ -169,6 +171,7 @@ class Session:
                     p.segments[-1].end_s = p.last_t + p.step
                     p.segments.append(Segment(p.segments[-1].emotion, t, t))
         p.frames += 1
+        p.frames_by_emotion[self.index[label]] += 1
         p.last_t, p.last_label = t, label
         p.recent.append((t, label))
         while p.recent[0][0] < t - self.min_duration_s:
@@ -221,12 +224,15 @@ class Session:
                 seconds = p.seconds.copy()
                 seconds[self.index[p.last_label]] += p.step  # the last frame counts one interval
                 total = float(seconds.sum())
-                share = seconds / total if total > 0 else seconds
+                # One analysed frame (a photo, a clip sampled once): no interval to time it by, so
+                # the frames themselves give the shares and the dominant emotion.
+                weights = seconds if total > 0 else p.frames_by_emotion
+                share = weights / weights.sum() if weights.sum() > 0 else weights
                 timeline = [Segment(s.emotion, s.start_s, s.end_s) for s in p.segments]
                 if timeline:
                     timeline[-1].end_s = p.last_t + p.step
-                elif total > 0:  # seen too briefly for the rule: the most seen emotion
-                    timeline = [Segment(self.classes[int(seconds.argmax())], p.first_t, p.last_t + p.step)]
+                elif p.frames:  # seen too briefly for the rule: the most seen emotion
+                    timeline = [Segment(self.classes[int(weights.argmax())], p.first_t, p.last_t + p.step)]
                 out.append(
                     PersonSummary(
                         track_id=tid,
@@ -234,7 +240,7 @@ class Session:
                         first_s=p.first_t,
                         last_s=p.last_t,
                         seconds=total,
-                        dominant_emotion=self.classes[int(seconds.argmax())] if total > 0 else None,
+                        dominant_emotion=self.classes[int(weights.argmax())] if p.frames else None,
                         share={c: float(s) for c, s in zip(self.classes, share, strict=True)},
                         changes=p.changes,
                         timeline=timeline,

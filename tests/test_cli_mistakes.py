@@ -125,3 +125,62 @@ def test_training_options_out_of_range_are_refused() -> None:
         with pytest.raises(ConfigError, match=message.replace("-", r"\-")):
             TrainConfig(data="x", **options).validate()  # type: ignore[arg-type]
     TrainConfig(data="x").validate()  # the built-in recipe itself is fine
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("webcam", "--no-window", "--max-frames", "0"), "--max-frames: must be at least 1, not 0"),
+        (("batch", "x.jpg", "--out", "o", "--max-frames", "-5"), "--max-frames: must be at least 1, not -5"),
+        (("analyze", "x.jpg", "--threads", "-1"), "--threads: must be at least 0, not -1"),
+        (
+            ("quantize", "fp32", "--data", "x", "--out", "q.onnx", "--faces", "5"),
+            "--faces: must be at least 64",
+        ),
+        (("finetune", "--feedback", "f", "--out", "o.onnx", "--mix", "-5"), "--mix: must be at least 0"),
+        (("batch", "x.jpg", "--out", "o", "--address", "auto"), "it needs --engine ray"),
+        (("webcam", "--camera", "1", "--source", "x.mp4", "--no-window"), "not both"),
+        (("download", "fer2013", "--from-zip", "a.zip", "--kaggle-dataset", "a/b"), "one or the other"),
+    ],
+)
+def test_counts_out_of_range_and_options_that_exclude_each_other(
+    args: tuple[str, ...], message: str, tmp_path: Path
+) -> None:
+    files = {"o", "x.jpg", "x.mp4", "a.zip", "f", "o.onnx", "q.onnx"}  # all under tmp_path, none made
+    proc = run_cli(*(str(tmp_path / a) if a in files else a for a in args), timeout=60)
+    refused(proc, message)
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
+
+
+def test_finetune_refuses_an_int8_base_before_scoring_it(tmp_path: Path) -> None:
+    started = time.monotonic()
+    proc = run_cli(
+        "finetune", "--feedback", str(tmp_path), "--out", str(tmp_path / "m.onnx"), "--base", "default"
+    )
+    refused(proc, "--base default: an int8-quantized model cannot be trained", "--base fp32")
+    assert "--init-from" not in proc.stderr and time.monotonic() - started < 60
+
+
+def test_train_takes_built_in_names_for_init_from_and_teacher(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    # The names resolve to the shipped files, so the run goes on to read its data (missing here).
+    proc = run_cli(
+        "train", "--data", str(tmp_path / "missing.csv"), "--init-from", "fp32", "--out", str(tmp_path)
+    )
+    assert proc.returncode == 2 and "missing.csv" in proc.stderr and "--init-from" not in proc.stderr, (
+        proc.stderr
+    )
+    proc = run_cli(
+        "train",
+        "--data",
+        str(tmp_path / "missing.csv"),
+        "--teacher",
+        "fp32,fast",
+        "--distill",
+        "0.5",
+        "--out",
+        str(tmp_path),
+    )
+    assert proc.returncode == 2 and "missing.csv" in proc.stderr and "--teacher" not in proc.stderr, (
+        proc.stderr
+    )

@@ -8,14 +8,30 @@ import argparse
 import contextlib
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 MODEL_HELP = (
-    "ONNX model file, or a built-in model's name: default (int8), fp32, ensemble, fast (default: "
-    "$FACIAL_EMOTION_MODEL, else default)"
+    "ONNX model file, or a built-in model's name: default (the int8 one), fp32, ensemble, fast "
+    "(default: $FACIAL_EMOTION_MODEL, else default)"
 )
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """argparse type of an integer option: refused below ``minimum`` with the option named (a negative
+    --max-frames meant one frame, a zero one no frame and a misleading error about the video)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    return parse
 
 
 def finite_float(text: str) -> float:

@@ -14,6 +14,7 @@ from facial_emotion.cli.errors import (
     EXIT_PARTIAL,
     MODEL_HELP,
     UserError,
+    at_least,
     finite_float,
     needs_extra,
     output_file,
@@ -195,7 +196,9 @@ def cmd_webcam(args: argparse.Namespace) -> int:
     from facial_emotion.results.draw import annotate
     from facial_emotion.results.session import session_lines
 
-    source = args.source if args.source is not None else str(args.camera)
+    if args.source is not None and args.camera is not None:
+        raise UserError("--camera N or --source SOURCE, not both")
+    source = args.source if args.source is not None else str(args.camera or 0)
     headless = (
         not os.environ.get("DISPLAY")
         and not os.environ.get("WAYLAND_DISPLAY")
@@ -251,6 +254,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     _check_video_args(args)
     if args.every < 1:
         raise UserError("--every must be at least 1")
+    if args.address and args.engine != "ray":
+        raise UserError("--address is a Ray cluster's: it needs --engine ray")
     options = AnalyzerOptions(
         model=args.model,
         detector=args.detector,
@@ -339,14 +344,19 @@ def check_listen_address(host: str, port: int) -> None:
             raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
-def _common_inference(p: argparse.ArgumentParser, tta: bool = True, landmarks: bool = True) -> None:
+def _common_inference(
+    p: argparse.ArgumentParser,
+    tta: bool = True,
+    landmarks: bool = True,
+    threads_help: str = "onnxruntime threads (default: all cores)",
+) -> None:
     p.add_argument("--model", help=MODEL_HELP)
     p.add_argument(
         "--detector",
         default=None,
-        help="blazeface (default), blazeface:short|tiles|whole, haar[:N] or yunet[:MODEL.onnx]",
+        help="blazeface (default), blazeface:short|full|tiles|whole, haar[:N] or yunet[:MODEL.onnx]",
     )
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    p.add_argument("--threads", type=at_least(0), default=None, help=threads_help)
     if landmarks:
         p.add_argument(
             "--landmarks",
@@ -392,7 +402,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("photo")
     p.add_argument(
-        "--face", type=int, default=1, help="which face, numbered as `analyze` prints them (default 1)"
+        "--face",
+        type=at_least(1),
+        default=1,
+        help="which face, numbered as `analyze` prints them (default 1)",
     )
     p.add_argument("--emotion", required=True, help="the right emotion (one of the model's classes)")
     p.add_argument(
@@ -400,13 +413,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--detector", default=None, help="as for analyze")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    p.add_argument(
+        "--threads", type=at_least(0), default=None, help="onnxruntime threads (default: all cores)"
+    )
     p.set_defaults(func=cmd_correct)
 
     p = sub.add_parser("video", help="analyse a video: tracked faces, timeline, summary, annotated copy")
     p.add_argument("file")
     _common_inference(p)
-    p.add_argument("--every", type=int, default=1, help="analyse every N-th frame")
+    p.add_argument("--every", type=at_least(1), default=1, help="analyse every N-th frame")
     p.add_argument(
         "--smoothing",
         type=finite_float,
@@ -415,7 +430,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--detect-every",
-        type=int,
+        type=at_least(1),
         default=DEFAULT_DETECT_EVERY,
         help="full-frame face search every N analysed frames (default 1 = always; N > 1 follows faces "
         "in between: faster, may miss new faces for N frames)",
@@ -434,18 +449,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_video)
 
     p = sub.add_parser("webcam", help="live camera with boxes, labels and fps; q quits")
-    p.add_argument("--camera", type=int, default=0, help="camera index")
+    p.add_argument("--camera", type=at_least(0), help="camera index (default 0)")
     p.add_argument("--source", help="any OpenCV capture source instead of a camera (file, URL)")
     _common_inference(p, tta=False)
     p.add_argument("--smoothing", type=finite_float, default=0.6)
     p.add_argument(
         "--detect-every",
-        type=int,
+        type=at_least(1),
         default=DEFAULT_DETECT_EVERY,
         help="full-frame face search every N frames (default 1; more is faster)",
     )
     p.add_argument("--no-window", action="store_true", help="do not show a window (measure only)")
-    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--max-frames", type=at_least(1), default=None)
     _summary_option(p)
     p.set_defaults(func=cmd_webcam)
 
@@ -459,31 +474,44 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "inputs", nargs="+", help="files, folders, globs, or manifests (.txt / .csv of paths or URIs)"
     )
     p.add_argument("--out", required=True, help="output folder")
-    _common_inference(p, tta=False, landmarks=False)  # batch has no mesh columns
+    _common_inference(  # batch has no mesh columns
+        p, tta=False, landmarks=False, threads_help="onnxruntime threads per worker (default 1)"
+    )
     p.add_argument(
         "--engine", choices=["local", "ray"], default="local", help="local process pool or Ray Data"
     )
     p.add_argument(
-        "--workers", type=int, default=1, help="worker processes / Ray actors (one recognizer each)"
+        "--workers", type=at_least(1), default=1, help="worker processes / Ray actors (one recognizer each)"
     )
     p.add_argument(
         "--address", help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: start Ray here)"
     )
     p.add_argument("--format", choices=["parquet", "csv"], help="default parquet (csv without pyarrow)")
-    p.add_argument("--every", type=int, default=1, help="analyse every N-th video frame")
+    p.add_argument("--every", type=at_least(1), default=1, help="analyse every N-th video frame")
     p.add_argument(
         "--smoothing", type=finite_float, default=0.6, help="temporal smoothing of scores per face"
     )
     p.add_argument(
-        "--detect-every", type=int, default=DEFAULT_DETECT_EVERY, help="full face search every N frames"
+        "--detect-every",
+        type=at_least(1),
+        default=DEFAULT_DETECT_EVERY,
+        help="full face search every N frames",
     )
-    p.add_argument("--max-frames", type=int, help="first N frames of each video only")
+    p.add_argument("--max-frames", type=at_least(1), help="first N frames of each video only")
     p.add_argument(
-        "--chunk-frames", type=int, default=0, help="split videos into ranges of N frames (0: whole files)"
+        "--chunk-frames",
+        type=at_least(0),
+        default=0,
+        help="split videos into ranges of N frames (0: whole files)",
     )
-    p.add_argument("--overlap", type=int, default=30, help="warm-up frames replayed before each range")
     p.add_argument(
-        "--commit-every", type=int, default=64, help="units of work per commit (resume granularity)"
+        "--overlap",
+        type=at_least(0),
+        default=30,
+        help="warm-up frames replayed before each range (with --chunk-frames)",
+    )
+    p.add_argument(
+        "--commit-every", type=at_least(1), default=64, help="units of work per commit (resume granularity)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_batch)
@@ -508,7 +536,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--timeout", type=finite_float, default=30.0, help="seconds per request before a 504")
     p.add_argument(
-        "--workers", type=int, default=None, help="images analysed at once (default: cores, max 4)"
+        "--workers", type=at_least(1), default=None, help="images analysed at once (default: cores, max 4)"
     )
     p.add_argument(
         "--webhook",

@@ -12,6 +12,7 @@ from facial_emotion.cli.errors import (
     EXIT_OK,
     MODEL_HELP,
     UserError,
+    at_least,
     finite_float,
     needs_extra,
     output_file,
@@ -24,6 +25,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         from facial_emotion.training.loop import train
     # Each option's dest is its TrainConfig field; options left out (None) keep TrainConfig's defaults,
     # which are the built-in model's recipe: one place for them. train() validates the config.
+    from facial_emotion.model_file import BUILTIN_MODELS, builtin_model_path
+
+    def model_file(spec: str) -> str:  # a built-in model's name, as every --model takes it
+        return str(builtin_model_path(spec.strip())) if spec.strip() in BUILTIN_MODELS else spec
+
+    if args.init_from:
+        args.init_from = model_file(args.init_from)
+    if args.teacher:
+        args.teacher = ",".join(model_file(t) for t in args.teacher.split(","))
     given = {
         f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None
     }
@@ -79,11 +89,16 @@ def cmd_download(args: argparse.Namespace) -> int:
     from facial_emotion.data import download
 
     dest = Path(args.to)
+    if args.from_zip and args.kaggle_dataset:
+        raise UserError(
+            "--from-zip imports an archive you have; --kaggle-dataset names one to download: one or the other"
+        )
     if args.from_zip:
         print(f"importing {args.from_zip} into {dest} ...", file=sys.stderr)
         result = download.import_archive(Path(args.from_zip), dest, args.allow_partial, args.force)
     else:
-        result = download.download_kaggle(dest, args.kaggle_dataset, args.allow_partial, args.force)
+        dataset = args.kaggle_dataset or download.KAGGLE_DATASET
+        result = download.download_kaggle(dest, dataset, args.allow_partial, args.force)
     counts = ", ".join(f"{split} {n:,}" for split, n in result.counts.items())
     print(f"FER-2013 ({result.layout} layout) in {result.path}: {counts}")
     for problem in result.problems:
@@ -234,8 +249,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--teacher",
-        help="distil from these models: comma list of .onnx files, or of teacher probabilities .npz files "
-        "computed before for the same faces (with --distill)",
+        help="distil from these models: comma list of .onnx files or built-in models' names, or of teacher "
+        "probabilities .npz files computed before for the same faces (with --distill)",
     )
     p.add_argument(
         "--distill",
@@ -246,8 +261,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--distill-temperature", type=finite_float, help="soften the teachers' probabilities (default 1)"
     )
     p.add_argument("--arch", help="architecture: vgg-s, vgg-m, vgg-l, resnet-s, resnet-m, resnet18")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs", type=at_least(1))
+    p.add_argument("--batch-size", type=at_least(1))
     p.add_argument(
         "--lr",
         type=finite_float,
@@ -286,12 +301,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--init-from",
         default="",
-        help="start from these weights: a run's best.pt / last.pt, or a model .onnx file (the built-in "
-        "one, say): a second stage or fine-tuning",
+        help="start from these weights: a run's best.pt / last.pt, or a model .onnx file or built-in "
+        "fp32 model's name (fp32): a second stage or fine-tuning",
     )
-    p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    p.add_argument("--limit", type=int, help="train on the first N faces only (smoke tests)")
+    p.add_argument("--seed", type=at_least(0))
+    p.add_argument("--threads", type=at_least(0), help="torch threads (default: torch's choice)")
+    p.add_argument("--limit", type=at_least(0), help="train on the first N faces only (smoke tests)")
     p.add_argument("--skip-bad", action="store_true", help="skip malformed csv rows instead of failing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
@@ -307,7 +322,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--from-zip", metavar="ARCHIVE", help="import this .zip / .tar.gz / folder (csv or folder layout)"
     )
-    p.add_argument("--kaggle-dataset", default="msambare/fer2013", help="Kaggle dataset to download")
+    p.add_argument("--kaggle-dataset", help="Kaggle dataset to download (default msambare/fer2013)")
     p.add_argument("--allow-partial", action="store_true", help="import an incomplete archive anyway")
     p.add_argument("--force", action="store_true", help="replace a non-empty --to folder")
     p.set_defaults(func=cmd_download)
@@ -333,7 +348,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--report", metavar="DIR", help="write confusion matrices, report.md/json and a mistakes grid"
     )
     p.add_argument("--skip-bad", action="store_true", help="skip malformed csv rows instead of failing")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=at_least(0), default=None)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -349,11 +364,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="FER-2013 csv to mix in so it does not forget, and to measure PublicTest "
         "(default: $FACIAL_EMOTION_SHARED/datasets/fer2013/fer2013.csv.gz)",
     )
-    p.add_argument("--mix", type=int, default=3000, help="FER-2013 training faces mixed in (default 3000)")
-    p.add_argument("--epochs", type=int, default=3, help="default 3")
+    p.add_argument(
+        "--mix", type=at_least(0), default=3000, help="FER-2013 training faces mixed in (default 3000)"
+    )
+    p.add_argument("--epochs", type=at_least(1), default=3, help="default 3")
     p.add_argument("--lr", type=finite_float, default=0.01, help="peak learning rate (default 0.01)")
-    p.add_argument("--eval-limit", type=int, default=0, metavar="N", help="first N PublicTest faces only")
-    p.add_argument("--threads", type=int, default=0, help="torch/onnxruntime threads (default: all cores)")
+    p.add_argument(
+        "--eval-limit", type=at_least(0), default=0, metavar="N", help="first N PublicTest faces only"
+    )
+    p.add_argument(
+        "--threads", type=at_least(0), default=0, help="torch/onnxruntime threads (default: all cores)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_finetune)
 
@@ -424,7 +445,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="8-bit weights instead of 7: exact only on CPUs with VNNI; AVX2 saturates their sums",
     )
-    p.add_argument("--faces", type=int, default=2048, help="calibration faces (whole batches of 64)")
+    p.add_argument("--faces", type=at_least(64), default=2048, help="calibration faces (whole batches of 64)")
     p.add_argument("--split", help="split to calibrate on (default Training / train)")
     p.add_argument(
         "--eval-split", help="accuracy before and after on this split (default: the test split; 'none': skip)"

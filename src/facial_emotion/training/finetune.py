@@ -142,6 +142,14 @@ def table(before: dict[str, Any], after: dict[str, Any]) -> str:
 def finetune(opts: FinetuneOptions) -> dict[str, Any]:
     """Fine-tune, write ``opts.out``; returns counts, before/after scores and the table."""
     base = resolve_model_path(opts.base) if opts.base else default_base()
+    # Checked before the base is scored on PublicTest (minutes), in finetune's own option names.
+    if opts.epochs < 1 or not opts.lr > 0 or opts.mix < 0:
+        raise FeedbackError("--epochs and --lr must be positive, --mix not negative")
+    if read_onnx_model(base)[1].get("quantized", "none") != "none":
+        raise FeedbackError(
+            f"--base {opts.base or base}: an int8-quantized model cannot be trained; use the fp32 file it "
+            "was made from (--base fp32, the default)"
+        )
     feedback = load_feedback(opts.feedback)
     if feedback.skipped:
         opts.warnings.append(f"{feedback.skipped} unreadable file(s) in {opts.feedback} skipped")

@@ -184,3 +184,11 @@ def test_train_takes_built_in_names_for_init_from_and_teacher(tmp_path: Path) ->
     assert proc.returncode == 2 and "missing.csv" in proc.stderr and "--teacher" not in proc.stderr, (
         proc.stderr
     )
+
+
+def test_quantize_names_a_missing_eval_split_before_quantizing(tiny_csv: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    out = tmp_path / "q.onnx"
+    proc = run_cli("quantize", "fp32", "--data", str(tiny_csv), "--out", str(out), "--eval-split", "Bogus")
+    refused(proc, "--eval-split Bogus: not in")
+    assert not out.exists()

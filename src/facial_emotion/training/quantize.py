@@ -164,6 +164,10 @@ def quantize_model(
         raise DatasetError(
             f"calibrating on {split} would bias the accuracy measured on it: pick another split"
         )
+    if eval_split != "none" and eval_split not in ds.splits:  # say so now, not after quantizing
+        raise DatasetError(
+            f"--eval-split {eval_split}: not in {data} (it has {', '.join(ds.splits)}, or 'none')"
+        )
     part = ds.select_split(split)
     if part.images.shape[1] != source.face_size:
         raise DatasetError(f"faces are {part.images.shape[1]} px, the model wants {source.face_size}")

@@ -68,16 +68,20 @@ def tar_gz(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("how", ["plain", "in-folder", "gzipped", "challenge-tar-in-zip"])
+@pytest.mark.parametrize("how", ["plain", "in-folder", "gzipped", "challenge-tar-in-zip", "bare", "bare-gz"])
 def test_csv_layout_is_imported_and_counted(tmp_path: Path, how: str) -> None:
     text = fer_csv_text().encode()
-    members = {
-        "plain": {"fer2013.csv": text},
-        "in-folder": {"fer2013/fer2013.csv": text, "fer2013/README": b"x"},
-        "gzipped": {"data/fer2013.csv.gz": gzip.compress(text)},
-        "challenge-tar-in-zip": {"fer2013.tar.gz": tar_gz({"fer2013/fer2013.csv": text})},
-    }[how]
-    archive = write_zip(tmp_path / "archive.zip", members)
+    if how.startswith("bare"):  # the csv itself, not in an archive: the file most users have
+        archive = tmp_path / ("fer2013.csv.gz" if how == "bare-gz" else "fer2013.csv")
+        archive.write_bytes(gzip.compress(text) if how == "bare-gz" else text)
+    else:
+        members = {
+            "plain": {"fer2013.csv": text},
+            "in-folder": {"fer2013/fer2013.csv": text, "fer2013/README": b"x"},
+            "gzipped": {"data/fer2013.csv.gz": gzip.compress(text)},
+            "challenge-tar-in-zip": {"fer2013.tar.gz": tar_gz({"fer2013/fer2013.csv": text})},
+        }[how]
+        archive = write_zip(tmp_path / "archive.zip", members)
     result = download.import_archive(archive, tmp_path / "fer", expected=CSV_EXPECTED)
     assert result.layout == "csv" and not result.problems
     assert result.counts == {"Training": N_TRAIN, "PublicTest": N_TEST}

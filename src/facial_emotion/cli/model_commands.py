@@ -320,7 +320,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", choices=["fer2013"])
     p.add_argument("--to", default="data/fer2013", help="target folder (default data/fer2013)")
     p.add_argument(
-        "--from-zip", metavar="ARCHIVE", help="import this .zip / .tar.gz / folder (csv or folder layout)"
+        "--from-zip",
+        metavar="ARCHIVE",
+        help="import this .zip / .tar.gz / folder (csv or folder layout) or a bare fer2013.csv(.gz)",
     )
     p.add_argument("--kaggle-dataset", help="Kaggle dataset to download (default msambare/fer2013)")
     p.add_argument("--allow-partial", action="store_true", help="import an incomplete archive anyway")

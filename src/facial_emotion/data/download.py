@@ -93,7 +93,8 @@ def safe_member(name: str) -> PurePosixPath | None:
 
 
 class Archive:
-    """Regular files of a .zip, .tar(.gz) or folder: ``names`` (safe relative paths) and ``open``."""
+    """Regular files of a .zip, .tar(.gz), folder or bare fer2013.csv(.gz): ``names`` (safe relative
+    paths) and ``open``."""
 
     def __init__(self, source: Path):
         self.source = source
@@ -102,7 +103,9 @@ class Archive:
         self.members: dict[PurePosixPath, object] = {}
         self.unsafe: list[str] = []
         try:
-            if source.is_dir():
+            if source.is_file() and source.name.lower() in CSV_NAMES:  # the bare csv most users have
+                self.members[PurePosixPath(source.name)] = source
+            elif source.is_dir():
                 for f in sorted(source.rglob("*")):
                     if f.is_file() and not f.is_symlink():
                         self.members[PurePosixPath(f.relative_to(source).as_posix())] = f
@@ -117,7 +120,9 @@ class Archive:
                     if member.isfile():  # links, devices and fifos are never extracted
                         self._add(member.name, member)
             else:
-                raise DownloadError(f"{source}: not a .zip or .tar(.gz) archive, nor a folder")
+                raise DownloadError(
+                    f"{source}: not a .zip or .tar(.gz) archive, a folder or a fer2013.csv(.gz)"
+                )
         except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
             raise DownloadError(
                 f"{source}: cannot read the archive ({e}); is the download complete?"

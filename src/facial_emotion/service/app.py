@@ -35,7 +35,7 @@ from facial_emotion.labels import DISPLAY_NAMES, color_rgb
 from facial_emotion.model_file import ModelFileError
 from facial_emotion.service import stream as stream_module
 from facial_emotion.service.engine import Busy, Engine
-from facial_emotion.service.settings import DEFAULT_MAX_UPLOAD, ServiceSettings
+from facial_emotion.service.settings import DEFAULT_MAX_UPLOAD, ServiceSettings, whole_number
 from facial_emotion.service.upload import UploadError, read_image
 from facial_emotion.service.webhook import Webhook
 
@@ -52,6 +52,13 @@ class FaceOut(BaseModel):
     confidence: float
     scores: dict[str, float] = Field(description="probability of every emotion; they sum to 1")
     detector_score: float
+    uncertain: bool = Field(
+        description="the calibrated confidence is under the model's threshold: the label is more "
+        "likely wrong than right (README: Confidence)"
+    )
+    runner_up: str | None = Field(
+        None, description="only for an uncertain face: the second most likely emotion"
+    )
     track_id: int | None = Field(None, description="stream only: stable id of this face across frames")
     pose: dict[str, float] | None = Field(
         None, description="with ?landmarks=true: head yaw, pitch, roll in degrees (README: Landmarks)"
@@ -151,7 +158,7 @@ class SecurityHeaders:
 def create_app(
     model: str | os.PathLike | None = None,
     detector: Any = None,
-    cors_origins: Iterable[str] = (),
+    cors_origins: str | Iterable[str] = (),
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
     max_pixels: int | None = None,
     request_timeout: float = 30.0,
@@ -172,12 +179,19 @@ def create_app(
     live-stream event to this URL (webhook.py). ``feedback_dir``: turns on ``POST /v1/feedback``,
     corrections saved there (feedback.py; checked writable here). ``POST /v1/model/reload`` swaps the
     model; it answers loopback clients only, or, with ``admin_token``, requests bearing that token.
+    ``cors_origins``: the origins allowed, or one origin as a string.
+
+    A limit that is not a positive number (a whole one for sizes and counts) is a ValueError naming
+    it, raised before the model is loaded.
     """
     if admin_token is not None and not admin_token.strip():
         raise ValueError("admin_token is empty: anyone sending 'Bearer ' could reload the model")
-    settings = ServiceSettings.create(
-        max_upload_bytes, max_pixels, request_timeout, tuple(cors_origins or ()), max_side, decode_slots
+    settings = ServiceSettings.create(  # checks the limits (ValueError), so before the model loads
+        max_upload_bytes, max_pixels, request_timeout, cors_origins, max_side, decode_slots
     )
+    if workers is not None:
+        # checked here too: ThreadPoolExecutor would refuse 0 only after the model had loaded
+        workers = whole_number("workers", workers)
     engine = Engine(
         model,
         detector,

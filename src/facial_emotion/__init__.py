@@ -23,16 +23,21 @@ _EXPORTS = {
     "FaceStream": "facial_emotion.inference.stream",
     "ImageError": "facial_emotion.inference.decode",
     "ImageTooLarge": "facial_emotion.inference.decode",
+    "DetectorError": "facial_emotion.inference.detectors",
+    "VideoError": "facial_emotion.inference.video",
+    "ModelFileError": "facial_emotion.model_file",
     "load_image": "facial_emotion.inference.decode",
     "analyze_video": "facial_emotion.inference.video",
 }
 
 if TYPE_CHECKING:
     from facial_emotion.inference.decode import ImageError, ImageTooLarge, load_image
+    from facial_emotion.inference.detectors import DetectorError
     from facial_emotion.inference.pipeline import EmotionRecognizer, Face
     from facial_emotion.inference.stream import FaceStream
-    from facial_emotion.inference.video import analyze_video
+    from facial_emotion.inference.video import VideoError, analyze_video
     from facial_emotion.labels import EMOTIONS
+    from facial_emotion.model_file import ModelFileError
 
 _default: EmotionRecognizer | None = None
 
@@ -59,11 +64,14 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "EMOTIONS",
+    "DetectorError",
     "EmotionRecognizer",
     "Face",
     "FaceStream",
     "ImageError",
     "ImageTooLarge",
+    "ModelFileError",
+    "VideoError",
     "analyze",
     "analyze_video",
     "load_image",

@@ -77,6 +77,8 @@ class EmotionClassifier:
     def __init__(
         self, model: str | os.PathLike | None = None, threads: int | None = None, max_batch: int = 256
     ):
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
+            raise ValueError(f"threads must be a whole number >= 0 (0 or None: all cores), not {threads!r}")
         self.path = resolve_model_path(model)
         if not self.path.is_file():
             raise ModelFileError(f"model file not found: {self.path}")

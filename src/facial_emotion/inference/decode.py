@@ -94,7 +94,25 @@ def from_array(arr: np.ndarray, name: str = "array", max_pixels: int | None = No
     raise ImageError(f"{name}: unsupported number of channels {channels}")
 
 
+def as_bgr(frame: np.ndarray, name: str = "frame") -> np.ndarray:
+    """A frame for detection and classification: a contiguous BGR uint8 array as it is (no copy),
+    anything else (gray, BGRA, float) through ``from_array``; not an array: ``ImageError``."""
+    bgr = isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3
+    if bgr and frame.shape[2] == 3 and frame.shape[0] and frame.shape[1]:
+        return np.ascontiguousarray(frame)
+    return from_array(frame, name)
+
+
 def from_pil(img: Image.Image, name: str = "image", max_pixels: int | None = None) -> np.ndarray:
+    try:
+        return _from_pil(img, name, max_pixels)
+    except (OSError, ValueError) as e:  # truncated data, a closed image, a mode PIL cannot convert
+        if isinstance(e, ImageError):
+            raise
+        raise ImageError(f"{name}: cannot decode ({e})") from None
+
+
+def _from_pil(img: Image.Image, name: str, max_pixels: int | None) -> np.ndarray:
     _check_size(img.width, img.height, name, max_pixels)
     img = ImageOps.exif_transpose(img) or img
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # F: float32 TIFFs
@@ -246,7 +264,7 @@ def read_regular_file(path: Path, label: str) -> bytes:
 
 def load_image(source: ImageInput, name: str | None = None, max_pixels: int | None = None) -> np.ndarray:
     """Any supported input -> BGR uint8 (H, W, 3); ``ImageTooLarge`` above ``max_pixels``."""
-    if isinstance(source, (str, Path)):
+    if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         label = name or str(path)
         return from_bytes(read_regular_file(path, label), label, max_pixels)
@@ -259,10 +277,19 @@ def load_image(source: ImageInput, name: str | None = None, max_pixels: int | No
     raise ImageError(f"unsupported input type {type(source).__name__}")
 
 
+def check_timeout(timeout: float) -> None:
+    """A per-file timeout is a positive, finite number of seconds (nan would time every file out)."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout}")
+
+
 def load_image_within(source: ImageInput, timeout: float, name: str | None = None) -> np.ndarray:
     """``load_image`` with a deadline: ``ImageError`` after ``timeout`` seconds. The read runs in a
     daemon thread, which is left behind if it hangs (a thread cannot be killed; a daemon one does not
     keep the process alive), so one input can never stall a batch."""
+    check_timeout(timeout)
     box: list[Any] = []
     done = threading.Event()
 
@@ -281,6 +308,6 @@ def load_image_within(source: ImageInput, timeout: float, name: str | None = Non
     # The limit is on the time the read took, not on when this thread got to look: a busy machine
     # can hand the waiting thread the CPU only after the read is done, and that read was still late.
     if not finished or time.monotonic() - started > timeout:
-        label = name or (str(source) if isinstance(source, (str, Path)) else type(source).__name__)
+        label = name or (str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__)
         raise ImageError(f"{label}: timed out after {timeout:g} s reading or decoding it")
     return box[0]

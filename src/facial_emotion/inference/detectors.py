@@ -156,6 +156,11 @@ def create_detector(spec: str | FaceDetector | None = None) -> FaceDetector:
     if spec is None:
         spec = settings.current().detector or DEFAULT_DETECTOR
     if not isinstance(spec, str):
+        if not callable(getattr(spec, "detect", None)):
+            raise TypeError(
+                f"detector must be a name (blazeface, haar, yunet:FILE) or an object with detect(bgr), "
+                f"not {type(spec).__name__}"
+            )
         return spec
     name, _, arg = spec.partition(":")
     if name == "blazeface":

@@ -12,7 +12,14 @@ import numpy as np
 
 from facial_emotion.inference.align import crop_face
 from facial_emotion.inference.classifier import EmotionClassifier
-from facial_emotion.inference.decode import ImageError, ImageInput, load_image, load_image_within
+from facial_emotion.inference.decode import (
+    ImageError,
+    ImageInput,
+    as_bgr,
+    check_timeout,
+    load_image,
+    load_image_within,
+)
 from facial_emotion.inference.detectors import Detection, FaceDetector, create_detector
 
 if TYPE_CHECKING:
@@ -62,6 +69,7 @@ class EmotionRecognizer:
     ``model``: path of a facial-emotion ONNX file (default: the built-in model, or $FACIAL_EMOTION_MODEL).
     ``detector``: 'blazeface' (default, or $FACIAL_EMOTION_DETECTOR), 'haar', 'yunet[:MODEL.onnx]' or
     any object with ``detect(bgr)``.
+    ``threads``: the classifier's onnxruntime threads (default: all cores; the detector uses its own).
     ``tta``: average ten crops per face (ten times the classifier's cost; 0.1 to 0.8 points more accurate).
     ``landmarks``: also give each face its 468-point mesh and head pose (``Face.landmarks``,
     ``Face.pose``); about 2.6 times the classifier's cost per face, so off by default.
@@ -85,7 +93,7 @@ class EmotionRecognizer:
 
     @property
     def mesh(self) -> FaceMesh:
-        """The face-mesh model, loaded on first use (a session is thread-safe, so clones share it)."""
+        """The face-mesh model, loaded on first use by this recognizer."""
         if self._mesh is None:
             from facial_emotion.inference.landmarks import FaceMesh
 
@@ -142,6 +150,7 @@ class EmotionRecognizer:
     ) -> list[list[Face]]:
         """Decoded BGR frames -> their faces; ``detections`` skips detection (video passes tracked boxes).
         ``landmarks``: add mesh and pose (default: as the recognizer was made)."""
+        frames = [as_bgr(f) for f in frames]  # gray, BGRA, float: converted; not an array: ImageError
         dets = detections if detections is not None else [self.detect(f) for f in frames]
         size = self.classifier.face_size
         crops = []
@@ -171,7 +180,12 @@ class EmotionRecognizer:
     ) -> Iterator[PhotoResult]:
         """Photos one by one; a bad one gives a result with its ``error`` and the batch goes on.
         ``timeout``: seconds to read and decode one file (a hung network mount, a pathological image)
-        before it is reported as an error and the batch moves on."""
+        before it is reported as an error and the batch moves on; None or 0: no limit (as the CLI's
+        --file-timeout 0)."""
+        if timeout is not None and timeout == 0:
+            timeout = None
+        elif timeout is not None:
+            check_timeout(timeout)  # before the first file, not as every file's error
         for source in sources:
             name = str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
             try:

@@ -30,6 +30,7 @@ person with a new id.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter, deque
 from collections.abc import Callable
@@ -116,6 +117,9 @@ class Session:
         hold_s: float | None = DEFAULT_HOLD_S,
         max_gap_s: float = DEFAULT_MAX_GAP_S,
     ):
+        numbers = [min_duration_s, max_gap_s] + ([] if hold_s is None else [hold_s])
+        if not all(math.isfinite(n) for n in numbers):  # nan passes every comparison: no event, ever
+            raise ValueError("min_duration_s, max_gap_s and hold_s must be finite numbers")
         if min_duration_s < 0 or max_gap_s <= 0 or (hold_s is not None and hold_s <= 0):
             raise ValueError("min_duration_s must be >= 0, max_gap_s and hold_s > 0")
         self.classes = list(classes)
@@ -136,11 +140,22 @@ class Session:
         self.callbacks.append(callback)
         return callback
 
+    def check_time(self, time_s: float) -> None:
+        """ValueError unless ``time_s`` can be the next frame's time: a finite number of seconds, not
+        before the last frame's."""
+        if isinstance(time_s, bool) or not isinstance(time_s, (int, float)) or not math.isfinite(time_s):
+            raise ValueError(f"a frame time is a finite number of seconds, not {time_s!r}")
+        last = self.last_t
+        if last is not None and time_s < last:
+            raise ValueError(f"frame times must not go back ({time_s} after {last})")
+
     def update(self, time_s: float, faces: list[Face]) -> list[EmotionEvent]:
         """The faces of the frame at ``time_s`` (tracked: ``track_id`` set) -> the events they fire."""
+        unknown = {f.emotion for f in faces} - set(self.index)
+        if unknown:
+            raise ValueError(f"emotions {sorted(unknown)} are not among this session's {self.classes}")
         with self._lock:
-            if self.last_t is not None and time_s < self.last_t:
-                raise ValueError(f"frame times must not go back ({time_s} after {self.last_t})")
+            self.check_time(time_s)
             if self.last_t is not None and time_s - self.last_t <= self.max_gap_s:
                 self.step = time_s - self.last_t
             self.last_t = time_s

@@ -19,7 +19,8 @@ import time
 
 import numpy as np
 
-from facial_emotion.inference.detectors import FaceDetector
+from facial_emotion.inference.decode import as_bgr
+from facial_emotion.inference.detectors import FaceDetector, create_detector
 from facial_emotion.inference.pipeline import EmotionRecognizer, Face
 from facial_emotion.inference.session import (
     DEFAULT_HOLD_S,
@@ -41,7 +42,7 @@ class FaceStream:
     def __init__(
         self,
         recognizer: EmotionRecognizer,
-        detector: FaceDetector | None = None,
+        detector: str | FaceDetector | None = None,
         detect_every: int = DEFAULT_DETECT_EVERY,
         smoothing: float = 0.0,
         min_duration_s: float = DEFAULT_MIN_DURATION_S,
@@ -50,7 +51,11 @@ class FaceStream:
         if not 0 <= smoothing < 1:
             raise ValueError("smoothing must be in 0..1 (1 excluded: the scores would never change)")
         self.recognizer = recognizer
-        self.finder = VideoFaceFinder(detector or recognizer.detector, refresh=detect_every)
+        if isinstance(detect_every, bool) or not isinstance(detect_every, int) or detect_every < 1:
+            raise ValueError(f"detect_every must be a whole number >= 1, not {detect_every!r}")
+        # a name ("haar") as EmotionRecognizer takes it; None: the recognizer's own detector
+        finder = recognizer.detector if detector is None else create_detector(detector)
+        self.finder = VideoFaceFinder(finder, refresh=detect_every)
         self.tracker = FaceTracker(recognizer.classes, smoothing=smoothing)
         self.session = Session(recognizer.classes, min_duration_s=min_duration_s, hold_s=hold_s)
         self.last_events: list[EmotionEvent] = []  # those fired by the last frame
@@ -61,13 +66,16 @@ class FaceStream:
         return self.recognizer.classes
 
     def process(self, bgr: np.ndarray, time_s: float | None = None) -> list[Face]:
-        """The next frame (BGR uint8) -> its faces, each with ``track_id`` and smoothed scores.
+        """The next frame (BGR uint8; gray, BGRA and float arrays are converted) -> its faces, each with ``track_id`` and smoothed scores.
         ``time_s``: the frame's time in seconds (a video's frame index / fps); default: the clock,
         counted from the first frame (a live camera)."""
         if time_s is None:
             now = time.monotonic()
             self._t0 = now if self._t0 is None else self._t0
             time_s = now - self._t0
+        # Checked before the tracker moves on: a refused frame leaves the stream as it was.
+        self.session.check_time(time_s)
+        bgr = as_bgr(bgr)  # gray, BGRA, float frames converted; not an array: ImageError
         faces = self.tracker.update(self.recognizer.analyze_frame(bgr, self.finder.detect(bgr)))
         self.last_events = self.session.update(time_s, faces)
         return faces

@@ -165,7 +165,8 @@ class VideoFaceFinder:
             self.last = sorted(self.detector.detect(bgr), key=lambda d: d.box)
             return self.last
         gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-        if not self.last or self.last_gray is None or self.since_full + 1 >= self.refresh:
+        resized = self.last_gray is not None and self.last_gray.shape != gray.shape  # boxes mean nothing
+        if not self.last or self.last_gray is None or resized or self.since_full + 1 >= self.refresh:
             self.last, self.since_full = sorted(self.detector.detect(bgr), key=lambda d: d.box), 0
         else:
             followed = [self._follow(gray, d) for d in self.last]

@@ -4,6 +4,7 @@ tracks, classifies and smooths the faces); what becomes of each frame is the cal
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ class VideoResult:
 
 
 def is_camera(source: str | int) -> bool:
-    return isinstance(source, int) or source.isdigit()
+    return isinstance(source, int) or str(source).isdigit()
 
 
 def open_capture(source: str | int) -> cv2.VideoCapture:
@@ -106,9 +107,14 @@ def video_fps(cap: cv2.VideoCapture) -> float:
     return fps if 0 < fps < 1000 else 30.0
 
 
+def whole_number(value: object, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, not {value!r}")
+
+
 def analyze_video(
     recognizer: EmotionRecognizer,
-    source: str | int,
+    source: str | int | os.PathLike,
     every: int = 1,
     smoothing: float = 0.0,
     on_frame: FrameCallback | None = None,
@@ -124,33 +130,39 @@ def analyze_video(
     ``on_open(fps)`` is called once the source is open; ``on_frame`` for every frame read, and may
     return False to stop (the webcam quits on 'q'). ``keep_timeline=False`` keeps only the per-person
     summary and the events (a camera runs for hours). Frame times are index / fps for a file and the
-    clock for a camera; ``on_event`` gets each ``EmotionEvent`` as it fires."""
+    clock for a camera or stream URL, in the timeline and the summary alike; ``on_event`` gets each
+    ``EmotionEvent`` as it fires. Bad arguments raise ValueError before the source is opened."""
+    source = os.fspath(source) if isinstance(source, os.PathLike) else source
+    whole_number(every, "every", 1)
+    if max_frames is not None:
+        whole_number(max_frames, "max_frames", 1)
+    stream = FaceStream(recognizer, detect_every=detect_every, smoothing=smoothing, hold_s=hold_s)
+    if on_event is not None:
+        stream.on_change(on_event)
     cap = open_capture(source)
     result = VideoResult(source=str(source), fps=video_fps(cap))
     live = is_camera(source) or "://" in str(source)
     if not live:
         result.frames_expected = expected_frames(cap)
-    if on_open is not None:
-        on_open(result.fps)
-    stream = FaceStream(recognizer, detect_every=detect_every, smoothing=smoothing, hold_s=hold_s)
-    if on_event is not None:
-        stream.on_change(on_event)
     bar = None
-    if progress:
-        from tqdm import tqdm  # progress bars only where a person watches
-
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        bar = tqdm(total=total or None, unit="frame", desc=Path(str(source)).name)
     faces: list[Face] = []
     t0 = time.perf_counter()
-    try:
+    try:  # from here on the capture is released whatever happens (a camera stays busy otherwise)
+        if on_open is not None:
+            on_open(result.fps)
+        if progress:
+            from tqdm import tqdm  # progress bars only where a person watches
+
+            total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            bar = tqdm(total=total or None, unit="frame", desc=Path(str(source)).name)
         for index, frame in enumerate(frames(cap)):
             result.frames_read += 1
             if index % every == 0:
-                faces = stream.process(frame, None if live else index / result.fps)
+                t = time.perf_counter() - t0 if live else index / result.fps
+                faces = stream.process(frame, t)
                 result.frames_analyzed += 1
                 if keep_timeline:
-                    result.timeline += [TimelineRow(index, index / result.fps, face) for face in faces]
+                    result.timeline += [TimelineRow(index, t, face) for face in faces]
             elapsed = time.perf_counter() - t0
             rate = result.frames_read / elapsed if elapsed > 0 else 0.0
             if on_frame is not None and on_frame(index, frame, faces, rate) is False:

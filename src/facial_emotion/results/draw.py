@@ -6,13 +6,17 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from facial_emotion.inference.decode import ImageInput, as_bgr, load_image
 from facial_emotion.inference.landmarks import CONNECTIONS
 from facial_emotion.inference.pipeline import Face
 from facial_emotion.labels import DISPLAY_NAMES, color_bgr
 
 
-def annotate(bgr: np.ndarray, faces: list[Face], bars: bool = True, fps: float | None = None) -> np.ndarray:
-    out = bgr.copy()
+def annotate(bgr: ImageInput, faces: list[Face], bars: bool = True, fps: float | None = None) -> np.ndarray:
+    """A BGR uint8 copy of the image with the faces drawn. Takes what ``analyze`` takes: a gray, BGRA
+    or float array is converted first (colours drawn in 0..255 on a 0..1 float image would be lost),
+    a path, bytes or PIL image decoded."""
+    out = as_bgr(bgr, "image").copy() if isinstance(bgr, np.ndarray) else load_image(bgr)
     h, w = out.shape[:2]
     thick = max(1, round(min(h, w) / 300))
     font = max(0.4, min(h, w) / 900)

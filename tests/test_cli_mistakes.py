@@ -80,6 +80,7 @@ def test_serve_refuses_what_it_cannot_listen_on_and_an_empty_token() -> None:
     refused(run_cli("serve", "--port", "99999", timeout=60), "--port 99999: must be 1..65535")
     refused(run_cli("serve", "--host", "999.1.1.1", timeout=60), "--host 999.1.1.1")
     refused(run_cli("serve", "--admin-token", "", timeout=60), "--admin-token is empty")
+    refused(run_cli("serve", "--max-megapixels", "1e-7", timeout=60), "at least one byte / pixel")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -304,6 +304,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # an unset "$TOKEN" in a script: an empty token would let anyone send "Bearer " and reload
         raise UserError("--admin-token is empty (an unset variable?): give a real token or leave it out")
     check_listen_address(args.host, args.port)
+    too_small = args.max_upload_mb * 1024 * 1024 < 1 or (args.max_megapixels or 1) * 1e6 < 1
+    if too_small:  # positive, yet under one byte or one pixel: nothing could ever be accepted
+        raise UserError("--max-upload-mb and --max-megapixels must allow at least one byte / pixel")
     app = create_app(
         model=args.model,
         detector=args.detector,

@@ -64,13 +64,14 @@ def row_options(
         # (16 hex digits of its SHA-256 tell files apart and keep the message readable).
         "model": f"{model_path.name} sha256:{digest[:16]}",
         "detector": options.detector or settings.current().detector or settings.DEFAULT_DETECTOR,
-        "every": options.every,
-        "detect-every": options.detect_every,
-        "smoothing": options.smoothing,
-        "max-frames": max_frames,
-        "chunk-frames": chunk_frames,
+        # plain ints and floats: numpy scalars given through the API are not JSON
+        "every": int(options.every),
+        "detect-every": int(options.detect_every),
+        "smoothing": float(options.smoothing),
+        "max-frames": None if max_frames is None else int(max_frames),
+        "chunk-frames": int(chunk_frames),
         # Only frame ranges replay frames: without them --overlap changes nothing.
-        **({"overlap": overlap} if chunk_frames else {}),
+        **({"overlap": int(overlap)} if chunk_frames else {}),
         "format": fmt,
     }
 
@@ -87,13 +88,17 @@ def recorded_options(out: Path) -> dict[str, Any] | None:
         raise BatchError(f"{path} is damaged: restore it or choose a new --out") from None
 
 
-def check_options(out: Path, recorded: dict[str, Any] | None, asked: dict[str, Any]) -> None:
-    """Refuse a re-run whose options differ from the job's, naming each; else record them. An option
-    one side does not have is not compared (--overlap without ranges, one a later version adds)."""
+def record_options(out: Path, recorded: dict[str, Any] | None, asked: dict[str, Any]) -> None:
+    """A new job, or one from before options were recorded: this run's options become the job's (its
+    old rows' own cannot be known), so that later re-runs are checked against them."""
     if recorded is None:
-        # A new job, or one from before options were recorded: this run's options become the job's
-        # (its old rows' own cannot be known), so that later re-runs are checked against them.
         atomic_write_text(out / OPTIONS_FILE, json.dumps(asked, indent=1) + "\n")
+
+
+def check_options(out: Path, recorded: dict[str, Any] | None, asked: dict[str, Any]) -> None:
+    """Refuse a re-run whose options differ from the job's, naming each. An option one side does not
+    have is not compared (--overlap without ranges, one a later version adds)."""
+    if recorded is None:
         return
     show = lambda v: "none" if v is None else v  # noqa: E731
     clashes = [
@@ -142,17 +147,17 @@ def run_batch(
         raise BatchError(
             "--format parquet needs pyarrow: pip install 'facial-emotion[scale]', or --format csv"
         )
+    from facial_emotion.inference.classifier import EmotionClassifier
+
+    classifier = EmotionClassifier(options.model)  # a bad --model fails here, on either engine
+    asked = row_options(classifier.path, options, fmt, chunk_frames, overlap, max_frames)
+    check_options(out, recorded, asked)  # before the inputs are listed or a video opened
     sources = expand_inputs(inputs)
     if not sources:
         raise BatchError("no input found")
     units = plan_units(sources, chunk_frames, overlap, max_frames)
-    from facial_emotion.inference.classifier import EmotionClassifier
-
-    classifier = EmotionClassifier(options.model)  # a bad --model fails here, on either engine
     out.mkdir(parents=True, exist_ok=True)
-    check_options(
-        out, recorded, row_options(classifier.path, options, fmt, chunk_frames, overlap, max_frames)
-    )
+    record_options(out, recorded, asked)
     store = open_store(out, fmt)
     pending = [u for u in units if (u.source, u.chunk) not in store.done]
     report = JobReport(out, len(units), len(units) - len(pending))

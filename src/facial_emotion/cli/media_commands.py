@@ -111,10 +111,6 @@ def cmd_correct(args: argparse.Namespace) -> int:
 def _check_video_args(args: argparse.Namespace) -> None:
     if not 0 <= args.smoothing < 1:
         raise UserError("--smoothing must be in 0..1 (1 excluded: the scores would never change)")
-    if args.threads is not None and args.threads < 0:
-        raise UserError("--threads must not be negative")
-    if args.detect_every < 1:
-        raise UserError("--detect-every must be at least 1")
     for path in getattr(args, "summary", None) or []:
         output_file(path, "--summary")
         if Path(path).suffix.lower() not in (".json", ".csv", ".png"):
@@ -144,8 +140,6 @@ def cmd_video(args: argparse.Namespace) -> int:
     from facial_emotion.results import writers
     from facial_emotion.results.media import AnnotatedVideo
 
-    if args.every < 1:
-        raise UserError("--every must be at least 1")
     _check_video_args(args)
     for option in ("out", "timeline", "plot"):  # files (batch's --out is a folder: not checked there)
         if getattr(args, option):
@@ -252,8 +246,6 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from facial_emotion.batch.work import AnalyzerOptions
 
     _check_video_args(args)
-    if args.every < 1:
-        raise UserError("--every must be at least 1")
     if args.address and args.engine != "ray":
         raise UserError("--address is a Ray cluster's: it needs --engine ray")
     options = AnalyzerOptions(
@@ -296,10 +288,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if (
         args.max_upload_mb <= 0
         or args.timeout <= 0
-        or (args.workers is not None and args.workers < 1)
         or (args.max_megapixels is not None and args.max_megapixels <= 0)
     ):
-        raise UserError("--max-upload-mb, --max-megapixels, --timeout and --workers must be positive")
+        raise UserError("--max-upload-mb, --max-megapixels and --timeout must be positive")
     if args.admin_token is not None and not args.admin_token.strip():
         # an unset "$TOKEN" in a script: an empty token would let anyone send "Bearer " and reload
         raise UserError("--admin-token is empty (an unset variable?): give a real token or leave it out")

@@ -25,10 +25,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from facial_emotion.training.loop import train
     # Each option's dest is its TrainConfig field; options left out (None) keep TrainConfig's defaults,
     # which are the built-in model's recipe: one place for them. train() validates the config.
-    from facial_emotion.model_file import BUILTIN_MODELS, builtin_model_path
+    from facial_emotion.model_file import resolve_model_path
 
-    def model_file(spec: str) -> str:  # a built-in model's name, as every --model takes it
-        return str(builtin_model_path(spec.strip())) if spec.strip() in BUILTIN_MODELS else spec
+    def model_file(spec: str) -> str:  # a built-in model's name too, as every --model takes it
+        return str(resolve_model_path(spec.strip()))
 
     if args.init_from:
         args.init_from = model_file(args.init_from)

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from facial_emotion.arguments import whole_number
 from facial_emotion.inference.runtime import cpu_session
 from facial_emotion.model_file import (
     CALIBRATION_KEY,
@@ -77,8 +78,7 @@ class EmotionClassifier:
     def __init__(
         self, model: str | os.PathLike | None = None, threads: int | None = None, max_batch: int = 256
     ):
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
-            raise ValueError(f"threads must be a whole number >= 0 (0 or None: all cores), not {threads!r}")
+        threads = None if threads is None else whole_number("threads (0 or None: all cores)", threads, 0)
         self.path = resolve_model_path(model)
         if not self.path.is_file():
             raise ModelFileError(f"model file not found: {self.path}")

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facial_emotion import settings
+from facial_emotion.arguments import positive_number
 
 log = logging.getLogger(__name__)
 
@@ -277,19 +278,16 @@ def load_image(source: ImageInput, name: str | None = None, max_pixels: int | No
     raise ImageError(f"unsupported input type {type(source).__name__}")
 
 
-def check_timeout(timeout: float) -> None:
-    """A per-file timeout is a positive, finite number of seconds (nan would time every file out)."""
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
-    if not (math.isfinite(timeout) and timeout > 0):
-        raise ValueError(f"timeout must be a positive number of seconds, not {timeout}")
+def check_timeout(timeout: float) -> float:
+    """A per-file timeout: a positive, finite number of seconds (nan would time every file out)."""
+    return positive_number("timeout (seconds)", timeout)
 
 
 def load_image_within(source: ImageInput, timeout: float, name: str | None = None) -> np.ndarray:
     """``load_image`` with a deadline: ``ImageError`` after ``timeout`` seconds. The read runs in a
     daemon thread, which is left behind if it hangs (a thread cannot be killed; a daemon one does not
     keep the process alive), so one input can never stall a batch."""
-    check_timeout(timeout)
+    timeout = check_timeout(timeout)
     box: list[Any] = []
     done = threading.Event()
 
@@ -298,6 +296,7 @@ def load_image_within(source: ImageInput, timeout: float, name: str | None = Non
             box.append(load_image(source, name))
         except BaseException as e:  # handed to the caller's thread
             box.append(e)
+        box.append(time.monotonic())  # when the read ended, whenever the caller gets to look
         done.set()
 
     started = time.monotonic()
@@ -305,9 +304,9 @@ def load_image_within(source: ImageInput, timeout: float, name: str | None = Non
     finished = done.wait(timeout)
     if finished and isinstance(box[0], BaseException):
         raise box[0]  # a broken file says what is wrong with it, late or not
-    # The limit is on the time the read took, not on when this thread got to look: a busy machine
-    # can hand the waiting thread the CPU only after the read is done, and that read was still late.
-    if not finished or time.monotonic() - started > timeout:
+    # The limit is on the time the read took, measured by the reading thread: on a busy machine the
+    # waiting thread may get the CPU only after the read ended, on time or late.
+    if not finished or box[1] - started > timeout:
         label = name or (str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__)
         raise ImageError(f"{label}: timed out after {timeout:g} s reading or decoding it")
     return box[0]

@@ -185,7 +185,7 @@ class EmotionRecognizer:
         if timeout is not None and timeout == 0:
             timeout = None
         elif timeout is not None:
-            check_timeout(timeout)  # before the first file, not as every file's error
+            timeout = check_timeout(timeout)  # before the first file, not as every file's error
         for source in sources:
             name = str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
             try:

@@ -30,7 +30,6 @@ person with a new id.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import Counter, deque
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from facial_emotion.arguments import finite_number
 from facial_emotion.inference.pipeline import Face
 
 DEFAULT_MIN_DURATION_S = 1.0
@@ -117,9 +117,10 @@ class Session:
         hold_s: float | None = DEFAULT_HOLD_S,
         max_gap_s: float = DEFAULT_MAX_GAP_S,
     ):
-        numbers = [min_duration_s, max_gap_s] + ([] if hold_s is None else [hold_s])
-        if not all(math.isfinite(n) for n in numbers):  # nan passes every comparison: no event, ever
-            raise ValueError("min_duration_s, max_gap_s and hold_s must be finite numbers")
+        # nan passes every comparison: no event would ever fire
+        min_duration_s = finite_number("min_duration_s", min_duration_s)
+        max_gap_s = finite_number("max_gap_s", max_gap_s)
+        hold_s = None if hold_s is None else finite_number("hold_s", hold_s)
         if min_duration_s < 0 or max_gap_s <= 0 or (hold_s is not None and hold_s <= 0):
             raise ValueError("min_duration_s must be >= 0, max_gap_s and hold_s > 0")
         self.classes = list(classes)
@@ -140,14 +141,14 @@ class Session:
         self.callbacks.append(callback)
         return callback
 
-    def check_time(self, time_s: float) -> None:
-        """ValueError unless ``time_s`` can be the next frame's time: a finite number of seconds, not
-        before the last frame's."""
-        if isinstance(time_s, bool) or not isinstance(time_s, (int, float)) or not math.isfinite(time_s):
-            raise ValueError(f"a frame time is a finite number of seconds, not {time_s!r}")
+    def check_time(self, time_s: float) -> float:
+        """``time_s`` as a float if it can be the next frame's time (a finite number of seconds, not
+        before the last frame's), else ValueError."""
+        time_s = finite_number("the frame time (time_s)", time_s)
         last = self.last_t
         if last is not None and time_s < last:
             raise ValueError(f"frame times must not go back ({time_s} after {last})")
+        return time_s
 
     def update(self, time_s: float, faces: list[Face]) -> list[EmotionEvent]:
         """The faces of the frame at ``time_s`` (tracked: ``track_id`` set) -> the events they fire."""
@@ -155,7 +156,7 @@ class Session:
         if unknown:
             raise ValueError(f"emotions {sorted(unknown)} are not among this session's {self.classes}")
         with self._lock:
-            self.check_time(time_s)
+            time_s = self.check_time(time_s)
             if self.last_t is not None and time_s - self.last_t <= self.max_gap_s:
                 self.step = time_s - self.last_t
             self.last_t = time_s

@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from facial_emotion.arguments import whole_number
 from facial_emotion.inference.decode import as_bgr
 from facial_emotion.inference.detectors import FaceDetector, create_detector
 from facial_emotion.inference.pipeline import EmotionRecognizer, Face
@@ -51,8 +52,7 @@ class FaceStream:
         if not 0 <= smoothing < 1:
             raise ValueError("smoothing must be in 0..1 (1 excluded: the scores would never change)")
         self.recognizer = recognizer
-        if isinstance(detect_every, bool) or not isinstance(detect_every, int) or detect_every < 1:
-            raise ValueError(f"detect_every must be a whole number >= 1, not {detect_every!r}")
+        detect_every = whole_number("detect_every", detect_every)
         # a name ("haar") as EmotionRecognizer takes it; None: the recognizer's own detector
         finder = recognizer.detector if detector is None else create_detector(detector)
         self.finder = VideoFaceFinder(finder, refresh=detect_every)
@@ -74,7 +74,7 @@ class FaceStream:
             self._t0 = now if self._t0 is None else self._t0
             time_s = now - self._t0
         # Checked before the tracker moves on: a refused frame leaves the stream as it was.
-        self.session.check_time(time_s)
+        time_s = self.session.check_time(time_s)
         bgr = as_bgr(bgr)  # gray, BGRA, float frames converted; not an array: ImageError
         faces = self.tracker.update(self.recognizer.analyze_frame(bgr, self.finder.detect(bgr)))
         self.last_events = self.session.update(time_s, faces)

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facial_emotion.arguments import whole_number
 from facial_emotion.inference.decode import ImageError, check_regular_file
 from facial_emotion.inference.pipeline import EmotionRecognizer, Face
 from facial_emotion.inference.session import DEFAULT_HOLD_S, EmotionEvent, PersonSummary
@@ -107,11 +108,6 @@ def video_fps(cap: cv2.VideoCapture) -> float:
     return fps if 0 < fps < 1000 else 30.0
 
 
-def whole_number(value: object, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be a whole number >= {minimum}, not {value!r}")
-
-
 def analyze_video(
     recognizer: EmotionRecognizer,
     source: str | int | os.PathLike,
@@ -133,9 +129,8 @@ def analyze_video(
     clock for a camera or stream URL, in the timeline and the summary alike; ``on_event`` gets each
     ``EmotionEvent`` as it fires. Bad arguments raise ValueError before the source is opened."""
     source = os.fspath(source) if isinstance(source, os.PathLike) else source
-    whole_number(every, "every", 1)
-    if max_frames is not None:
-        whole_number(max_frames, "max_frames", 1)
+    every = whole_number("every", every)
+    max_frames = None if max_frames is None else whole_number("max_frames", max_frames)
     stream = FaceStream(recognizer, detect_every=detect_every, smoothing=smoothing, hold_s=hold_s)
     if on_event is not None:
         stream.on_change(on_event)

@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from facial_emotion import settings
+from facial_emotion.arguments import positive_number, whole_number
 from facial_emotion.inference.decode import DETECTION_MAX_SIDE
 
 DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024
-
-
-def _real(value: object) -> float | None:
-    """``value`` as a float if it is a real number (not a bool: True is no limit), else None."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return None
-    return float(value)
-
-
-def positive_number(name: str, value: object) -> float:
-    """``value`` as a float, or a ValueError naming ``name``: a zero or negative deadline answered
-    every request 504, and nan passes every ``<= 0`` check (and made asyncio.wait_for fail: a 500)."""
-    number = _real(value)
-    if number is None or not 0 < number < math.inf:
-        raise ValueError(f"{name} must be a finite number above 0, not {value!r}")
-    return number
-
-
-def whole_number(name: str, value: object, minimum: int = 1) -> int:
-    """``value`` as an int, or a ValueError naming ``name``: int() would turn 1.5 into 1 and -1 into
-    a limit no image meets, and a 0 was read as 'off' or 'the default' by the code using it."""
-    number = _real(value)
-    if number is None or not number.is_integer() or number < minimum:
-        raise ValueError(f"{name} must be a whole number of at least {minimum}, not {value!r}")
-    return int(number)
 
 
 def origins(value: str | Iterable[str] | None) -> tuple[str, ...]:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from facial_emotion.arguments import finite_number
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 MODEL_HELP = (
@@ -38,12 +39,9 @@ def finite_float(text: str) -> float:
     """argparse type of every float option: nan and inf are refused here, since they pass every
     ``<= 0`` check after it (and then crash or time every file out)."""
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
-    return value
+        return finite_number("the value", float(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 class UserError(Exception):

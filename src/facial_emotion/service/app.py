@@ -28,13 +28,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facial_emotion import __version__
+from facial_emotion.arguments import whole_number
 from facial_emotion.feedback import FeedbackError, FeedbackStore
 from facial_emotion.inference.decode import DETECTION_MAX_SIDE, ImageError, ImageTooLarge
 from facial_emotion.labels import DISPLAY_NAMES, color_rgb
 from facial_emotion.model_file import ModelFileError
 from facial_emotion.service import stream as stream_module
 from facial_emotion.service.engine import Busy, Engine
-from facial_emotion.service.settings import DEFAULT_MAX_UPLOAD, ServiceSettings, whole_number
+from facial_emotion.service.settings import DEFAULT_MAX_UPLOAD, ServiceSettings
 from facial_emotion.service.upload import UploadError, read_image
 from facial_emotion.service.webhook import Webhook
 

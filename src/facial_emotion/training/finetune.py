@@ -145,7 +145,8 @@ def finetune(opts: FinetuneOptions) -> dict[str, Any]:
     # Checked before the base is scored on PublicTest (minutes), in finetune's own option names.
     if opts.epochs < 1 or not opts.lr > 0 or opts.mix < 0:
         raise FeedbackError("--epochs and --lr must be positive, --mix not negative")
-    if read_onnx_model(base)[1].get("quantized", "none") != "none":
+    _, base_meta = read_onnx_model(base)  # read once: checked here, its arch used below
+    if base_meta.get("quantized", "none") != "none":
         raise FeedbackError(
             f"--base {opts.base or base}: an int8-quantized model cannot be trained; use the fp32 file it "
             "was made from (--base fp32, the default)"
@@ -179,10 +180,9 @@ def finetune(opts: FinetuneOptions) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="finetune-") as tmp:
         data = Path(tmp) / "finetune.csv"
         n_train = write_training_csv(data, parts, opts.seed)
-        _, meta = read_onnx_model(base)
         cfg = TrainConfig(
             data=str(data),
-            arch=str(meta.get("arch", TrainConfig.arch)),
+            arch=str(base_meta.get("arch", TrainConfig.arch)),
             init_from=str(base),
             epochs=opts.epochs,
             lr=opts.lr,

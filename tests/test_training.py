@@ -173,7 +173,7 @@ def test_quantize_refuses_test_faces_a_quantized_model_and_init_from_int8(
     assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "b.onnx").exists()
     faces = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8))
     with pytest.raises(CheckpointError, match="int8-quantized model; start from the fp32 file"):
-        weights_from_onnx(static_int8, "vgg-s", 7, faces, 40)
+        weights_from_onnx(static_int8, "vgg-s", faces, 40)
 
 
 def test_learns_the_synthetic_task_and_evaluate_json_contract(trained_run: Path) -> None:
@@ -280,7 +280,7 @@ def test_init_from_a_different_architecture_is_one_clear_error(trained_run: Path
         timeout=120,
     )
     assert proc.returncode == 2
-    assert "a vgg-s model with 7 classes, this run trains resnet-s" in proc.stderr
+    assert "a vgg-s model, this run trains resnet-s" in proc.stderr
     assert "Traceback" not in proc.stderr
     proc = subprocess.run(
         base + ["--init-from", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")],
@@ -443,6 +443,50 @@ def test_distill_options_are_checked_before_training(trained_run: Path, tmp_path
     assert not (tmp_path / "o").exists()
 
 
+def test_a_ferplus8_run_starts_from_a_seven_class_model(trained_run: Path, tmp_path: Path) -> None:
+    """--labels ferplus8 --init-from a FER-2013 model: the body and the seven rows of the head carry
+    over (the new net's first seven logits are the old net's), contempt starts from a fresh row whose
+    bias is the mean of the others; from the run's model file and from its checkpoint alike."""
+    import shutil
+
+    from conftest import write_ferplus
+
+    from facial_emotion.labels import FERPLUS_8_CLASSES
+    from facial_emotion.training.loop import initial_weights
+
+    data = tmp_path / "fer2013.csv"
+    shutil.copy(trained_run.parent / "fer2013.csv", data)
+    write_ferplus(tmp_path / "fer2013new.csv", 350, ["Training"] * 280 + ["PublicTest"] * 70)
+    faces = torch.from_numpy(load_dataset(data).images[:256])
+    x = faces[:16, 4:44, 4:44].float().unsqueeze(1)
+    seven = create_model("vgg-s").eval()
+    seven.load_state_dict(torch.load(trained_run / "best.pt", weights_only=False)["model"])
+    for start in (trained_run / "model.onnx", trained_run / "best.pt"):
+        cfg = small_config(data, labels="ferplus8", init_from=str(start))
+        eight = create_model("vgg-s", 8).eval()
+        eight.load_state_dict(initial_weights(cfg, 8, faces))
+        with torch.no_grad():
+            old, new = seven(x), eight(x)
+        torch.testing.assert_close(new[:, :7], old, atol=2e-3, rtol=2e-3)
+        assert eight.head[-1].bias[7].item() == pytest.approx(eight.head[-1].bias[:7].mean().item(), abs=1e-5)
+        assert not torch.equal(
+            new[:, 7], torch.full_like(new[:, 7], new[0, 7].item())
+        )  # a real row, not zeros
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "facial_emotion", "train", "--data", str(data), "--labels", "ferplus8"]
+        + ["--arch", "vgg-s", "--epochs", "1", "--batch-size", "32", "--mixup", "0"]
+        + ["--init-from", str(trained_run / "model.onnx"), "--out", str(tmp_path / "fp8"), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "carried over; new: contempt" in proc.stderr
+    meta = json.loads((tmp_path / "fp8" / "model.json").read_text())
+    assert meta["classes"] == list(FERPLUS_8_CLASSES) and meta["recipe"]["init_from"].endswith("model.onnx")
+
+
 @pytest.mark.parametrize("arch", ["vgg-s", "resnet-s"])
 def test_a_model_file_becomes_trainable_weights_again(arch: str, tmp_path: Path) -> None:
     """Export folds BatchNorm into the convs; --init-from MODEL.onnx must rebuild the same function
@@ -466,7 +510,9 @@ def test_a_model_file_becomes_trainable_weights_again(arch: str, tmp_path: Path)
     write_model(path, onnx_bytes(net, 40), make_metadata(arch=arch))
     faces = torch.from_numpy(np.random.default_rng(0).integers(0, 256, size=(300, 48, 48), dtype=np.uint8))
     rebuilt = create_model(arch)
-    rebuilt.load_state_dict(weights_from_onnx(path, arch, 7, faces, 40))
+    weights, classes = weights_from_onnx(path, arch, faces, 40)
+    assert classes == list(EMOTIONS)
+    rebuilt.load_state_dict(weights)
     rebuilt.eval()
     x = faces[:8, 4:44, 4:44].float().unsqueeze(1)
     with torch.no_grad():
@@ -475,8 +521,8 @@ def test_a_model_file_becomes_trainable_weights_again(arch: str, tmp_path: Path)
     first_bn = next(m for m in rebuilt.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert first_bn.running_var.min() > 0 and not torch.allclose(first_bn.running_var, torch.ones(1))
     other = "resnet-s" if arch == "vgg-s" else "vgg-s"
-    with pytest.raises(CheckpointError, match=f"a {arch} model with 7 classes"):
-        weights_from_onnx(path, other, 7, faces, 40)
+    with pytest.raises(CheckpointError, match=f"a {arch} model on 40px crops, this run trains {other}"):
+        weights_from_onnx(path, other, faces, 40)
 
 
 def test_swa_stage_from_a_model_file(trained_run: Path, tmp_path: Path) -> None:

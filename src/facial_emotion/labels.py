@@ -74,6 +74,13 @@ FERPLUS_TO_EMOTION: dict[str, str] = {
 }
 FERPLUS_8_CLASSES: tuple[str, ...] = (*EMOTIONS, "contempt")
 
+
+def trained_classes(count: int) -> tuple[str, ...]:
+    """The classes, in output order, of a net with ``count`` outputs trained here: FER-2013's seven,
+    or FER+'s eight (``--labels ferplus8``)."""
+    return EMOTIONS if count == NUM_CLASSES else FERPLUS_8_CLASSES
+
+
 # Folder names users give their data, mapped onto the canonical names.
 FOLDER_ALIASES: dict[str, str] = {
     **{name: name for name in EMOTIONS},

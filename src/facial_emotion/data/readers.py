@@ -20,11 +20,11 @@ from facial_emotion.data.dataset import FACE_SIZE, DatasetError, FaceDataset
 from facial_emotion.labels import (
     EMOTIONS,
     FER2013_USAGES,
-    FERPLUS_8_CLASSES,
     FERPLUS_COLUMNS,
     FERPLUS_TO_EMOTION,
     INDEX,
     emotion_from_folder,
+    trained_classes,
 )
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ def apply_ferplus(ds: FaceDataset, votes_path: Path, classes: int = 7) -> FaceDa
         raise DatasetError(f"{votes_path}: has {len(votes)} rows, not row-aligned with {ds.source}")
     if not np.array_equal(usage[rows], ds.split):
         raise DatasetError(f"{votes_path}: Usage column differs from {ds.source}: files are not row-aligned")
-    class_names = EMOTIONS if classes == 7 else FERPLUS_8_CLASSES
+    class_names = trained_classes(classes)
     columns = [
         FERPLUS_COLUMNS.index(c)
         for c in FERPLUS_COLUMNS

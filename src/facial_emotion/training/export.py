@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from facial_emotion.labels import EMOTIONS, FERPLUS_8_CLASSES
+from facial_emotion.labels import EMOTIONS, trained_classes
 from facial_emotion.model_file import make_metadata, write_model
 from facial_emotion.training.checkpoint import METRICS_JSON, CheckpointError, load_checkpoint
 from facial_emotion.training.config import TrainConfig, teacher_paths
@@ -174,7 +174,7 @@ def export_checkpoint(
     if int8:
         data = quantize_int8(data)
     best = state.get("best", {})
-    classes = list(EMOTIONS if state.get("num_classes", 7) == 7 else FERPLUS_8_CLASSES)
+    classes = list(trained_classes(state.get("num_classes", len(EMOTIONS))))
     meta = make_metadata(
         classes=classes,
         crop=crop,

@@ -23,6 +23,7 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm import tqdm
 
 from facial_emotion.data import DatasetError, FaceDataset, load_dataset
+from facial_emotion.labels import NUM_CLASSES, trained_classes
 from facial_emotion.training.augment import augment, center_crop
 from facial_emotion.training.checkpoint import (
     BEST,
@@ -42,6 +43,7 @@ from facial_emotion.training.machine import resolve_device, resolve_precision, t
 from facial_emotion.training.nets import create_model
 from facial_emotion.training.onnx_weights import weights_from_onnx
 from facial_emotion.training.runlog import RunLog
+from facial_emotion.training.transfer import carry_over_classes
 
 log = logging.getLogger(__name__)
 
@@ -181,17 +183,17 @@ def evaluate_torch(
 
 def initial_weights(cfg: TrainConfig, num_classes: int, images: torch.Tensor) -> dict[str, Any]:
     """The weights of ``cfg.init_from`` (a checkpoint, or one of our ONNX model files, whose BatchNorm
-    statistics are measured on the first training ``images``), checked to fit ``cfg.arch``."""
+    statistics are measured on the first training ``images``), checked to fit ``cfg.arch``; trained
+    for other classes (FER-2013's seven for a FER+ run), its head's rows follow the class names."""
     if Path(cfg.init_from).suffix == ".onnx":
-        return weights_from_onnx(Path(cfg.init_from), cfg.arch, num_classes, images[:2048], cfg.augment.crop)
-    state = load_checkpoint(Path(cfg.init_from))
-    arch, classes = state["config"].get("arch"), state.get("num_classes")
-    if arch != cfg.arch or classes != num_classes:
-        raise CheckpointError(
-            f"--init-from {cfg.init_from}: a {arch} model with {classes} classes, "
-            f"this run trains {cfg.arch} with {num_classes}"
-        )
-    return state["model"]
+        weights, have = weights_from_onnx(Path(cfg.init_from), cfg.arch, images[:2048], cfg.augment.crop)
+    else:
+        state = load_checkpoint(Path(cfg.init_from))
+        arch = state["config"].get("arch")
+        if arch != cfg.arch:
+            raise CheckpointError(f"--init-from {cfg.init_from}: a {arch} model, this run trains {cfg.arch}")
+        weights, have = state["model"], list(trained_classes(state.get("num_classes", NUM_CLASSES)))
+    return carry_over_classes(weights, cfg.arch, have, trained_classes(num_classes))
 
 
 def build_training(

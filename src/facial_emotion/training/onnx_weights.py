@@ -62,23 +62,24 @@ def _layer_weights(
 
 @torch.no_grad()
 def weights_from_onnx(
-    path: Path, arch: str, num_classes: int, faces: torch.Tensor, crop: int
-) -> dict[str, Any]:
-    """State dict of ``arch`` rebuilt from the ONNX file at ``path``; ``faces`` (uint8 N x 1 x 48 x 48
-    training faces, a few thousand) give the BatchNorm statistics."""
+    path: Path, arch: str, faces: torch.Tensor, crop: int
+) -> tuple[dict[str, Any], list[str]]:
+    """State dict of ``arch`` rebuilt from the ONNX file at ``path``, and the file's classes (the
+    head's rows, in order); ``faces`` (uint8 N x 1 x 48 x 48 training faces, a few thousand) give the
+    BatchNorm statistics."""
     onnx_model, meta = read_onnx_model(path)
     if meta.get("quantized", "none") != "none":
         raise CheckpointError(
             f"--init-from {path}: an int8-quantized model; start from the fp32 file it was made from "
             "(the built-in one: src/facial_emotion/weights/emotion-fp32.onnx)"
         )
-    file_arch, file_classes = meta.get("arch"), len(meta.get("classes", []))
-    if file_arch != arch or file_classes != num_classes or int(meta.get("crop", 0)) != crop:
+    file_arch, classes = meta.get("arch"), list(meta.get("classes", []))
+    if file_arch != arch or int(meta.get("crop", 0)) != crop:
         raise CheckpointError(
-            f"--init-from {path}: a {file_arch} model with {file_classes} classes on {meta.get('crop')}px crops, "
-            f"this run trains {arch} with {num_classes} on {crop}px"
+            f"--init-from {path}: a {file_arch} model on {meta.get('crop')}px crops, "
+            f"this run trains {arch} on {crop}px"
         )
-    model = create_model(arch, num_classes).eval()
+    model = create_model(arch, len(classes)).eval()
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -133,7 +134,7 @@ def weights_from_onnx(
         bn.running_var.copy_(var.float())
 
     _check_same_outputs(model, onnx_model, x[:64], path)
-    return model.state_dict()
+    return model.state_dict(), classes
 
 
 def _check_same_outputs(model: nn.Module, onnx_model: Any, x: torch.Tensor, path: Path) -> None:

@@ -612,3 +612,13 @@ def test_cli_train_bad_input_is_one_clear_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_eta_ignores_one_stopped_epoch() -> None:
+    """An epoch that took an hour because the process was stopped (kill -STOP, a paused container)
+    must not make the ETA of the next epochs say days; steady epochs give the plain product."""
+    from facial_emotion.training.runlog import eta_minutes
+
+    assert eta_minutes(10, [100.0, 100.0, 100.0]) == pytest.approx(10 * 100 / 60)
+    assert eta_minutes(44, [4032.0, 109.0, 100.0, 102.0, 101.0]) == pytest.approx(44 * 102 / 60)
+    assert eta_minutes(0, [100.0]) == 0

@@ -345,7 +345,9 @@ def train_one_epoch(
     # Logit adjustment: the prior is the training targets' mean (labels, votes and teachers as blended).
     logit_offset = cfg.logit_adjust * torch.log(targets.mean(0)) if cfg.logit_adjust > 0 else None
     model.train()
-    t0 = time.time()
+    t0 = (
+        time.monotonic()
+    )  # durations: a clock that neither jumps with the wall clock nor counts a suspended laptop
     # Running sums stay on the device: reading them every step would make a GPU wait for each step.
     seen = 0
     loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
@@ -373,11 +375,11 @@ def train_one_epoch(
             bar.set_postfix(
                 loss=f"{loss_sum.item() / seen:.3f}",
                 acc=f"{correct.item() / seen:.3f}",
-                img_s=f"{seen / (time.time() - t0):.0f}",
+                img_s=f"{seen / (time.monotonic() - t0):.0f}",
             )
     bar.close()
     loss_total, correct_total = loss_sum.item(), int(correct.item())  # waits for the epoch's last step
-    epoch_s = time.time() - t0  # the training steps only: the speed figure
+    epoch_s = time.monotonic() - t0  # the training steps only: the speed figure
     if dist.world > 1:  # the epoch's figures over every rank's faces
         total_seen, loss_total, total_correct = dist.sum([seen, loss_total, correct_total])
         seen, correct_total = int(total_seen), int(total_correct)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 import time
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,13 @@ def write_metrics(out: Path, history: list[dict[str, Any]], curves: bool = True)
         plot_training_curves(history, out / "curves.png")
 
 
+def eta_minutes(epochs_left: int, recent_epoch_s: Iterable[float]) -> float:
+    """Minutes until the run ends, from the median of the recent epochs' times: one epoch that took
+    an hour because the process was stopped (``kill -STOP``, a paused container) must not make the
+    next five ETAs say days, as their mean did."""
+    return epochs_left * statistics.median(recent_epoch_s) / 60
+
+
 class RunLog:
     """The log of one run in ``out``: ``start_epoch`` as an epoch begins, ``end_epoch`` once its
     checkpoints are saved."""
@@ -43,8 +52,8 @@ class RunLog:
         # Whole-epoch wall times (training, validation, checkpoint) for the ETA; the training steps
         # alone (epoch_s) gave an ETA about 10 % short.
         self.recent_wall_s: deque[float] = deque(maxlen=5)
-        self.epoch_started = time.time()
-        self.curves_drawn = 0.0
+        self.epoch_started = time.monotonic()
+        self.curves_drawn = -CURVES_EVERY_S  # the first epoch draws them
 
     def start(self, arch: str, train: FaceDataset, val: FaceDataset | None, precision: str) -> None:
         """The run's opening line: what trains on which faces, and how."""
@@ -59,17 +68,17 @@ class RunLog:
         )
 
     def start_epoch(self) -> None:
-        self.epoch_started = time.time()
+        self.epoch_started = time.monotonic()
 
     def end_epoch(self, history: list[dict[str, Any]], improved: bool) -> None:
         """Rewrite the metrics files and log the epoch's row (``*`` where it saved new best weights)."""
         row = history[-1]
-        curves = time.time() - self.curves_drawn >= CURVES_EVERY_S or row["epoch"] >= self.epochs
+        curves = time.monotonic() - self.curves_drawn >= CURVES_EVERY_S or row["epoch"] >= self.epochs
         write_metrics(self.out, history, curves)
         if curves:
-            self.curves_drawn = time.time()
-        self.recent_wall_s.append(time.time() - self.epoch_started)
-        eta_min = (self.epochs - row["epoch"]) * sum(self.recent_wall_s) / len(self.recent_wall_s) / 60
+            self.curves_drawn = time.monotonic()
+        self.recent_wall_s.append(time.monotonic() - self.epoch_started)
+        eta_min = eta_minutes(self.epochs - row["epoch"], self.recent_wall_s)
         log.info(
             "epoch %d/%d %s%s | eta %.0f min",
             row["epoch"],

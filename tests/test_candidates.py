@@ -157,3 +157,21 @@ def test_candidates_train_distil_pack_and_unpack(fer_with_votes: Path, tmp_path:
         mine = EmotionClassifier(out).predict(faces, calibrated=False)
         runs_own = EmotionClassifier(runs / name / "model.onnx").predict(faces, calibrated=False)
         assert mine.shape[1] == classes and np.abs(mine - runs_own).max() < 0.01  # fp16 weights
+
+
+@pytest.mark.parametrize("plan", sorted((REPO / "scripts").glob("candidates*.json")), ids=lambda p: p.name)
+def test_the_shipped_plans_are_valid_recipes(plan: Path, tmp_path: Path) -> None:
+    """A typo in a plan would cost a lent GPU's whole call: every candidate must be a TrainConfig that
+    validates (its teacher file, carried in gpu/ and not in the repository, stood in for here)."""
+    from facial_emotion.training.config import TrainConfig
+
+    teacher = tmp_path / "teacher.npz"
+    teacher.write_bytes(b"")
+    candidates = json.loads(plan.read_text())
+    names = [c["name"] for c in candidates]
+    assert len(names) == len(set(names)) and all(n.replace("-", "").isalnum() for n in names)
+    for cand in candidates:
+        options = {"data": "faces.npz", **cand["options"]}
+        if options.get("teacher"):
+            options["teacher"] = str(teacher)
+        TrainConfig.from_dict(options).validate()

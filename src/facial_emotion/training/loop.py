@@ -345,9 +345,8 @@ def train_one_epoch(
     # Logit adjustment: the prior is the training targets' mean (labels, votes and teachers as blended).
     logit_offset = cfg.logit_adjust * torch.log(targets.mean(0)) if cfg.logit_adjust > 0 else None
     model.train()
-    t0 = (
-        time.monotonic()
-    )  # durations: a clock that neither jumps with the wall clock nor counts a suspended laptop
+    # Durations on a clock that neither jumps with the wall clock nor counts a suspended laptop.
+    t0 = time.monotonic()
     # Running sums stay on the device: reading them every step would make a GPU wait for each step.
     seen = 0
     loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)

@@ -12,7 +12,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
 from facial_emotion.training.nets import create_model
@@ -32,23 +31,21 @@ def carry_over_classes(
     outputs are ``want``: the same dict when they match, else the head's rows moved by class name."""
     if list(have) == list(want):
         return state
-    fresh = create_model(arch, len(want))
-    head = head_name(fresh)
-    weight = fresh.state_dict()[f"{head}.weight"].clone()
-    bias = fresh.state_dict()[f"{head}.bias"].clone()
+    net = create_model(arch, len(want))  # its fresh head gives the new classes' rows
+    head, fresh = head_name(net), net.state_dict()
+    weight, bias = fresh[f"{head}.weight"].clone(), fresh[f"{head}.bias"].clone()
     old_weight, old_bias = state[f"{head}.weight"], state[f"{head}.bias"]
-    kept = [c for c in want if c in have]
-    for i, name in enumerate(want):
-        if name in have:
-            weight[i] = old_weight[list(have).index(name)]
-            bias[i] = old_bias[list(have).index(name)]
+    old_row = {name: i for i, name in enumerate(have)}
+    kept = [(i, old_row[name]) for i, name in enumerate(want) if name in old_row]
     if kept:
-        new_rows = [i for i, name in enumerate(want) if name not in have]
-        bias[new_rows] = torch.stack([old_bias[list(have).index(c)] for c in kept]).mean()
+        new_rows, old_rows = zip(*kept, strict=True)
+        weight[list(new_rows)] = old_weight[list(old_rows)]
+        bias[list(new_rows)] = old_bias[list(old_rows)]
+        bias[[i for i, name in enumerate(want) if name not in old_row]] = old_bias[list(old_rows)].mean()
     log.info(
         "classifier head: %s carried over; new: %s; dropped: %s",
-        ", ".join(kept) or "none",
-        ", ".join(c for c in want if c not in have) or "none",
+        ", ".join(c for c in want if c in old_row) or "none",
+        ", ".join(c for c in want if c not in old_row) or "none",
         ", ".join(c for c in have if c not in want) or "none",
     )
     return {**state, f"{head}.weight": weight, f"{head}.bias": bias}

@@ -124,3 +124,30 @@ def test_options_are_recorded_once_rows_are_committed(tmp_path):
     assert json.loads((out / OPTIONS_FILE).read_text())["smoothing"] == 0.3
     with pytest.raises(BatchError, match=r"--smoothing 0.6 \(the job has 0.3\)"):
         run_batch([justin], out)
+
+
+def test_a_folder_that_is_not_a_jobs_is_refused_and_left_as_it_was(tmp_path):
+    """Files named like a job's tables but no job's marks are the user's: a batch run into the folder
+    would have taken them for an interrupted commit's and deleted them."""
+    justin = str(need_shared("media", "justin.jpg"))
+    out = tmp_path / "userdata"
+    (out / "sources").mkdir(parents=True)
+    (out / "errors").mkdir()
+    (out / "sources" / "notes.txt").write_text("precious\n")
+    (out / "errors" / "log.csv").write_text("a,b\n1,2\n")
+    before = snapshot(out)
+    proc = run_cli(justin, "--out", str(out), "--format", "csv")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "not a batch job's folder" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert snapshot(out) == before
+
+    a_file = tmp_path / "results.csv"
+    a_file.write_text("keep\n")
+    proc = run_cli(justin, "--out", str(a_file))
+    assert proc.returncode == 2 and "is a file" in proc.stderr and "Traceback" not in proc.stderr
+    assert a_file.read_text() == "keep\n"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["batch", justin, "--out", str(empty), "--format", "csv", "--quiet"]) == 0
+    assert committed(empty)

@@ -76,6 +76,14 @@ def row_options(
     }
 
 
+def is_foreign_folder(out: Path) -> bool:
+    """``out`` holds something but no job's marks (its options file, its commits): the user's own
+    files, which ``open_store`` would take for an interrupted commit's and delete."""
+    if not out.is_dir() or (out / OPTIONS_FILE).is_file() or (out / "commits").is_dir():
+        return False
+    return any(out.iterdir())
+
+
 def recorded_options(out: Path) -> dict[str, Any] | None:
     """The options ``out``'s committed rows were made with; None while nothing is committed (any
     options may still start the job) and for folders written before options were recorded."""
@@ -133,6 +141,13 @@ def run_batch(
         raise BatchError(f"--engine must be one of {', '.join(ENGINES)}")
     if workers < 1 or commit_every < 1 or chunk_frames < 0 or overlap < 0 or (max_frames or 0) < 0:
         raise BatchError("--workers and --commit-every must be positive; --chunk-frames, --overlap >= 0")
+    if out.exists() and not out.is_dir():
+        raise BatchError(f"--out {out} is a file: name a folder (new, empty, or an earlier batch job's)")
+    if is_foreign_folder(out):
+        raise BatchError(
+            f"--out {out} holds other files and is not a batch job's folder (it has no {OPTIONS_FILE}): "
+            "name a new or empty folder, so that nothing in it is overwritten"
+        )
     recorded = recorded_options(out)
     # No --format: the job's own (a re-run of a CSV job need not repeat --format csv), else the default.
     fmt = fmt or (recorded or {}).get("format") or ("parquet" if have_pyarrow() or engine == "ray" else "csv")

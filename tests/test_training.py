@@ -217,6 +217,10 @@ def test_resume_continues_a_killed_run_to_the_same_result(tmp_path: Path, schedu
     straight = tmp_path / "straight"
     cfg = TrainConfig(data=str(data), epochs=2, batch_size=32, lr=0.05, threads=1, schedule=schedule)
     train(cfg, straight, progress=False)
+    finished = (straight / "last.pt").read_bytes()
+    with pytest.raises(ConfigError, match="holds a run already"):  # not started over on top of it
+        train(cfg, straight, progress=False)
+    assert (straight / "last.pt").read_bytes() == finished
     # A run "killed" after its first epoch: stop it right after the epoch-1 checkpoint is written.
     interrupted = tmp_path / "interrupted"
     script = (

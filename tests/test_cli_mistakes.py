@@ -65,6 +65,9 @@ def test_atomic_writer_names_the_folder_not_a_temp_file(tmp_path: Path) -> None:
     with pytest.raises(IsADirectoryError) as caught:
         atomic_write_text(tmp_path, "x")
     assert caught.value.filename == str(tmp_path) and list(tmp_path.iterdir()) == []
+    with pytest.raises(OSError) as caught:
+        atomic_write_text(Path("/proc/out.txt"), "x")  # no new files there, even for root
+    assert caught.value.filename == "/proc/out.txt" and "cannot write here" in str(caught.value)
 
 
 def test_a_file_that_is_not_yunet_is_one_clear_error(tmp_path: Path) -> None:
@@ -193,3 +196,34 @@ def test_quantize_names_a_missing_eval_split_before_quantizing(tiny_csv: Path, t
     proc = run_cli("quantize", "fp32", "--data", str(tiny_csv), "--out", str(out), "--eval-split", "Bogus")
     refused(proc, "--eval-split Bogus: not in")
     assert not out.exists()
+
+
+def test_an_output_that_is_an_input_or_cannot_be_written_is_refused(tmp_path: Path) -> None:
+    """Each would have destroyed the input (a photo turned into CSV text, a video replaced by its
+    annotated copy) or failed after the work, naming a temp file."""
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(need_shared("media", "justin.jpg").read_bytes())
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(need_shared("media", "woman2.mp4").read_bytes())
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (photo, video)}
+    refused(run_cli("analyze", str(photo), "--csv", str(photo)), "--csv", "is one of the inputs")
+    refused(run_cli("analyze", str(tmp_path), "--csv", str(photo)), "is one of the inputs")  # via a folder
+    for option in ("--out", "--timeline"):
+        refused(run_cli("video", str(video), option, str(video)), option, "is one of the inputs")
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (photo, video)} == before
+
+    # /proc takes no new files, even from root (a read-only mount behaves the same).
+    refused(
+        run_cli("analyze", str(photo), "--csv", "/proc/out.csv"), "--csv /proc/out.csv: cannot write in /proc"
+    )
+    refused(run_cli("video", str(video), "--timeline", "/proc/t.csv"), "--timeline /proc/t.csv: cannot write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "photo.jpg"]
+
+
+def test_a_model_output_named_json_is_refused(tmp_path: Path) -> None:
+    """Its description (written beside it as NAME.json) would have overwritten the model itself."""
+    for args in (("ensemble", "fast", "fast"), ("quantize", "fp32", "--data", "x.csv")):
+        refused(run_cli(*args, "--out", str(tmp_path / "m.json")), "name the model file .onnx")
+    fast = str(builtin_model_path("fast"))
+    refused(run_cli("ensemble", "fast", "fp32", "--out", fast), "is one of the inputs")
+    assert not list(tmp_path.iterdir())

@@ -112,6 +112,8 @@ def read_metadata_from_session_meta(custom: dict[str, str], source: str) -> dict
 
 def write_model(path: Path, onnx_bytes: bytes, meta: dict[str, Any]) -> None:
     """Store ``meta`` inside the ONNX file (metadata_props) and as ``<name>.json`` beside it."""
+    if path.with_suffix(".json") == path:  # the description would overwrite the model
+        raise ModelFileError(f"{path}: name a model file .onnx, not .json (its description goes beside it)")
     import onnx  # training-side dependency: only writing a model needs it
 
     model = onnx.load_from_string(onnx_bytes)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from facial_emotion.arguments import finite_number
@@ -48,17 +50,44 @@ class UserError(Exception):
     """A problem the user can fix; printed as one line, exit code 2."""
 
 
-def output_file(path: str, option: str) -> Path:
-    """An output file the user named, checked before any work: a folder of that name, or a file where
-    its folder should be, is one error naming the option now, not an OS error about a temp file after
-    a long video."""
+def output_file(path: str, option: str, inputs: Iterable[str | Path] = ()) -> Path:
+    """An output file the user named, checked before any work: a folder of that name, a file where
+    its folder should be, a folder nothing can be written in, or one of the command's own ``inputs``
+    (the output would replace it) is one error naming the option now, not an OS error about a temp
+    file after a long video."""
     target = Path(path)
     if target.is_dir():
         raise UserError(f"{option} {path}: is a folder; name a file (in it, say)")
     folder = next((p for p in target.parents if p.exists()), None)
     if folder is not None and not folder.is_dir():
         raise UserError(f"{option} {path}: {folder} is a file, not a folder")
+    if any(_same_file(target, Path(source)) for source in inputs):
+        raise UserError(f"{option} {path}: is one of the inputs; writing it would replace that input")
+    try:  # the output is written beside itself first (a temp file, then a rename): can it be?
+        with tempfile.TemporaryFile(dir=folder or Path.cwd()):
+            pass
+    except OSError as e:
+        raise UserError(f"{option} {path}: cannot write in {folder} ({e.strerror})") from None
     return target
+
+
+def model_output(path: str, option: str, inputs: Iterable[str | Path] = ()) -> Path:
+    """An output model file: ``output_file``, named .onnx, since its description is written beside
+    it as the same name in .json (a .json model path would be overwritten by its description)."""
+    target = output_file(path, option, inputs)
+    if target.suffix.lower() != ".onnx":
+        raise UserError(
+            f"{option} {path}: name the model file .onnx (its description goes beside it, as "
+            f"{target.with_suffix('.json').name})"
+        )
+    return target
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 class MissingDependency(UserError):

@@ -53,11 +53,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     if args.file_timeout < 0:
         raise UserError("--file-timeout must not be negative (0 = no limit)")
-    csv_path = output_file(args.csv, "--csv") if args.csv else None
+    paths, empty = _expand_inputs(args.paths)
+    csv_path = output_file(args.csv, "--csv", paths) if args.csv else None
     recognizer = EmotionRecognizer(
         args.model, detector=args.detector, tta=args.tta, threads=args.threads, landmarks=args.landmarks
     )
-    paths, empty = _expand_inputs(args.paths)
     if not paths:
         raise UserError("no input images found" + (f" ({', '.join(empty)}: no images)" if empty else ""))
     folder = AnnotatedFolder(Path(args.annotate)) if args.annotate else None
@@ -108,11 +108,16 @@ def cmd_correct(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _media_inputs(args: argparse.Namespace) -> list[str]:
+    """The video file (or webcam --source file) an output must not replace."""
+    return [v for v in (getattr(args, "file", None), getattr(args, "source", None)) if isinstance(v, str)]
+
+
 def _check_video_args(args: argparse.Namespace) -> None:
     if not 0 <= args.smoothing < 1:
         raise UserError("--smoothing must be in 0..1 (1 excluded: the scores would never change)")
     for path in getattr(args, "summary", None) or []:
-        output_file(path, "--summary")
+        output_file(path, "--summary", _media_inputs(args))
         if Path(path).suffix.lower() not in (".json", ".csv", ".png"):
             raise UserError(f"--summary {path}: write it as .json, .csv or .png")
         if Path(path).suffix.lower() == ".png":
@@ -143,7 +148,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     _check_video_args(args)
     for option in ("out", "timeline", "plot"):  # files (batch's --out is a folder: not checked there)
         if getattr(args, option):
-            output_file(getattr(args, option), f"--{option}")
+            output_file(getattr(args, option), f"--{option}", _media_inputs(args))
     if args.plot:
         _need_matplotlib("--plot")
     recognizer = EmotionRecognizer(

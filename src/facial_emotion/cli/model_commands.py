@@ -14,9 +14,16 @@ from facial_emotion.cli.errors import (
     UserError,
     at_least,
     finite_float,
+    model_output,
     needs_extra,
-    output_file,
 )
+
+
+def _model_path(spec: str) -> Path:
+    """A --model / --base as a path (a built-in model's name too)."""
+    from facial_emotion.model_file import resolve_model_path
+
+    return resolve_model_path(spec.strip())
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -25,15 +32,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from facial_emotion.training.loop import train
     # Each option's dest is its TrainConfig field; options left out (None) keep TrainConfig's defaults,
     # which are the built-in model's recipe: one place for them. train() validates the config.
-    from facial_emotion.model_file import resolve_model_path
-
-    def model_file(spec: str) -> str:  # a built-in model's name too, as every --model takes it
-        return str(resolve_model_path(spec.strip()))
-
     if args.init_from:
-        args.init_from = model_file(args.init_from)
+        args.init_from = str(_model_path(args.init_from))
     if args.teacher:
-        args.teacher = ",".join(model_file(t) for t in args.teacher.split(","))
+        args.teacher = ",".join(str(_model_path(t)) for t in args.teacher.split(","))
     given = {
         f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None
     }
@@ -65,7 +67,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         from facial_emotion.training.finetune import FinetuneOptions, finetune
     opts = FinetuneOptions(
         feedback=Path(args.feedback),
-        out=Path(args.out),
+        out=model_output(args.out, "--out", [_model_path(args.base)] if args.base else []),
         base=args.base,
         fer2013=Path(args.fer2013) if args.fer2013 else None,
         mix=args.mix,
@@ -141,7 +143,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from facial_emotion.model_file import is_packaged_model, resolve_model_path
     from facial_emotion.results.writers import print_json
 
-    out = output_file(args.out, "--out") if args.out else None
+    out = model_output(args.out, "--out") if args.out else None  # its own model's path: in place
     if out is None and is_packaged_model(resolve_model_path(args.model)):
         raise UserError(
             f"{args.model} is a model shipped inside the package: give --out FILE for the calibrated copy "
@@ -176,7 +178,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         from facial_emotion.training.export import export_checkpoint
     if not Path(args.checkpoint).is_file():
         raise UserError(f"{args.checkpoint}: checkpoint not found")
-    out = export_checkpoint(Path(args.checkpoint), output_file(args.out, "--out"), int8=args.int8)
+    out = export_checkpoint(
+        Path(args.checkpoint), model_output(args.out, "--out", [args.checkpoint]), int8=args.int8
+    )
     print(f"wrote {out} and {out.with_suffix('.json')}")
     return EXIT_OK
 
@@ -184,7 +188,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_quantize(args: argparse.Namespace) -> int:
     with needs_extra("train", "quantize"):
         from facial_emotion.training.quantize import quantize_model
-    out = output_file(args.out, "--out")
+    out = model_output(args.out, "--out", [_model_path(args.model)])
     meta = quantize_model(
         args.model,
         out,
@@ -214,10 +218,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_ensemble(args: argparse.Namespace) -> int:
     with needs_extra("train", "ensemble"):
         from facial_emotion.training.ensemble import build_ensemble
-    from facial_emotion.model_file import resolve_model_path
-
-    out = output_file(args.out, "--out")
-    meta = build_ensemble([resolve_model_path(m) for m in args.models], out)
+    members = [_model_path(m) for m in args.models]
+    out = model_output(args.out, "--out", members)
+    meta = build_ensemble(members, out)
     print(f"wrote {out} and {out.with_suffix('.json')}: the mean of {len(meta['members'])} models")
     return EXIT_OK
 

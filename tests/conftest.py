@@ -107,3 +107,15 @@ def write_ferplus(path: Path, n: int, usages: list[str], blank_rows: set[int] = 
         lines.append(f"{usages[i]},{name}," + ",".join(map(str, votes)))
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def model_with_description(tmp_path: Path, name: str, **changes: object) -> Path:
+    """The built-in fast model's graph with its description changed: a model that says one thing and
+    computes another."""
+    from facial_emotion.inference.classifier import EmotionClassifier
+    from facial_emotion.model_file import builtin_model_path, write_model
+
+    source = builtin_model_path("fast")
+    out = tmp_path / f"{name}.onnx"
+    write_model(out, source.read_bytes(), {**EmotionClassifier(source).metadata, **changes})
+    return out

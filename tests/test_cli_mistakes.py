@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import socket
 import time
 from pathlib import Path
 
 import pytest
-from conftest import need_shared, run_cli
+from conftest import model_with_description, need_shared, run_cli
 
 from facial_emotion.model_file import builtin_model_path
 
@@ -227,3 +228,32 @@ def test_a_model_output_named_json_is_refused(tmp_path: Path) -> None:
     fast = str(builtin_model_path("fast"))
     refused(run_cli("ensemble", "fast", "fp32", "--out", fast), "is one of the inputs")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"crop": 30}, "its graph does not take 1 x 1 x 30 x 30 faces"),
+        (
+            {"classes": ["a", "b", "c", "d", "e"]},
+            "its graph gives (7,) outputs per face, its description names 5",
+        ),
+        ({"crop": "abc"}, "must be whole numbers"),
+        ({"crop": 0}, "must be whole numbers"),
+        ({"classes": []}, "two or more distinct names"),
+        ({"classes": ["happy"] * 7}, "two or more distinct names"),
+    ],
+)
+def test_a_model_whose_graph_and_description_disagree_is_one_error(
+    tmp_path: Path, changes: dict, message: str
+) -> None:
+    """Before, each crashed on the first face with onnxruntime's or numpy's traceback (and a server
+    loaded it, then answered 500 to every request)."""
+    from facial_emotion.inference.classifier import EmotionClassifier
+    from facial_emotion.model_file import ModelFileError
+
+    model = model_with_description(tmp_path, "wrong", **changes)
+    with pytest.raises(ModelFileError, match=re.escape(message)):
+        EmotionClassifier(model)
+    photo = need_shared("media", "justin.jpg")
+    refused(run_cli("analyze", str(photo), "--model", str(model), timeout=60), str(model), message)

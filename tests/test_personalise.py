@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the service needs the [serve] extra")
 import httpx  # noqa: E402
-from conftest import MEDIA, need_shared  # noqa: E402
+from conftest import MEDIA, model_with_description, need_shared  # noqa: E402
 
 from facial_emotion.cli import main  # noqa: E402
 from facial_emotion.feedback import FeedbackError, count_corrections, load_feedback  # noqa: E402
@@ -94,6 +94,12 @@ def test_model_reload_swaps_while_requests_run(tmp_path: Path) -> None:
         assert httpx.get(f"{server.url}/v1/model").json()["name"] == "emotion-fp32.onnx"
         bad = httpx.post(f"{server.url}/v1/model/reload", params={"model": str(tmp_path / "none.onnx")})
         assert bad.status_code == 422 and "old model stays" in bad.json()["error"]
+        assert analyze(0).status_code == 200
+        # A graph that does not take the crop its description names: refused at the swap, not a 500
+        # on every request after it.
+        wrong = model_with_description(tmp_path, "wrong-crop", crop=30)
+        bad = httpx.post(f"{server.url}/v1/model/reload", params={"model": str(wrong)}, timeout=60)
+        assert bad.status_code == 422 and "its graph does not take" in bad.json()["error"]
         assert analyze(0).status_code == 200
     with BackgroundServer(create_app(workers=1, admin_token="s3cret")) as guarded:
         assert httpx.post(f"{guarded.url}/v1/model/reload").status_code == 403

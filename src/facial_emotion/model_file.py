@@ -92,6 +92,20 @@ def validate_metadata(meta: dict[str, Any], source: str) -> dict[str, Any]:
     for key in ("classes", "face_size", "crop"):
         if key not in meta:
             raise ModelFileError(f"{source}: metadata lacks {key!r}")
+    classes, face_size, crop = meta["classes"], meta["face_size"], meta["crop"]
+    if (
+        not isinstance(classes, list)
+        or len(classes) < 2
+        or not all(isinstance(c, str) and c for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
+        raise ModelFileError(f"{source}: metadata 'classes' must list two or more distinct names")
+    sizes_ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (face_size, crop))
+    if not sizes_ok or not 1 <= crop <= face_size:
+        raise ModelFileError(
+            f"{source}: metadata 'face_size' and 'crop' must be whole numbers, 1 <= crop <= face_size "
+            f"(they are {face_size!r}, {crop!r})"
+        )
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
         raise ModelFileError(
             f"{source}: model format {meta['format_version']} is newer than this package supports"

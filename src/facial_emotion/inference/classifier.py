@@ -94,6 +94,7 @@ class EmotionClassifier:
         self.crop = int(self.metadata["crop"])
         self.input_name = self.session.get_inputs()[0].name
         self.max_batch = max_batch
+        self._check_graph_fits_metadata()
         # Calibration (evaluation/calibration.py fits it): probabilities are softmax(scale * logits +
         # bias), with a per-class scale and bias (vector scaling) or one temperature (scale = 1 / T,
         # bias = 0), and parameters of their own for ten-crop TTA; faces whose top probability is under
@@ -102,6 +103,23 @@ class EmotionClassifier:
         self.calibration = calibration_parameters(calibration, len(self.classes), tta=False)
         self.calibration_tta = calibration_parameters(calibration, len(self.classes), tta=True)
         self.uncertain_below = float(calibration.get("uncertain_below", 0.0))
+
+    def _check_graph_fits_metadata(self) -> None:
+        """One grey face through the graph: a model whose graph does not take the crop its
+        description names, or gives another number of outputs than it has classes, fails here as one
+        error naming the file, not on every face later (a server would answer 500 to each request)."""
+        try:
+            out = self._run(np.full((1, self.crop, self.crop), 128, np.uint8))
+        except Exception as e:  # onnxruntime's own exception types
+            raise ModelFileError(
+                f"{self.path}: its graph does not take 1 x 1 x {self.crop} x {self.crop} faces as its "
+                f"description says ({str(e).splitlines()[0]})"
+            ) from None
+        if out.shape != (1, len(self.classes)):
+            raise ModelFileError(
+                f"{self.path}: its graph gives {out.shape[1:]} outputs per face, its description names "
+                f"{len(self.classes)} classes"
+            )
 
     def _run(self, crops: np.ndarray) -> np.ndarray:
         out = []

@@ -5,6 +5,7 @@ while the same options (how the work runs aside) go on adding sources without re
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -151,3 +152,24 @@ def test_a_folder_that_is_not_a_jobs_is_refused_and_left_as_it_was(tmp_path):
     empty.mkdir()
     assert main(["batch", justin, "--out", str(empty), "--format", "csv", "--quiet"]) == 0
     assert committed(empty)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_file_name_that_is_not_utf8_is_written_and_skipped_on_a_rerun(tmp_path, fmt):
+    """Parquet refused the commit holding it (its rows and the others' were lost, every run); a CSV
+    job wrote it but could not read its own sources table back on the re-run."""
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    name = os.fsdecode(b"caf\xe9.jpg")  # Latin-1 bytes: a surrogate escape in Python
+    (photos / name).write_bytes(need_shared("media", "justin.jpg").read_bytes())
+    (photos / "two.jpg").write_bytes(need_shared("media", "two_people.jpg").read_bytes())
+    out = tmp_path / "job"
+    first = run_batch([str(photos)], out, fmt=fmt)
+    assert (first.done, first.skipped) == (2, 0)
+    sources = sorted(r["source"] for r in read_table(out, "sources"))
+    assert sources == sorted([str(photos / "caf\ufffd.jpg"), str(photos / "two.jpg")])
+    assert any(r["source"].endswith("caf\ufffd.jpg") for r in read_table(out, "faces"))
+    again = run_batch([str(photos)], out)
+    assert (again.done, again.skipped) == (0, 2)

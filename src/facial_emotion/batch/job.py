@@ -20,6 +20,7 @@ from typing import Any
 from facial_emotion.batch.sources import expand_inputs, plan_units
 from facial_emotion.batch.work import AnalyzerOptions
 from facial_emotion.results.files import atomic_write_text
+from facial_emotion.results.schema import safe_name
 from facial_emotion.results.tables import committed, have_pyarrow, open_store
 
 ENGINES = ("local", "ray")
@@ -174,7 +175,7 @@ def run_batch(
     out.mkdir(parents=True, exist_ok=True)
     record_options(out, recorded, asked)
     store = open_store(out, fmt)
-    pending = [u for u in units if (u.source, u.chunk) not in store.done]
+    pending = [u for u in units if (safe_name(u.source), u.chunk) not in store.done]  # as the rows name it
     report = JobReport(out, len(units), len(units) - len(pending))
     if not pending:
         return report

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from facial_emotion.batch.sources import Unit
-from facial_emotion.results.schema import batch_row
+from facial_emotion.results.schema import batch_row, safe_name
 
 TRACK_ID_STRIDE = 1_000_000
 
@@ -74,11 +74,13 @@ class Analyzer:
         try:
             rows, frames, fps = self._video(unit) if unit.kind == "video" else self._photo(unit)
         except Exception as e:  # noqa: BLE001 - one source's failure (any) must not end the job
-            error = {"source": unit.source, "chunk": unit.chunk, "error": _message(e)}
+            # Names as every table format can hold them (U+FFFD for bytes that are not UTF-8), as in
+            # the face rows: Parquet refused the whole commit, a CSV re-run could not read it back.
+            error = {"source": safe_name(unit.source), "chunk": unit.chunk, "error": safe_name(_message(e))}
             return UnitResult([], None, error, 0)
         emotions = Counter(r["emotion"] for r in rows)
         summary = {
-            "source": unit.source,
+            "source": safe_name(unit.source),
             "chunk": unit.chunk,
             "kind": unit.kind,
             "first_frame": unit.start,

@@ -173,3 +173,16 @@ def test_a_file_name_that_is_not_utf8_is_written_and_skipped_on_a_rerun(tmp_path
     assert any(r["source"].endswith("caf\ufffd.jpg") for r in read_table(out, "faces"))
     again = run_batch([str(photos)], out)
     assert (again.done, again.skipped) == (0, 2)
+
+
+def test_a_damaged_table_is_one_error_naming_the_folder(tmp_path):
+    pytest.importorskip("pyarrow")
+    justin = str(need_shared("media", "justin.jpg"))
+    out = tmp_path / "job"
+    run_batch([justin], out, fmt="parquet")
+    [table] = (out / "sources").glob("*.parquet")
+    table.write_bytes(b"junk, not parquet")
+    proc = run_cli(justin, "--out", str(out))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{out}: a committed table cannot be read" in proc.stderr
+    assert table.read_bytes() == b"junk, not parquet"  # left for the user to restore

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from conftest import need_shared
+from conftest import need_shared, synthetic_faces, write_fer_csv
 
 from facial_emotion.cli import main
 from facial_emotion.feedback import FeedbackError, FeedbackStore, load_feedback
@@ -134,3 +134,20 @@ def test_finetune_without_fer2013_says_so(
     assert "FER-2013 not found" in captured.err and "PublicTest is not measured" in captured.err
     assert "kept-aside corrections (n=7)" in captured.out and "PublicTest" not in captured.out
     assert json.loads(out.with_suffix(".json").read_text())["finetune"]["fer2013_mix"] == 0
+
+
+def test_finetune_skips_malformed_fer2013_rows_when_told(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The error for a malformed --fer2013 row says to use --skip-bad: finetune has it too."""
+    images, labels = synthetic_faces(80)
+    fer = write_fer_csv(tmp_path / "fer.csv", images, labels, ["Training"] * 60 + ["PublicTest"] * 20)
+    with fer.open("a") as f:
+        f.write("9,1 2 3,Training\n")  # line 82: an unknown label and too few pixels
+    fb = _synthetic_feedback(tmp_path / "fb", 35, seed=3)
+    args = ["finetune", "--feedback", str(fb), "--fer2013", str(fer), "--epochs", "1", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "a.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "line 82" in err and "--skip-bad" in err and not (tmp_path / "a.onnx").exists()
+    assert main([*args, "--out", str(tmp_path / "b.onnx"), "--skip-bad"]) == 0
+    assert "(n=20)" in capsys.readouterr().out and (tmp_path / "b.onnx").is_file()

@@ -51,6 +51,7 @@ def test_cache_returns_identical_data(tiny_csv: Path) -> None:
         ("2,{bad},Training", "pixels must be 2304"),
         ("2,99999999999999999999 {px},Training", "pixels must be 2304"),
         ("²,{px},Training", "unknown emotion label '²'"),
+        ("2,{px}", "expected 'emotion,pixels,Usage'"),  # the header has Usage: not a Training face
     ],
 )
 def test_bad_csv_row_names_its_line_or_is_skipped(tmp_path: Path, row: str, message: str) -> None:

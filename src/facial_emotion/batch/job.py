@@ -9,6 +9,7 @@ rows of another model or detector, or other frame ranges would repeat frames alr
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import time
@@ -174,7 +175,13 @@ def run_batch(
     units = plan_units(sources, chunk_frames, overlap, max_frames)
     out.mkdir(parents=True, exist_ok=True)
     record_options(out, recorded, asked)
-    store = open_store(out, fmt)
+    try:
+        store = open_store(out, fmt)
+    except (ValueError, KeyError, csv.Error) as e:  # pyarrow's ArrowInvalid is a ValueError
+        why = (str(e) or type(e).__name__).splitlines()[0]
+        raise BatchError(
+            f"{out}: a committed table cannot be read ({why}): restore it, or choose a new --out"
+        ) from None
     pending = [u for u in units if (safe_name(u.source), u.chunk) not in store.done]  # as the rows name it
     report = JobReport(out, len(units), len(units) - len(pending))
     if not pending:

@@ -70,6 +70,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         out=model_output(args.out, "--out", [_model_path(args.base)] if args.base else []),
         base=args.base,
         fer2013=Path(args.fer2013) if args.fer2013 else None,
+        skip_bad=args.skip_bad,
         mix=args.mix,
         epochs=args.epochs,
         lr=args.lr,
@@ -369,6 +370,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="FER-2013 csv to mix in so it does not forget, and to measure PublicTest "
         "(default: $FACIAL_EMOTION_SHARED/datasets/fer2013/fer2013.csv.gz)",
     )
+    p.add_argument("--skip-bad", action="store_true", help="skip malformed --fer2013 rows instead of failing")
     p.add_argument(
         "--mix", type=at_least(0), default=3000, help="FER-2013 training faces mixed in (default 3000)"
     )

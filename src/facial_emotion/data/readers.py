@@ -122,14 +122,15 @@ def read_fer2013_csv(path: Path, skip_bad: bool = False) -> FaceDataset:
             header = next(reader, None)
             if not header or header[:2] != ["emotion", "pixels"]:
                 raise DatasetError(f"{path}: missing header 'emotion,pixels,Usage'")
+            has_usage = len(header) > 2  # without the column every face is a Training face
             for row_index, row in enumerate(reader):
                 line = row_index + 2
                 problem = None
                 if _not_utf8(row):
                     problem = "not UTF-8 text"
                     pixels = None
-                elif len(row) < 2:
-                    problem = "expected 'emotion,pixels,Usage'"
+                elif len(row) < (3 if has_usage else 2):
+                    problem = "expected 'emotion,pixels,Usage'" if has_usage else "expected 'emotion,pixels'"
                     pixels = None
                 else:
                     pixels = _parse_pixels(row[1])

@@ -42,6 +42,7 @@ class FinetuneOptions:
     out: Path
     base: str | None = None  # a model file or built-in name; default: the built-in fp32 model
     fer2013: Path | None = None  # default: $FACIAL_EMOTION_SHARED/datasets/fer2013/fer2013.csv.gz
+    skip_bad: bool = False  # malformed rows of that csv: skipped, or one error naming the line
     holdout: float = 0.2  # share of each emotion's corrections kept aside
     mix: int = 3000  # FER-2013 Training faces mixed in
     epochs: int = 3
@@ -166,7 +167,7 @@ def finetune(opts: FinetuneOptions) -> dict[str, Any]:
         )
         repeats = max(1, 256 // max(1, len(train_fb)))
     else:
-        fer = load_dataset(fer_path)
+        fer = load_dataset(fer_path, skip_bad=opts.skip_bad)
         training = fer.select_split("Training")
         pick = np.random.default_rng(opts.seed).permutation(len(training))[: opts.mix]
         parts.append((training.images[pick], training.labels[pick]))

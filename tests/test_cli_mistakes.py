@@ -257,3 +257,30 @@ def test_a_model_whose_graph_and_description_disagree_is_one_error(
         EmotionClassifier(model)
     photo = need_shared("media", "justin.jpg")
     refused(run_cli("analyze", str(photo), "--model", str(model), timeout=60), str(model), message)
+
+
+def test_an_output_folder_that_is_a_file_is_refused_before_the_work(tmp_path: Path) -> None:
+    """It was an OS error, 'File exists', after the photos were analysed or the model scored."""
+    photo = need_shared("media", "justin.jpg")
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep")
+    refused(run_cli("analyze", str(photo), "--annotate", str(a_file)), f"--annotate {a_file}", "is a file")
+    refused(run_cli("analyze", str(photo), "--annotate", str(a_file / "sub")), "is a file; name a folder")
+    refused(
+        run_cli("evaluate", "--data", "x.csv", "--report", str(a_file)), f"--report {a_file}", "is a file"
+    )
+    refused(run_cli("analyze", str(photo), "--annotate", "/proc/annotated"), "cannot write in /proc")
+    assert a_file.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_video_outputs_named_for_what_they_hold(tmp_path: Path) -> None:
+    """An annotated video OpenCV cannot write under that name failed after the analysis; a plot named
+    .jpg held PNG bytes."""
+    video = need_shared("media", "woman2.mp4")
+    refused(
+        run_cli("video", str(video), "--out", str(tmp_path / "a.txt")),
+        "--out",
+        ".mp4, .m4v, .mov, .avi, .mkv",
+    )
+    refused(run_cli("video", str(video), "--plot", str(tmp_path / "p.jpg")), "--plot", "name it .png")
+    assert not list(tmp_path.iterdir())

@@ -77,6 +77,13 @@ def test_missing_path_empty_and_unknown_layouts(tmp_path: Path) -> None:
     (tmp_path / "other.csv").write_text("a,b,c\n1,2,3\n")
     with pytest.raises(DatasetError, match="unknown csv layout"):
         load_dataset(tmp_path / "other.csv")
+    (tmp_path / "zero.csv").write_bytes(b"")
+    with pytest.raises(DatasetError, match="zero.csv: empty file"):
+        load_dataset(tmp_path / "zero.csv")
+    (tmp_path / "fake.npz").write_text("not an archive")
+    with pytest.raises(DatasetError, match=r"not a NumPy .npz archive\)$") as caught:
+        load_dataset(tmp_path / "fake.npz")
+    assert "allow_pickle" not in str(caught.value)  # numpy's advice, unsafe for a file from anywhere
     (tmp_path / "folder" / "cats").mkdir(parents=True)
     with pytest.raises(DatasetError, match="unknown dataset layout"):
         load_dataset(tmp_path / "folder")

@@ -118,9 +118,9 @@ def check_options(out: Path, recorded: dict[str, Any] | None, asked: dict[str, A
     ]
     if clashes:
         raise BatchError(
-            f"{out} holds rows made with other options; a re-run must use the job's own: "
+            f"{out} holds rows made with other options than this run's: "
             + ", ".join(clashes)
-            + ". Run with those, or choose a new --out"
+            + ". A re-run must use the job's own options (those in brackets), or choose a new --out"
         )
 
 

@@ -71,6 +71,22 @@ def output_file(path: str, option: str, inputs: Iterable[str | Path] = ()) -> Pa
     return target
 
 
+def output_folder(path: str, option: str) -> Path:
+    """An output folder the user named, checked before any work: a file of that name (or where a
+    folder above it should be), or a place nothing can be written in, is one error naming the option."""
+    target = Path(path)
+    blocker = next((p for p in (target, *target.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"{option} {path}: {blocker} is a file; name a folder")
+    folder = next((p for p in (target, *target.parents) if p.exists()), Path.cwd())
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise UserError(f"{option} {path}: cannot write in {folder} ({e.strerror})") from None
+    return target
+
+
 def model_output(path: str, option: str, inputs: Iterable[str | Path] = ()) -> Path:
     """An output model file: ``output_file``, named .onnx, since its description is written beside
     it as the same name in .json (a .json model path would be overwritten by its description)."""

@@ -18,6 +18,7 @@ from facial_emotion.cli.errors import (
     finite_float,
     needs_extra,
     output_file,
+    output_folder,
 )
 from facial_emotion.settings import DEFAULT_DETECT_EVERY
 
@@ -55,12 +56,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         raise UserError("--file-timeout must not be negative (0 = no limit)")
     paths, empty = _expand_inputs(args.paths)
     csv_path = output_file(args.csv, "--csv", paths) if args.csv else None
+    annotate_dir = output_folder(args.annotate, "--annotate") if args.annotate else None
     recognizer = EmotionRecognizer(
         args.model, detector=args.detector, tta=args.tta, threads=args.threads, landmarks=args.landmarks
     )
     if not paths:
         raise UserError("no input images found" + (f" ({', '.join(empty)}: no images)" if empty else ""))
-    folder = AnnotatedFolder(Path(args.annotate)) if args.annotate else None
+    folder = AnnotatedFolder(annotate_dir) if annotate_dir is not None else None
     results: list[PhotoResult] = []
     annotated: list[str | None] = []
     for name in empty:  # reported like any input that failed: the user named it
@@ -143,12 +145,16 @@ def cmd_video(args: argparse.Namespace) -> int:
     from facial_emotion.inference.pipeline import EmotionRecognizer
     from facial_emotion.inference.video import analyze_video, shortfall
     from facial_emotion.results import writers
-    from facial_emotion.results.media import AnnotatedVideo
+    from facial_emotion.results.media import VIDEO_SUFFIXES, AnnotatedVideo
 
     _check_video_args(args)
     for option in ("out", "timeline", "plot"):  # files (batch's --out is a folder: not checked there)
         if getattr(args, option):
             output_file(getattr(args, option), f"--{option}", _media_inputs(args))
+    if args.out and Path(args.out).suffix.lower() not in VIDEO_SUFFIXES:
+        raise UserError(f"--out {args.out}: name the annotated video {', '.join(VIDEO_SUFFIXES)}")
+    if args.plot and Path(args.plot).suffix.lower() != ".png":
+        raise UserError(f"--plot {args.plot}: the plot is a PNG; name it .png")
     if args.plot:
         _need_matplotlib("--plot")
     recognizer = EmotionRecognizer(

@@ -16,6 +16,7 @@ from facial_emotion.cli.errors import (
     finite_float,
     model_output,
     needs_extra,
+    output_folder,
 )
 
 
@@ -114,6 +115,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from facial_emotion.evaluation.evaluate import evaluate, write_report
     from facial_emotion.results.writers import print_json
 
+    report = output_folder(args.report, "--report") if args.report else None
     results, part, probs = evaluate(
         args.data,
         args.model,
@@ -123,8 +125,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         threads=args.threads,
         labels=args.labels,
     )
-    if args.report:
-        for path in write_report(results, part, probs, Path(args.report)):
+    if report is not None:
+        for path in write_report(results, part, probs, report):
             print(f"wrote {path}", file=sys.stderr)
     if args.json:
         print_json(results)

@@ -70,14 +70,19 @@ def detect_layout(path: Path) -> str:
         if name.endswith((".csv", ".csv.gz")):
             try:
                 with _open_text(path) as f:
-                    header = f.readline().strip().split(",")
+                    first_line = f.readline()
             except (OSError, UnicodeDecodeError, EOFError) as e:
                 raise DatasetError(f"cannot read {path}: {e}") from None
+            header = first_line.strip().split(",")
             if header[:2] == ["emotion", "pixels"]:
                 return "fer2013-csv"
+            if not first_line:
+                raise DatasetError(f"{path}: empty file; expected FER-2013's csv ('emotion,pixels,Usage')")
+            shown = (
+                first_line.strip()[:60].encode("ascii", "replace").decode()
+            )  # not the bytes of a binary file
             raise DatasetError(
-                f"{path}: unknown csv layout (header {','.join(header)!r}); "
-                "expected FER-2013's 'emotion,pixels,Usage'"
+                f"{path}: unknown csv layout (header {shown!r}); expected FER-2013's 'emotion,pixels,Usage'"
             )
         raise DatasetError(f"{path}: unknown dataset file type (expected .csv, .csv.gz, .npz or a folder)")
     subdirs = [p for p in path.iterdir() if p.is_dir()]
@@ -341,7 +346,10 @@ def load_dataset(
             try:
                 return read_npz(path)
             except (OSError, ValueError, KeyError) as e:
-                raise DatasetError(f"{path}: not a dataset .npz ({e})") from None
+                # numpy calls any file that is not a zip archive "pickled data" and suggests
+                # allow_pickle, which would run code from the file: never done here, never advised.
+                why = "not a NumPy .npz archive" if "pickle" in str(e) else str(e)
+                raise DatasetError(f"{path}: not a dataset .npz ({why})") from None
         return read_folders(path, layout)
 
     ds = cached(path, f"{layout}-skip{int(skip_bad)}", parse) if use_cache and layout != "npz" else parse()

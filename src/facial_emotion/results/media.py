@@ -48,10 +48,14 @@ class AnnotatedFolder:
         return out
 
 
+# The containers OpenCV's writer opens here: MPEG-4 in the first three, Motion JPEG in the others.
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv")
+
+
 class AnnotatedVideo:
     """An annotated copy of a video: ``write(frame, faces)`` per frame, inside a ``with`` block. The
     file appears under its name only when the block ends without an error; otherwise nothing is left.
-    ``.mp4``/``.m4v``/``.mov`` are written as MPEG-4, anything else as Motion JPEG. The frame rate
+    ``VIDEO_SUFFIXES``: MPEG-4 in .mp4, .m4v and .mov, Motion JPEG in .avi and .mkv. The frame rate
     may be set after the source is opened (``set_fps``), before the first frame."""
 
     def __init__(self, path: Path, fps: float = 30.0):
@@ -71,7 +75,7 @@ class AnnotatedVideo:
     def write(self, frame: np.ndarray, faces: list[Face]) -> None:
         if self._writer is None:  # the frame size is known from the first frame
             assert self._tmp is not None, "use AnnotatedVideo inside a with block"
-            mp4 = self.path.suffix.lower() in (".mp4", ".m4v", ".mov")
+            mp4 = self.path.suffix.lower() in VIDEO_SUFFIXES[:3]
             fourcc = cv2.VideoWriter.fourcc(*("mp4v" if mp4 else "MJPG"))
             size = (frame.shape[1], frame.shape[0])
             self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, size)

@@ -79,6 +79,11 @@ def test_stream_sends_events_and_a_summary_and_posts_them(receiver: Receiver) ->
             ws.send(frame)
             while (msg := json.loads(ws.recv(timeout=60)))["type"] != "result" or msg["frame"] != i:
                 messages.append(msg)
+        for bad in ("abc", -5, float("nan"), True):  # each an error reply naming window_s, not a summary
+            ws.send(json.dumps({"type": "summary", "window_s": bad}))
+            while (msg := json.loads(ws.recv(timeout=60)))["type"] != "error":
+                messages.append(msg)
+            assert msg["error"].startswith("window_s must be a positive number of seconds"), msg
         ws.send(json.dumps({"type": "summary", "window_s": 30}))
         while (msg := json.loads(ws.recv(timeout=60)))["type"] != "summary":
             messages.append(msg)

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import Iterable
@@ -81,15 +82,23 @@ def summary_message(faces: FaceStream, window_s: float = 30.0) -> dict[str, Any]
     }
 
 
+class BadSummaryRequest(ValueError):
+    """A summary request whose window is not a number of seconds: answered with an error."""
+
+
 def _summary_request(text: str) -> float | None:
-    """The window of a ``{"type": "summary"}`` request, or None when the text is not one."""
+    """The window of a ``{"type": "summary"}`` request (clamped to 1 s .. 1 h), or None when the text
+    is not one; ``BadSummaryRequest`` when its ``window_s`` is not a positive finite number."""
     try:
         msg = json.loads(text)
-        if isinstance(msg, dict) and msg.get("type") == "summary":
-            return min(3600.0, max(1.0, float(msg.get("window_s", 30))))
-    except (ValueError, TypeError):
-        pass
-    return None
+    except ValueError:
+        return None
+    if not (isinstance(msg, dict) and msg.get("type") == "summary"):
+        return None
+    window = msg.get("window_s", 30)
+    if isinstance(window, bool) or not isinstance(window, int | float) or not 0 < window < math.inf:
+        raise BadSummaryRequest(f"window_s must be a positive number of seconds, not {json.dumps(window)}")
+    return min(3600.0, max(1.0, float(window)))
 
 
 async def stream(
@@ -119,7 +128,11 @@ async def stream(
             if msg["type"] == "websocket.disconnect":
                 break
             data = msg.get("bytes")
-            window_s = _summary_request(msg.get("text") or "") if data is None else None
+            try:
+                window_s = _summary_request(msg.get("text") or "") if data is None else None
+            except BadSummaryRequest as e:
+                await send({"type": "error", "error": str(e)})
+                continue
             if window_s is not None:
                 # Off the event loop: a long session's summary takes a while, and the mood panel
                 # asks for one every few seconds.

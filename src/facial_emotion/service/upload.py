@@ -68,16 +68,18 @@ def check_type(content_type: str | None, data: bytes) -> None:
     raise UploadError(415, f"unsupported content type {media!r}: send an image (image/jpeg, image/png, ...)")
 
 
-async def read_body(request: Request, cap: int) -> bytes:
+async def read_body(request: Request, cap: int, slack: int = 0) -> bytes:
+    """The body, refused past ``cap`` + ``slack`` bytes (a form's own fields and boundaries are the
+    slack); messages name ``cap``, the limit the user set (--max-upload-mb)."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > cap:
+    if declared.isdigit() and int(declared) > cap + slack:
         raise UploadError(413, f"upload too large: {int(declared)} bytes; limit {cap} bytes")
     chunks: list[bytes] = []
     size = 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
-            if size > cap:
+            if size > cap + slack:
                 raise UploadError(413, f"upload too large: over the limit of {cap} bytes")
             chunks.append(chunk)
     except ClientDisconnect:  # one line in the log, not a traceback: nobody is left to answer
@@ -139,7 +141,7 @@ async def read_image(request: Request, cap: int) -> tuple[bytes, str]:
     """The uploaded image's bytes and a name for messages. Raises ``UploadError``."""
     content_type = request.headers.get("content-type", "")
     if _media_type(content_type) == "multipart/form-data":
-        body = await read_body(request, cap + MULTIPART_SLACK)
+        body = await read_body(request, cap, MULTIPART_SLACK)
         parts = parse_multipart(body, content_type)
         part = next((p for p in parts if p.disposition.get("name") == "file"), None)
         if part is None:

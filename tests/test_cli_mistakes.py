@@ -284,3 +284,10 @@ def test_video_outputs_named_for_what_they_hold(tmp_path: Path) -> None:
     )
     refused(run_cli("video", str(video), "--plot", str(tmp_path / "p.jpg")), "--plot", "name it .png")
     assert not list(tmp_path.iterdir())
+
+
+def test_webcam_on_a_file_that_is_not_a_video_names_the_file_only(tmp_path: Path) -> None:
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    message = refused(run_cli("webcam", "--source", str(text), "--no-window", timeout=60), str(text))
+    assert "camera connected" not in message  # the user named a file: no camera to blame

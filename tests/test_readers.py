@@ -77,6 +77,8 @@ def test_missing_path_empty_and_unknown_layouts(tmp_path: Path) -> None:
     (tmp_path / "other.csv").write_text("a,b,c\n1,2,3\n")
     with pytest.raises(DatasetError, match="unknown csv layout"):
         load_dataset(tmp_path / "other.csv")
+    with pytest.raises(DatasetError, match="/dev/null: not a dataset file or folder"):
+        load_dataset(Path("/dev/null"))
     (tmp_path / "zero.csv").write_bytes(b"")
     with pytest.raises(DatasetError, match="zero.csv: empty file"):
         load_dataset(tmp_path / "zero.csv")

@@ -241,6 +241,8 @@ def cmd_webcam(args: argparse.Namespace) -> int:
             keep_timeline=False,
         )
     except VideoError as e:
+        if args.source is not None:  # a file or stream the user named: the error says what is wrong
+            raise UserError(str(e)) from None
         raise UserError(f"{e} — is a camera connected? try --camera N") from None
     finally:
         if not args.no_window:

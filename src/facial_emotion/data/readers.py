@@ -63,6 +63,8 @@ def detect_layout(path: Path) -> str:
     or 'folders' (ROOT/<emotion>/*)."""
     if not path.exists():
         raise DatasetError(f"dataset path not found: {path}")
+    if not path.is_file() and not path.is_dir():  # /dev/null, a FIFO: nothing to read faces from
+        raise DatasetError(f"{path}: not a dataset file or folder")
     if path.is_file():
         name = path.name.lower()
         if name.endswith(".npz"):

@@ -54,6 +54,10 @@ def test_correct_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture
     blocker.write_text("x")
     assert main(["correct", str(photo), "--emotion", "sad", "--feedback-dir", str(blocker / "fb")]) == 2
     assert "not writable" in capsys.readouterr().err
+    assert main(["correct", str(photo), "--emotion", "sad", "--feedback-dir", str(blocker)]) == 2
+    assert f"feedback folder {blocker} is a file" in capsys.readouterr().err
+    assert main(["finetune", "--feedback", str(blocker), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert f"feedback folder {blocker} is a file" in capsys.readouterr().err
     assert not list(fb.rglob("*.png"))
 
 

@@ -58,6 +58,8 @@ class FeedbackStore:
     def __init__(self, root: str | os.PathLike, classes: list[str]):
         self.root = Path(root).expanduser()
         self.classes = list(classes)
+        if self.root.exists() and not self.root.is_dir():
+            raise FeedbackError(f"feedback folder {self.root} is a file; name a folder")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=self.root):
@@ -128,5 +130,5 @@ def load_feedback(root: str | os.PathLike):  # -> FaceDataset
 
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise FeedbackError(f"feedback folder {root} does not exist")
+        raise FeedbackError(f"feedback folder {root} " + ("is a file" if root.exists() else "does not exist"))
     return read_folders(root, "folders")

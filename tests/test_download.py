@@ -68,11 +68,14 @@ def tar_gz(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("how", ["plain", "in-folder", "gzipped", "challenge-tar-in-zip", "bare", "bare-gz"])
+@pytest.mark.parametrize(
+    "how", ["plain", "in-folder", "gzipped", "challenge-tar-in-zip", "bare", "bare-gz", "bare-renamed"]
+)
 def test_csv_layout_is_imported_and_counted(tmp_path: Path, how: str) -> None:
     text = fer_csv_text().encode()
     if how.startswith("bare"):  # the csv itself, not in an archive: the file most users have
-        archive = tmp_path / ("fer2013.csv.gz" if how == "bare-gz" else "fer2013.csv")
+        names = {"bare": "fer2013.csv", "bare-gz": "fer2013.csv.gz", "bare-renamed": "my faces (2).csv"}
+        archive = tmp_path / names[how]
         archive.write_bytes(gzip.compress(text) if how == "bare-gz" else text)
     else:
         members = {
@@ -182,3 +185,12 @@ def test_credentials_are_found_where_kaggle_keeps_them(
     monkeypatch.setenv("KAGGLE_USERNAME", "u")
     monkeypatch.setenv("KAGGLE_KEY", "k")
     assert download.kaggle_credentials() == "KAGGLE_USERNAME / KAGGLE_KEY"
+
+
+def test_a_bare_csv_that_is_not_fer2013_is_named_in_the_error(tmp_path: Path) -> None:
+    other = tmp_path / "other.csv"
+    other.write_text("a,b,c\n1,2,3\n")
+    r = run_cli("download", "fer2013", "--from-zip", str(other), "--to", str(tmp_path / "out"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "other.csv: the header is 'a,b,c'; expected 'emotion,pixels,Usage'" in r.stderr
+    assert not (tmp_path / "out").exists()

@@ -102,9 +102,13 @@ class Archive:
         self._tar: tarfile.TarFile | None = None
         self.members: dict[PurePosixPath, object] = {}
         self.unsafe: list[str] = []
+        self.bare_csv: PurePosixPath | None = None
         try:
-            if source.is_file() and source.name.lower() in CSV_NAMES:  # the bare csv most users have
-                self.members[PurePosixPath(source.name)] = source
+            if source.is_file() and source.name.lower().endswith((".csv", ".csv.gz")):
+                # The bare csv most users have, under any name (its header and row counts are
+                # checked as for any archive's).
+                self.bare_csv = PurePosixPath(source.name)
+                self.members[self.bare_csv] = source
             elif source.is_dir():
                 for f in sorted(source.rglob("*")):
                     if f.is_file() and not f.is_symlink():
@@ -121,7 +125,7 @@ class Archive:
                         self._add(member.name, member)
             else:
                 raise DownloadError(
-                    f"{source}: not a .zip or .tar(.gz) archive, a folder or a fer2013.csv(.gz)"
+                    f"{source}: not a .zip or .tar(.gz) archive, a folder or a FER-2013 .csv(.gz)"
                 )
         except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
             raise DownloadError(
@@ -178,6 +182,8 @@ def open_archive(source: Path) -> Iterator[Archive]:
 
 
 def find_csv(archive: Archive) -> PurePosixPath | None:
+    if archive.bare_csv is not None:
+        return archive.bare_csv
     found = [n for n in archive.members if n.name.lower() in CSV_NAMES]
     return min(found, key=lambda n: len(n.parts)) if found else None
 
@@ -202,9 +208,7 @@ def count_csv(f: IO[bytes], gzipped: bool) -> tuple[Counter[str], Counter[str], 
     reader = csv.reader(text)
     header = [h.strip() for h in next(reader, [])]
     if header[:2] != ["emotion", "pixels"] or "Usage" not in header:
-        raise DownloadError(
-            f"fer2013.csv has the header {','.join(header)!r}; expected 'emotion,pixels,Usage'"
-        )
+        raise DownloadError(f"the header is {','.join(header)!r}; expected 'emotion,pixels,Usage'")
     usage_col = header.index("Usage")
     splits: Counter[str] = Counter()
     emotions: Counter[str] = Counter()
@@ -308,6 +312,8 @@ def _import_csv(archive: Archive, name: PurePosixPath, tmp: Path, expected: dict
     with open(target, "rb") as f:
         try:
             splits, emotions, bad = count_csv(f, gzipped)
+        except DownloadError as e:
+            raise DownloadError(f"{name}: {e}") from None
         except (OSError, EOFError, UnicodeDecodeError, csv.Error) as e:
             raise DownloadError(f"{name}: cannot read the csv ({e})") from None
     problems = check_counts(dict(splits), expected, "rows")

@@ -63,11 +63,7 @@ def output_file(path: str, option: str, inputs: Iterable[str | Path] = ()) -> Pa
         raise UserError(f"{option} {path}: {folder} is a file, not a folder")
     if any(_same_file(target, Path(source)) for source in inputs):
         raise UserError(f"{option} {path}: is one of the inputs; writing it would replace that input")
-    try:  # the output is written beside itself first (a temp file, then a rename): can it be?
-        with tempfile.TemporaryFile(dir=folder or Path.cwd()):
-            pass
-    except OSError as e:
-        raise UserError(f"{option} {path}: cannot write in {folder} ({e.strerror})") from None
+    _check_writable(folder or Path.cwd(), option, path)  # outputs go to a temp file beside them first
     return target
 
 
@@ -78,13 +74,18 @@ def output_folder(path: str, option: str) -> Path:
     blocker = next((p for p in (target, *target.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise UserError(f"{option} {path}: {blocker} is a file; name a folder")
-    folder = next((p for p in (target, *target.parents) if p.exists()), Path.cwd())
+    _check_writable(next((p for p in (target, *target.parents) if p.exists()), Path.cwd()), option, path)
+    return target
+
+
+def _check_writable(folder: Path, option: str, path: str) -> None:
+    """A file can be made in ``folder`` (a read-only mount, /proc and permissions say no), else one
+    error naming the option and the path the user gave."""
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
         raise UserError(f"{option} {path}: cannot write in {folder} ({e.strerror})") from None
-    return target
 
 
 def model_output(path: str, option: str, inputs: Iterable[str | Path] = ()) -> Path:

@@ -80,9 +80,8 @@ def detect_layout(path: Path) -> str:
                 return "fer2013-csv"
             if not first_line:
                 raise DatasetError(f"{path}: empty file; expected FER-2013's csv ('emotion,pixels,Usage')")
-            shown = (
-                first_line.strip()[:60].encode("ascii", "replace").decode()
-            )  # not the bytes of a binary file
+            # As text, shortened: a binary file's first "line" would be dumped byte by byte.
+            shown = first_line.strip()[:60].encode("ascii", "replace").decode()
             raise DatasetError(
                 f"{path}: unknown csv layout (header {shown!r}); expected FER-2013's 'emotion,pixels,Usage'"
             )

@@ -48,8 +48,9 @@ class AnnotatedFolder:
         return out
 
 
-# The containers OpenCV's writer opens here: MPEG-4 in the first three, Motion JPEG in the others.
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv")
+# The containers OpenCV's writer opens here, by the codec it writes into them.
+MPEG4_SUFFIXES = (".mp4", ".m4v", ".mov")
+VIDEO_SUFFIXES = (*MPEG4_SUFFIXES, ".avi", ".mkv")  # Motion JPEG in the last two
 
 
 class AnnotatedVideo:
@@ -75,7 +76,7 @@ class AnnotatedVideo:
     def write(self, frame: np.ndarray, faces: list[Face]) -> None:
         if self._writer is None:  # the frame size is known from the first frame
             assert self._tmp is not None, "use AnnotatedVideo inside a with block"
-            mp4 = self.path.suffix.lower() in VIDEO_SUFFIXES[:3]
+            mp4 = self.path.suffix.lower() in MPEG4_SUFFIXES
             fourcc = cv2.VideoWriter.fourcc(*("mp4v" if mp4 else "MJPG"))
             size = (frame.shape[1], frame.shape[0])
             self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, size)

@@ -12,7 +12,7 @@ from conftest import need_shared
 from PIL import Image
 
 from facial_emotion import settings
-from facial_emotion.inference.decode import ImageError, ImageTooLarge, load_image
+from facial_emotion.inference.decode import ImageError, ImageTooLarge, from_array, load_image
 
 
 def _png_bytes(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
@@ -112,3 +112,19 @@ def test_decompression_bomb_is_refused() -> None:
 def test_opencv_fallback_decodes_what_pillow_does_not() -> None:
     ok, buf = cv2.imencode(".pgm", np.full((9, 9), 5, np.uint8))
     assert ok and load_image(buf.tobytes()).shape == (9, 9, 3)
+
+
+def test_a_bgra_array_is_composited_like_the_same_image_from_a_file(tmp_path: Path) -> None:
+    """Files with alpha are composited on white; a BGRA array was shown on black, so the same picture
+    gave another emotion through the API than from its file."""
+    bgr = cv2.imread(str(need_shared("media", "justin.jpg")))
+    alpha = np.full(bgr.shape[:2], 255, np.uint8)
+    alpha[:, : bgr.shape[1] // 2] = 0  # left half transparent
+    alpha[:, bgr.shape[1] // 2 : bgr.shape[1] // 2 + 40] = 128  # and a half-transparent band
+    bgra = np.dstack([bgr, alpha])
+    path = tmp_path / "alpha.png"
+    cv2.imwrite(str(path), bgra)
+    from_file, from_arr = load_image(path), from_array(cv2.imread(str(path), cv2.IMREAD_UNCHANGED))
+    assert from_file.shape == from_arr.shape
+    assert np.abs(from_file.astype(int) - from_arr.astype(int)).max() <= 1  # rounding only
+    assert (from_arr[:, :10] == 255).all()  # the transparent part is white

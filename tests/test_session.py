@@ -79,6 +79,26 @@ def test_hold_fires_every_hold_s_and_a_gap_leaves_a_hole() -> None:
         session.update(1.0, [])  # time cannot go back
 
 
+def test_frames_a_second_apart_are_not_each_a_person_leaving() -> None:
+    """video --every 30 on a 29.97 fps clip (frames 1.001 s apart), or a client streaming one frame a
+    second: every frame was over the 1 s gap, so nobody was ever "seen" and no event fired."""
+    session = Session(list(EMOTIONS), min_duration_s=1.0, hold_s=None)
+    events = []
+    for i, label in enumerate(["happy"] * 8 + ["sad"] * 8):
+        events += session.update(i * 1.001, [face(label)])
+    assert [(e.kind, e.emotion) for e in events] == [("change", "happy"), ("change", "sad")]
+    (person,) = session.summary()
+    assert person.seconds == pytest.approx(16 * 1.001, abs=0.01)
+    assert [s.emotion for s in person.timeline] == ["happy", "sad"]
+    # ... while a real absence in that sequence (four missed frames) is still a hole
+    for i in range(16, 20):
+        session.update(i * 1.001, [])
+    session.update(20 * 1.001, [face("sad")])
+    (person,) = session.summary()
+    assert person.seconds == pytest.approx(17 * 1.001, abs=0.01)
+    assert len(person.timeline) == 3 and person.timeline[-1].start_s == pytest.approx(20.02)
+
+
 def woman2_events(every: int = 2) -> tuple[list[EmotionEvent], list]:
     result = analyze_video(
         EmotionRecognizer(), str(need_shared("media", "woman2.mp4")), every=every, smoothing=0.6
@@ -113,6 +133,8 @@ def test_events_on_woman2_are_deterministic_and_agree_with_the_summary() -> None
     duration = cap.get(cv2.CAP_PROP_FRAME_COUNT) / cap.get(cv2.CAP_PROP_FPS)
     cap.release()
     assert person.seconds == pytest.approx(duration, rel=0.02)
+    _, (sparse,) = woman2_events(every=30)  # a frame a second: the same time seen, events still fire
+    assert sparse.seconds == pytest.approx(duration, rel=0.07) and sparse.timeline
 
 
 def test_a_person_who_leaves_and_comes_back_keeps_their_id() -> None:

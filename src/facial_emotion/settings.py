@@ -33,6 +33,9 @@ DEFAULT_DETECTOR = "blazeface"
 # short_hamilton_clip.mp4 following faces between searches every 15th frame missed 49 faces and kept
 # 23 stale ones (against a search on every frame). --detect-every N trades that for speed.
 DEFAULT_DETECT_EVERY = 1
+# Each face's scores in a video: an exponential moving average, 0.6 of the last frame's weight kept
+# (0 = raw per-frame scores). One default for the video, webcam and batch commands and the Python API.
+DEFAULT_SMOOTHING = 0.6
 
 
 class SettingsError(ValueError):

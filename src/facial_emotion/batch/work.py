@@ -20,6 +20,7 @@ from typing import Any
 
 from facial_emotion.batch.sources import Unit
 from facial_emotion.results.schema import batch_row, safe_name
+from facial_emotion.settings import DEFAULT_SMOOTHING
 
 TRACK_ID_STRIDE = 1_000_000
 
@@ -30,7 +31,7 @@ class AnalyzerOptions:
     detector: str | None = None
     threads: int | None = 1  # one core per worker: workers, not threads, use the machine
     every: int = 1
-    smoothing: float = 0.6
+    smoothing: float = DEFAULT_SMOOTHING
     detect_every: int = 1
 
 

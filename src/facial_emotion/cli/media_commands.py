@@ -20,7 +20,7 @@ from facial_emotion.cli.errors import (
     output_file,
     output_folder,
 )
-from facial_emotion.settings import DEFAULT_DETECT_EVERY
+from facial_emotion.settings import DEFAULT_DETECT_EVERY, DEFAULT_SMOOTHING
 
 
 def _expand_inputs(items: list[str]) -> tuple[list[str], list[str]]:
@@ -432,7 +432,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--smoothing",
         type=finite_float,
-        default=0.6,
+        default=DEFAULT_SMOOTHING,
         help="temporal smoothing of scores per face (0 = off, <1)",
     )
     p.add_argument(
@@ -459,7 +459,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--camera", type=at_least(0), help="camera index (default 0)")
     p.add_argument("--source", help="any OpenCV capture source instead of a camera (file, URL)")
     _common_inference(p, tta=False)
-    p.add_argument("--smoothing", type=finite_float, default=0.6)
+    p.add_argument("--smoothing", type=finite_float, default=DEFAULT_SMOOTHING)
     p.add_argument(
         "--detect-every",
         type=at_least(1),
@@ -496,7 +496,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["parquet", "csv"], help="default parquet (csv without pyarrow)")
     p.add_argument("--every", type=at_least(1), default=1, help="analyse every N-th video frame")
     p.add_argument(
-        "--smoothing", type=finite_float, default=0.6, help="temporal smoothing of scores per face"
+        "--smoothing",
+        type=finite_float,
+        default=DEFAULT_SMOOTHING,
+        help="temporal smoothing of scores per face",
     )
     p.add_argument(
         "--detect-every",

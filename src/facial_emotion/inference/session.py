@@ -18,7 +18,8 @@ The rule, exactly (``min_duration_s`` = M, ``hold_s`` = H):
   2H, ...): "still sad after 30 s".
 * Time: each frame of a person counts from its time to that person's next frame, so frames missed by
   the detector count as the emotion before them; a gap over ``max_gap_s`` (the person left, or the
-  stream stalled) is not counted: the timeline has a hole there, the window starts over, and the
+  stream stalled; where frames come further apart, as with ``video --every 30`` or a client sending
+  one frame a second, over 2.5 of the sequence's usual frame intervals instead) is not counted: the timeline has a hole there, the window starts over, and the
   frame before the gap counts one frame interval.
 * ``share`` is the time share of each frame's top emotion, before the rule (what the model saw); the
   timeline, ``changes`` and the events follow the rule. Shares sum to 1 per person.
@@ -133,6 +134,8 @@ class Session:
         self.callbacks: list[EventCallback] = []
         self.last_t: float | None = None
         self.step = 0.0  # the last frame interval: what a new person's single frame counts
+        self.intervals: deque[float] = deque(maxlen=15)  # the sequence's recent frame intervals
+        self.gap_limit = max_gap_s
         self._lock = threading.Lock()
 
     def on_change(self, callback: EventCallback) -> EventCallback:
@@ -157,8 +160,12 @@ class Session:
             raise ValueError(f"emotions {sorted(unknown)} are not among this session's {self.classes}")
         with self._lock:
             time_s = self.check_time(time_s)
-            if self.last_t is not None and time_s - self.last_t <= self.max_gap_s:
-                self.step = time_s - self.last_t
+            if self.last_t is not None:
+                self.intervals.append(time_s - self.last_t)
+                # Sparse frames (1 s or more apart) would each look like the person leaving.
+                self.gap_limit = max(self.max_gap_s, 2.5 * float(np.median(self.intervals)))
+                if time_s - self.last_t <= self.gap_limit:
+                    self.step = time_s - self.last_t
             self.last_t = time_s
             fired: list[EmotionEvent] = []
             for face in faces:
@@ -177,10 +184,10 @@ class Session:
             p = self.people[tid] = _Person(tid, zeros, zeros.copy(), t, t, label, self.step, since=t)
         else:
             gap = t - p.last_t
-            if gap <= self.max_gap_s:
+            if gap <= self.gap_limit:
                 p.step = gap
             p.seconds[self.index[p.last_label]] += p.step
-            if gap > self.max_gap_s:  # away: a hole in the timeline, and the window starts over
+            if gap > self.gap_limit:  # away: a hole in the timeline, and the window starts over
                 p.recent.clear()
                 p.since, p.holds = t, 0
                 if p.segments:

@@ -32,7 +32,7 @@ from facial_emotion.inference.session import (
     Session,
 )
 from facial_emotion.inference.tracking import FaceTracker, VideoFaceFinder
-from facial_emotion.settings import DEFAULT_DETECT_EVERY
+from facial_emotion.settings import DEFAULT_DETECT_EVERY, DEFAULT_SMOOTHING
 
 
 class FaceStream:
@@ -45,7 +45,7 @@ class FaceStream:
         recognizer: EmotionRecognizer,
         detector: str | FaceDetector | None = None,
         detect_every: int = DEFAULT_DETECT_EVERY,
-        smoothing: float = 0.0,
+        smoothing: float = DEFAULT_SMOOTHING,
         min_duration_s: float = DEFAULT_MIN_DURATION_S,
         hold_s: float | None = DEFAULT_HOLD_S,
     ):

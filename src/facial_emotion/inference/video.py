@@ -18,7 +18,7 @@ from facial_emotion.inference.decode import ImageError, check_regular_file
 from facial_emotion.inference.pipeline import EmotionRecognizer, Face
 from facial_emotion.inference.session import DEFAULT_HOLD_S, EmotionEvent, PersonSummary
 from facial_emotion.inference.stream import FaceStream
-from facial_emotion.settings import DEFAULT_DETECT_EVERY
+from facial_emotion.settings import DEFAULT_DETECT_EVERY, DEFAULT_SMOOTHING
 
 # on_frame(index, frame, faces, processing fps) -> False to stop. ``faces`` are the last analysed
 # frame's, so frames skipped by ``every`` keep the previous faces.
@@ -112,7 +112,7 @@ def analyze_video(
     recognizer: EmotionRecognizer,
     source: str | int | os.PathLike,
     every: int = 1,
-    smoothing: float = 0.0,
+    smoothing: float = DEFAULT_SMOOTHING,
     on_frame: FrameCallback | None = None,
     max_frames: int | None = None,
     progress: bool = False,

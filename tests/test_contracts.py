@@ -188,3 +188,22 @@ def test_service_stream_and_face_stream_give_the_same_faces() -> None:
         assert [(f["track_id"], f["box"], f["emotion"]) for f in a] == [
             (f["track_id"], f["box"], f["emotion"]) for f in b
         ]
+
+
+def test_the_stream_refuses_a_smoothing_video_would_refuse() -> None:
+    """?smooth= was clamped to 0.95 silently, and anything not a number became 0."""
+    ws_client = pytest.importorskip("websockets.sync.client")
+    from websockets.exceptions import ConnectionClosed
+
+    from facial_emotion.service import create_app
+    from facial_emotion.service.background import BackgroundServer
+
+    with BackgroundServer(create_app(workers=1)) as server:
+        for bad in ("abc", "1", "-0.1", "nan"):
+            with (
+                ws_client.connect(f"{server.ws_url}/v1/stream?smooth={bad}") as ws,
+                pytest.raises(ConnectionClosed) as closed,
+            ):
+                ws.recv(timeout=30)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+            assert "smooth must be a number in 0..1" in closed.value.rcvd.reason

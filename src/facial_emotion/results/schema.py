@@ -13,6 +13,7 @@ from typing import Any
 from facial_emotion.inference.pipeline import Face
 
 DECIMALS = 4
+TIME_DECIMALS = 3  # frame times in seconds, to the millisecond, in every output
 BOX_COLUMNS = ("x", "y", "w", "h")
 # Head pose in degrees (inference/landmarks.py): CSV columns with --landmarks; the mesh's 468 points
 # go to JSON only ("landmarks": [[x, y, z], ...] in image pixels, to 0.1 px).
@@ -100,7 +101,7 @@ def batch_row(
             [
                 safe_name(source),
                 frame,
-                round(time_s, DECIMALS),
+                round(time_s, TIME_DECIMALS),
                 face.track_id,
                 *face_row(face, classes),
                 model,

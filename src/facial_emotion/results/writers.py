@@ -18,7 +18,14 @@ from typing import Any, TextIO
 from facial_emotion.inference.pipeline import PhotoResult
 from facial_emotion.inference.video import VideoResult
 from facial_emotion.results.files import atomic_write_text
-from facial_emotion.results.schema import empty_face_row, face_columns, face_json, face_row, safe_name
+from facial_emotion.results.schema import (
+    TIME_DECIMALS,
+    empty_face_row,
+    face_columns,
+    face_json,
+    face_row,
+    safe_name,
+)
 from facial_emotion.results.session import event_json, person_json, session_lines
 
 
@@ -95,7 +102,8 @@ def video_json(result: VideoResult) -> dict[str, Any]:
         "faces": [person_json(p) for p in result.summary],
         "events": [event_json(e) for e in result.events],
         "timeline": [
-            {"frame": r.frame, "time_s": round(r.time_s, 3), **face_json(r.face)} for r in result.timeline
+            {"frame": r.frame, "time_s": round(r.time_s, TIME_DECIMALS), **face_json(r.face)}
+            for r in result.timeline
         ],
     }
 
@@ -115,7 +123,7 @@ def write_timeline_csv(result: VideoResult, path: Path, classes: list[str], pose
     """One row per analysed frame and face; ``pose``: add the head-pose columns (landmarks on)."""
     rows: list[list[Any]] = [["frame", "time_s", "track_id", *face_columns(classes, pose)]]
     rows += [
-        [r.frame, f"{r.time_s:.3f}", r.face.track_id, *face_row(r.face, classes, pose)]
+        [r.frame, f"{r.time_s:.{TIME_DECIMALS}f}", r.face.track_id, *face_row(r.face, classes, pose)]
         for r in result.timeline
     ]
     write_csv(path, rows)

@@ -109,9 +109,12 @@ async def stream(
         return
     await ws.accept()
     try:
-        smoothing = min(0.95, max(0.0, float(ws.query_params.get("smooth", "0"))))
+        smoothing = float(ws.query_params.get("smooth", "0"))
     except ValueError:
-        smoothing = 0.0
+        smoothing = math.nan
+    if not 0 <= smoothing < 1:  # as video --smoothing: nan, 1 (never changes) and beyond are refused
+        await ws.close(code=1008, reason="smooth must be a number in 0..1 (1 excluded)")
+        return
     faces = engine.new_stream(smoothing)  # this connection's detect-or-track, classify, smooth
     slot = LatestFrame()
     send_lock = asyncio.Lock()  # the receiver and the worker both reply

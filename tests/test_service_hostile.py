@@ -175,3 +175,24 @@ def test_client_disconnect_mid_body_is_one_log_line(server, caplog):
     assert sum("disconnected" in r.getMessage() for r in lines) == 3
     assert not [r for r in lines if r.exc_info or "Traceback" in r.getMessage()]
     assert healthy(server)
+
+
+def test_max_side_lets_a_group_photo_keep_its_small_faces(tmp_path):
+    """Photos over --max-side are analysed reduced (memory), where small faces can be lost; raised,
+    the service finds exactly what analyze finds on the full image."""
+    import httpx
+
+    from facial_emotion import EmotionRecognizer
+
+    small = cv2.resize(cv2.imread(str(need_shared("media", "two_people.jpg"))), None, fx=0.45, fy=0.45)
+    group = np.vstack([np.hstack([small] * 8)] * 8)  # 4056 x 2376, 128 faces of about 79 px
+    path = tmp_path / "group.jpg"
+    cv2.imwrite(str(path), group)
+    local = sorted((tuple(int(v) for v in f.box), f.emotion) for f in EmotionRecognizer().analyze(path))
+    found = {}
+    for side in (2048, 4096):
+        with BackgroundServer(create_app(workers=1, max_side=side)) as s:
+            r = httpx.post(f"{s.url}/v1/analyze", files={"file": ("g.jpg", path.read_bytes())}, timeout=120)
+        found[side] = sorted((tuple(f["box"]), f["emotion"]) for f in r.json()["faces"])
+    assert len(local) == 128 and found[4096] == local
+    assert len(found[2048]) < len(local)  # the documented cost of the default memory budget

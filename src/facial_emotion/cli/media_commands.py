@@ -317,6 +317,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cors_origins=args.cors_origin or [],
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=int(args.max_megapixels * 1e6) if args.max_megapixels else None,
+        **({"max_side": args.max_side} if args.max_side else {}),
         request_timeout=args.timeout,
         workers=args.workers,
         webhook=args.webhook,
@@ -542,7 +543,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         type=finite_float,
         default=None,
         help="largest accepted image (413 above; default $FACIAL_EMOTION_MAX_PIXELS, 64 MP); large "
-        "images are decoded at 2048 px on the long side, so memory stays bounded",
+        "images are decoded at --max-side px on the long side, so memory stays bounded",
+    )
+    p.add_argument(
+        "--max-side",
+        type=at_least(256),
+        default=None,
+        help="long side photos are analysed at (default 2048): faces under about 45 px there can be "
+        "missed; raise it for group photos (memory per request grows with its square)",
     )
     p.add_argument("--timeout", type=finite_float, default=30.0, help="seconds per request before a 504")
     p.add_argument(

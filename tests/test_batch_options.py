@@ -139,8 +139,18 @@ def test_a_folder_that_is_not_a_jobs_is_refused_and_left_as_it_was(tmp_path):
     before = snapshot(out)
     proc = run_cli(justin, "--out", str(out), "--format", "csv")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "not a batch job's folder" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    assert snapshot(out) == before
+    assert "holds files of its own in faces, sources, errors/" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and snapshot(out) == before
+
+    # Files beside the tables are never touched: a folder of results and notes is fine, and so is a
+    # job killed before its first commit by a version that wrote no job.json (its files are stamped).
+    shared = tmp_path / "shared-folder"
+    (shared / "faces" / "20260101T000000-0123abcd-00001").mkdir(parents=True)
+    (shared / "faces" / "20260101T000000-0123abcd-00001" / "part-0.csv").write_text("half,written\n")
+    (shared / "README.md").write_text("mine\n")
+    assert main(["batch", justin, "--out", str(shared), "--format", "csv", "--quiet"]) == 0
+    assert (shared / "README.md").read_text() == "mine\n" and committed(shared)
+    assert not (shared / "faces" / "20260101T000000-0123abcd-00001").exists()  # uncommitted: cleared
 
     a_file = tmp_path / "results.csv"
     a_file.write_text("keep\n")

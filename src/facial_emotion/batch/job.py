@@ -22,7 +22,7 @@ from facial_emotion.batch.sources import expand_inputs, plan_units
 from facial_emotion.batch.work import AnalyzerOptions
 from facial_emotion.results.files import atomic_write_text
 from facial_emotion.results.schema import safe_name
-from facial_emotion.results.tables import committed, have_pyarrow, open_store
+from facial_emotion.results.tables import COMMIT_NAME, TABLES, committed, have_pyarrow, open_store
 
 ENGINES = ("local", "ray")
 OPTIONS_FILE = "job.json"
@@ -79,11 +79,15 @@ def row_options(
 
 
 def is_foreign_folder(out: Path) -> bool:
-    """``out`` holds something but no job's marks (its options file, its commits): the user's own
-    files, which ``open_store`` would take for an interrupted commit's and delete."""
-    if not out.is_dir() or (out / OPTIONS_FILE).is_file() or (out / "commits").is_dir():
-        return False
-    return any(out.iterdir())
+    """``out``'s table folders (faces/, sources/, errors/) hold something no job wrote: the user's own
+    files, which ``open_store`` would take for an interrupted commit's and delete. Files beside those
+    folders are never touched, and a job's own (commit-stamped) files are its to clear."""
+    return any(
+        not COMMIT_NAME.match(entry.name)
+        for table in TABLES
+        if (out / table).is_dir()
+        for entry in (out / table).iterdir()
+    )
 
 
 def recorded_options(out: Path) -> dict[str, Any] | None:
@@ -147,8 +151,8 @@ def run_batch(
         raise BatchError(f"--out {out} is a file: name a folder (new, empty, or an earlier batch job's)")
     if is_foreign_folder(out):
         raise BatchError(
-            f"--out {out} holds other files and is not a batch job's folder (it has no {OPTIONS_FILE}): "
-            "name a new or empty folder, so that nothing in it is overwritten"
+            f"--out {out} holds files of its own in {', '.join(TABLES)}/, where a batch job writes its "
+            "tables (and clears what it did not commit): name another folder"
         )
     recorded = recorded_options(out)
     # No --format: the job's own (a re-run of a CSV job need not repeat --format csv), else the default.

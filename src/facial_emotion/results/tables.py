@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import time
 import uuid
@@ -31,6 +32,8 @@ from facial_emotion.results.schema import BATCH_ERROR_COLUMNS, BATCH_SOURCE_COLU
 
 FORMATS = ("parquet", "csv")
 TABLES = ("faces", "sources", "errors")
+# A commit's name (``Store.new_commit``: time, random, count), which its files in the tables start with.
+COMMIT_NAME = re.compile(r"\d{8}T\d{6}-[0-9a-f]{8}-\d{5}(\.|$)")
 
 
 def have_pyarrow() -> bool:

@@ -233,7 +233,7 @@ def test_a_model_output_named_json_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"crop": 30}, "its graph does not take 1 x 1 x 30 x 30 faces"),
+        ({"crop": 30}, "its graph takes ['batch', 1, 40, 40], its description says N x 1 x 30 x 30 faces"),
         (
             {"classes": ["a", "b", "c", "d", "e"]},
             "its graph gives (7,) outputs per face, its description names 5",
@@ -291,3 +291,18 @@ def test_webcam_on_a_file_that_is_not_a_video_names_the_file_only(tmp_path: Path
     text.write_text("not a video")
     message = refused(run_cli("webcam", "--source", str(text), "--no-window", timeout=60), str(text))
     assert "camera connected" not in message  # the user named a file: no camera to blame
+
+
+def test_a_model_exported_with_a_fixed_batch_is_refused_at_load(tmp_path: Path) -> None:
+    """One face at a time passed, then two faces (or ten-crop) failed inside onnxruntime."""
+    import onnx
+
+    from facial_emotion.inference.classifier import EmotionClassifier
+    from facial_emotion.model_file import ModelFileError, write_model
+
+    graph = onnx.load(str(builtin_model_path("fast")))
+    graph.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1  # as an export without dynamic axes
+    out = tmp_path / "fixed.onnx"
+    write_model(out, graph.SerializeToString(), EmotionClassifier("fast").metadata)
+    with pytest.raises(ModelFileError, match=re.escape("takes [1, 1, 40, 40]") + ".*a fixed batch"):
+        EmotionClassifier(out)

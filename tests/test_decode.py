@@ -128,3 +128,5 @@ def test_a_bgra_array_is_composited_like_the_same_image_from_a_file(tmp_path: Pa
     assert from_file.shape == from_arr.shape
     assert np.abs(from_file.astype(int) - from_arr.astype(int)).max() <= 1  # rounding only
     assert (from_arr[:, :10] == 255).all()  # the transparent part is white
+    padded = np.dstack([bgr, np.zeros(bgr.shape[:2], np.uint8)])  # a 4th byte of padding, all 0
+    assert (from_array(padded) == bgr).all()  # the picture, not a white page

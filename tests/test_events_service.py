@@ -152,3 +152,13 @@ def test_summary_request_is_answered_before_any_frame(tmp_path: Path) -> None:
         err = json.loads(ws.recv(timeout=30))
     assert msg["type"] == "summary" and msg["people"] == [] and msg["events"] == [] and msg["mood"] == {}
     assert err["type"] == "error"
+
+
+def test_a_summary_window_of_any_size_is_clamped_not_a_crash() -> None:
+    from facial_emotion.service.stream import BadSummaryRequest, _summary_request
+
+    huge = "1" + "0" * 400  # float() of it overflowed: the socket closed with a server traceback
+    assert _summary_request('{"type": "summary", "window_s": ' + huge + "}") == 3600.0
+    with pytest.raises(BadSummaryRequest, match=r"not -1000000000"):
+        _summary_request('{"type": "summary", "window_s": -' + huge + "}")
+    assert _summary_request('{"type": "result"}') is None

@@ -99,7 +99,7 @@ def test_model_reload_swaps_while_requests_run(tmp_path: Path) -> None:
         # on every request after it.
         wrong = model_with_description(tmp_path, "wrong-crop", crop=30)
         bad = httpx.post(f"{server.url}/v1/model/reload", params={"model": str(wrong)}, timeout=60)
-        assert bad.status_code == 422 and "its graph does not take" in bad.json()["error"]
+        assert bad.status_code == 422 and "its description says N x 1 x 30 x 30" in bad.json()["error"]
         assert analyze(0).status_code == 200
     with BackgroundServer(create_app(workers=1, admin_token="s3cret")) as guarded:
         assert httpx.post(f"{guarded.url}/v1/model/reload").status_code == 403

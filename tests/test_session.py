@@ -83,6 +83,7 @@ def test_frames_a_second_apart_are_not_each_a_person_leaving() -> None:
     """video --every 30 on a 29.97 fps clip (frames 1.001 s apart), or a client streaming one frame a
     second: every frame was over the 1 s gap, so nobody was ever "seen" and no event fired."""
     session = Session(list(EMOTIONS), min_duration_s=1.0, hold_s=None)
+    session.expect_frame_interval(1.001)  # as analyze_video says for a file (a live stream learns it)
     events = []
     for i, label in enumerate(["happy"] * 8 + ["sad"] * 8):
         events += session.update(i * 1.001, [face(label)])
@@ -97,6 +98,16 @@ def test_frames_a_second_apart_are_not_each_a_person_leaving() -> None:
     (person,) = session.summary()
     assert person.seconds == pytest.approx(17 * 1.001, abs=0.01)
     assert len(person.timeline) == 3 and person.timeline[-1].start_s == pytest.approx(20.02)
+
+
+def test_a_stall_after_the_first_frames_is_not_time_seen() -> None:
+    """The usual interval comes from the intervals before a gap: a 10 s stall right after two frames
+    at 30 fps is a hole, not 10 s seen."""
+    session = Session(list(EMOTIONS))
+    for t in (0.0, 1 / FPS, *(10 + i / FPS for i in range(60))):
+        session.update(t, [face("happy")])
+    (person,) = session.summary()
+    assert person.seconds == pytest.approx(2.07, abs=0.01)
 
 
 def woman2_events(every: int = 2) -> tuple[list[EmotionEvent], list]:
@@ -133,8 +144,11 @@ def test_events_on_woman2_are_deterministic_and_agree_with_the_summary() -> None
     duration = cap.get(cv2.CAP_PROP_FRAME_COUNT) / cap.get(cv2.CAP_PROP_FPS)
     cap.release()
     assert person.seconds == pytest.approx(duration, rel=0.02)
-    _, (sparse,) = woman2_events(every=30)  # a frame a second: the same time seen, events still fire
-    assert sparse.seconds == pytest.approx(duration, rel=0.07) and sparse.timeline
+    sparse_events, (sparse,) = woman2_events(every=30)  # a frame a second: the same time seen ...
+    assert sparse.seconds == pytest.approx(duration, rel=0.07)
+    sparse_changes = [e for e in sparse_events if e.kind == "change"]
+    assert sparse_changes and sparse_changes[0].previous is None  # ... her first emotion fires ...
+    assert len(sparse_changes) <= len(changes) + 1  # ... and a flicker between frames is no change
 
 
 def test_a_person_who_leaves_and_comes_back_keeps_their_id() -> None:

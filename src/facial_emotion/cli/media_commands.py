@@ -241,7 +241,7 @@ def cmd_webcam(args: argparse.Namespace) -> int:
             keep_timeline=False,
         )
     except VideoError as e:
-        if args.source is not None:  # a file or stream the user named: the error says what is wrong
+        if args.source is not None and not args.source.isdigit():  # a file or URL: its error says it all
             raise UserError(str(e)) from None
         raise UserError(f"{e} — is a camera connected? try --camera N") from None
     finally:

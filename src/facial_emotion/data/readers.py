@@ -81,7 +81,7 @@ def detect_layout(path: Path) -> str:
             if not first_line:
                 raise DatasetError(f"{path}: empty file; expected FER-2013's csv ('emotion,pixels,Usage')")
             # As text, shortened: a binary file's first "line" would be dumped byte by byte.
-            shown = first_line.strip()[:60].encode("ascii", "replace").decode()
+            shown = first_line.strip()[:60].encode("ascii", "backslashreplace").decode()
             raise DatasetError(
                 f"{path}: unknown csv layout (header {shown!r}); expected FER-2013's 'emotion,pixels,Usage'"
             )

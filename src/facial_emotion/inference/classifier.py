@@ -105,17 +105,27 @@ class EmotionClassifier:
         self.uncertain_below = float(calibration.get("uncertain_below", 0.0))
 
     def _check_graph_fits_metadata(self) -> None:
-        """One grey face through the graph: a model whose graph does not take the crop its
-        description names, or gives another number of outputs than it has classes, fails here as one
-        error naming the file, not on every face later (a server would answer 500 to each request)."""
+        """The graph takes N x 1 x crop x crop faces for any N and gives N x classes: checked on its
+        declared input and on two grey faces, so that a model that says one thing and computes
+        another fails here as one error naming the file, not on every face later (a server would
+        answer 500 to each request)."""
+        want = ("N", 1, self.crop, self.crop)
+        shape = self.session.get_inputs()[0].shape  # ints where fixed, names where dynamic
+        fixed = [(i, d) for i, d in enumerate(shape) if isinstance(d, int)]
+        if len(shape) != 4 or any(d != want[i] for i, d in fixed):
+            batch = " (a fixed batch: export it with a dynamic one)" if fixed and fixed[0][0] == 0 else ""
+            raise ModelFileError(
+                f"{self.path}: its graph takes {list(shape)}, its description says N x 1 x {self.crop} x "
+                f"{self.crop} faces{batch}"
+            )
         try:
-            out = self._run(np.full((1, self.crop, self.crop), 128, np.uint8))
+            out = self._run(np.full((2, self.crop, self.crop), 128, np.uint8))
         except Exception as e:  # onnxruntime's own exception types
             raise ModelFileError(
-                f"{self.path}: its graph does not take 1 x 1 x {self.crop} x {self.crop} faces as its "
+                f"{self.path}: its graph does not run on 2 x 1 x {self.crop} x {self.crop} faces as its "
                 f"description says ({str(e).splitlines()[0]})"
             ) from None
-        if out.shape != (1, len(self.classes)):
+        if out.shape != (2, len(self.classes)):
             raise ModelFileError(
                 f"{self.path}: its graph gives {out.shape[1:]} outputs per face, its description names "
                 f"{len(self.classes)} classes"

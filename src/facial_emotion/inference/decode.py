@@ -90,7 +90,9 @@ def from_array(arr: np.ndarray, name: str = "array", max_pixels: int | None = No
         return cv2.cvtColor(arr[:, :, 0], cv2.COLOR_GRAY2BGR)
     if channels == 3:
         return np.ascontiguousarray(arr)
-    if channels == 4:  # composited on white, as a file with alpha is (``_from_pil``)
+    if channels == 4:  # composited on white, as a file with alpha is (``_from_pil``) ...
+        if not arr[:, :, 3].any():  # ... but an alpha of all 0 is padding (32-bit BMPs, screen grabs)
+            return np.ascontiguousarray(arr[:, :, :3])
         alpha = arr[:, :, 3:].astype(np.float32) / 255.0
         return (arr[:, :, :3] * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
     raise ImageError(f"{name}: unsupported number of channels {channels}")

@@ -170,7 +170,9 @@ def create_detector(spec: str | FaceDetector | None = None) -> FaceDetector:
 
         return BlazeFaceDetector(**BLAZEFACE_OPTIONS[arg])
     if name == "haar":
-        if arg and (not arg.isdigit() or not 64 <= int(arg) <= 16384):  # OpenCV overflows past int32
+        if arg and (
+            not (arg.isascii() and arg.isdigit()) or not 64 <= int(arg) <= 16384
+        ):  # OpenCV overflows past int32
             raise DetectorError(f"haar:N takes the frame size to search at, 64 to 16384 pixels, not {arg!r}")
         return HaarDetector(max_side=int(arg)) if arg else HaarDetector()
     if name == "yunet":

@@ -7,7 +7,8 @@ timeline of that person's emotions and the events, and calls the ``on_change`` c
 The rule, exactly (``min_duration_s`` = M, ``hold_s`` = H):
 
 * A person's *current* emotion becomes E when E was that person's top (smoothed) emotion in at
-  least 60 % (``SWITCH_SHARE``) of their frames of the last M seconds, and the current emotion has
+  least 60 % (``SWITCH_SHARE``) of their frames of the last M seconds (of the last 2.5 usual frame
+  intervals, where frames come further apart than M / 2.5), and the current emotion has
   lasted at least M seconds. A ``change`` event then fires at that frame (``fired_s``), dated back
   (``time_s``) to the start of the longest run of recent frames in which E is the majority, but
   not before the previous change fired. So labels flickering between two emotions fire at most
@@ -135,7 +136,11 @@ class Session:
         self.last_t: float | None = None
         self.step = 0.0  # the last frame interval: what a new person's single frame counts
         self.intervals: deque[float] = deque(maxlen=15)  # the sequence's recent frame intervals
+        # Sparse frames (1 s or more apart: video --every 30, a client streaming a frame a second)
+        # would each look like the person leaving, and the rule's window would hold one frame (every
+        # flicker a change): both stretch to a few of the sequence's usual frame intervals.
         self.gap_limit = max_gap_s
+        self.window_s = min_duration_s
         self._lock = threading.Lock()
 
     def on_change(self, callback: EventCallback) -> EventCallback:
@@ -153,6 +158,20 @@ class Session:
             raise ValueError(f"frame times must not go back ({time_s} after {last})")
         return time_s
 
+    def expect_frame_interval(self, seconds: float) -> None:
+        """The sequence's frame interval, known ahead (a file read every N-th frame): the gap limit
+        and the rule's window fit it from the first frame on, not only once intervals were seen."""
+        seconds = finite_number("the frame interval", seconds)
+        with self._lock:
+            self.intervals.append(max(0.0, seconds))
+            self._fit_to_intervals()
+
+    def _fit_to_intervals(self) -> None:
+        if self.intervals:
+            usual = float(np.median(self.intervals))
+            self.gap_limit = max(self.max_gap_s, 2.5 * usual)
+            self.window_s = max(self.min_duration_s, 2.5 * usual) if self.min_duration_s else 0.0
+
     def update(self, time_s: float, faces: list[Face]) -> list[EmotionEvent]:
         """The faces of the frame at ``time_s`` (tracked: ``track_id`` set) -> the events they fire."""
         unknown = {f.emotion for f in faces} - set(self.index)
@@ -161,9 +180,8 @@ class Session:
         with self._lock:
             time_s = self.check_time(time_s)
             if self.last_t is not None:
+                self._fit_to_intervals()  # the intervals before this one: a stall is judged, not learnt
                 self.intervals.append(time_s - self.last_t)
-                # Sparse frames (1 s or more apart) would each look like the person leaving.
-                self.gap_limit = max(self.max_gap_s, 2.5 * float(np.median(self.intervals)))
                 if time_s - self.last_t <= self.gap_limit:
                     self.step = time_s - self.last_t
             self.last_t = time_s
@@ -197,7 +215,7 @@ class Session:
         p.frames_by_emotion[self.index[label]] += 1
         p.last_t, p.last_label = t, label
         p.recent.append((t, label))
-        while p.recent[0][0] < t - self.min_duration_s:
+        while p.recent[0][0] < t - self.window_s:
             p.recent.popleft()
         events: list[EmotionEvent] = []
         if t - p.since >= self.min_duration_s:

@@ -139,6 +139,7 @@ def analyze_video(
     live = is_camera(source) or "://" in str(source)
     if not live:
         result.frames_expected = expected_frames(cap)
+        stream.session.expect_frame_interval(every / result.fps)  # file times are index / fps
     bar = None
     faces: list[Face] = []
     t0 = time.perf_counter()

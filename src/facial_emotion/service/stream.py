@@ -97,8 +97,10 @@ def _summary_request(text: str) -> float | None:
         return None
     window = msg.get("window_s", 30)
     if isinstance(window, bool) or not isinstance(window, int | float) or not 0 < window < math.inf:
-        raise BadSummaryRequest(f"window_s must be a positive number of seconds, not {json.dumps(window)}")
-    return min(3600.0, max(1.0, float(window)))
+        raise BadSummaryRequest(
+            f"window_s must be a positive number of seconds, not {json.dumps(window)[:40]}"
+        )
+    return float(min(3600.0, max(1.0, window)))  # clamped first: float() of a 400-digit int overflows
 
 
 async def stream(

@@ -433,6 +433,12 @@ def train(
     last = None
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file: name the run's folder")
+    if not resume and ((out / LAST).exists() or (out / BEST).exists()):
+        # Refused before anything in it is touched: it may be a run still going.
+        raise ConfigError(
+            f"--out {out} holds a run already ({LAST}, {BEST}): --resume to continue it, or name "
+            "another --out (or delete that folder) to start a new one"
+        )
     if out.is_dir():
         remove_stale_temp_files(out)  # left by a run killed while writing a checkpoint
     if resume:
@@ -441,11 +447,6 @@ def train(
         last = load_resume_checkpoint(out)  # falls back to last.prev.pt if last.pt is damaged
         cfg = resumed_config(last["config"], asked or {})  # the run goes on as it began
         log.info("resuming %s at epoch %d", out, last["epoch"] + 1)
-    elif (out / LAST).exists() or (out / BEST).exists():  # a new run would overwrite its checkpoints
-        raise ConfigError(
-            f"--out {out} holds a run already ({LAST}, {BEST}): --resume to continue it, or name "
-            "another --out (or delete that folder) to start a new one"
-        )
     cfg.validate(resumed=last is not None)
     if cfg.batch_size % dist.world:
         raise ConfigError(f"--batch-size {cfg.batch_size} must divide evenly over {dist.world} processes")

@@ -10,7 +10,6 @@ statistics they will see, so the first training steps do not shake the weights.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facial_emotion.model_file import METADATA_KEY
+from facial_emotion.model_file import ModelFileError, read_metadata_from_session_meta
 from facial_emotion.training.augment import center_crop
 from facial_emotion.training.checkpoint import CheckpointError
 from facial_emotion.training.nets import create_model
@@ -35,9 +34,10 @@ def read_onnx_model(path: Path) -> tuple[Any, dict[str, Any]]:
     except Exception as e:  # protobuf raises DecodeError and friends for damaged files
         raise CheckpointError(f"{path}: not a readable ONNX file ({str(e).splitlines()[0]})") from None
     props = {p.key: p.value for p in model.metadata_props}
-    if METADATA_KEY not in props:
-        raise CheckpointError(f"{path}: not a facial-emotion model (no {METADATA_KEY!r} metadata)")
-    return model, json.loads(props[METADATA_KEY])
+    try:  # the same checks as the classifier's, so no command writes a model it would refuse
+        return model, read_metadata_from_session_meta(props, str(path))
+    except ModelFileError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def _layer_weights(

@@ -77,6 +77,7 @@ function drawLabel(ctx, text, x, y, fill, size) {
   const w = ctx.measureText(text).width + size * 0.6;
   const h = size * 1.4;
   const top = y - h >= 0 ? y - h : y; // above the box, or inside it at the top edge
+  x = Math.max(0, Math.min(x, ctx.canvas.width - w)); // whole, even for a face at the right edge
   ctx.fillStyle = fill;
   ctx.fillRect(x, top, w, h);
   ctx.fillStyle = "#111";
@@ -106,24 +107,35 @@ function faceLabel(face) {
     : `${name(face.emotion)} ${pct(face.confidence)}`;
 }
 
-function drawFace(ctx, face, k, bars) {
+// Every face's box (and probability bars), then every label on top: a face's bars never hide a
+// label. Text is sized by the canvas's shorter side too, so a very wide photo's bars fit in it.
+function drawFaces(ctx, faces, k, bars) {
+  const { width, height } = ctx.canvas;
+  const size = Math.max(12, Math.min(28, Math.min(width, 2 * height) / 50));
+  for (const face of faces) drawFaceBox(ctx, face, k, bars, size);
+  for (const face of faces) {
+    const [x, y] = face.box.map((v) => v * k);
+    const id = face.track_id != null ? `#${face.track_id} ` : "";
+    drawLabel(ctx, `${id}${faceLabel(face)}`, x, y, color(face.emotion), size);
+  }
+}
+
+function drawFaceBox(ctx, face, k, bars, size) {
   const [x, y, w, h] = face.box.map((v) => v * k);
   const c = color(face.emotion);
-  const size = Math.max(12, Math.min(28, ctx.canvas.width / 50));
   if (face.landmarks) drawMesh(ctx, face, k, c);
   ctx.lineWidth = Math.max(2, size / 6);
   ctx.strokeStyle = c;
   ctx.strokeRect(x, y, w, h);
-  const id = face.track_id != null ? `#${face.track_id} ` : "";
-  drawLabel(ctx, `${id}${faceLabel(face)}`, x, y, c, size);
   if (!bars) return;
-  // Probability bars beside the box (right if there is room, else left).
+  // Probability bars beside the box (right if there is room, else left), below its label's row.
   const bw = size * 7, row = size * 1.1;
   const bx = x + w + bw + 8 < ctx.canvas.width ? x + w + 6 : Math.max(0, x - bw - 6);
   const sorted = Object.entries(face.scores).sort((a, b) => b[1] - a[1]);
+  const top = y - size * 1.4 >= 0 ? y : y + size * 1.4; // below the label where it sits inside the box
   ctx.font = `${size * 0.75}px system-ui, sans-serif`;
   sorted.forEach(([e, p], i) => {
-    const by = y + i * row;
+    const by = Math.min(top + i * row, ctx.canvas.height - (sorted.length - i) * row);
     ctx.fillStyle = "rgba(20,20,20,0.75)";
     ctx.fillRect(bx, by, bw, row - 2);
     ctx.fillStyle = color(e);
@@ -158,11 +170,31 @@ function photoStatus(text, isError = false) {
   $("photo-status").classList.toggle("error", isError);
 }
 
-let lastPhoto = null; // analysed again when the mesh checkbox changes
+let lastPhoto = null; // the photo on screen: analysed again when the mesh checkbox changes
+let photoRequest = 0; // the latest upload's number: a slower earlier reply must not replace its result
+
+// The server's reply, or an Error whose message a person can act on (not "Failed to fetch" or a JSON
+// parser's complaint about a proxy's HTML page).
+async function postPhoto(file, query) {
+  const body = new FormData();
+  body.append("file", file, file.name);
+  let r;
+  try {
+    r = await fetch(`/v1/analyze?${query}`, { method: "POST", body });
+  } catch {
+    throw new Error("the server did not answer (is it still running?)");
+  }
+  let reply = null;
+  try { reply = await r.json(); } catch { reply = null; }
+  if (r.ok && reply) return reply;
+  const said = reply?.error;
+  if (!said) throw new Error(`the server answered ${r.status} ${r.statusText}`.trim());
+  throw new Error(said.startsWith(`${file.name}: `) ? said.slice(file.name.length + 2) : said);
+}
 
 async function analyzePhoto(file) {
   if (!file) return;
-  lastPhoto = file;
+  const ticket = ++photoRequest;
   if (file.size > model.maxUpload) {
     photoStatus(`${file.name} is too large (${(file.size / 1048576).toFixed(1)} MB; limit ${Math.round(model.maxUpload / 1048576)} MB).`, true);
     return;
@@ -171,26 +203,39 @@ async function analyzePhoto(file) {
   // Browsers cannot show every format the server reads (TIFF...): then ask the server to draw.
   let bitmap = null;
   try { bitmap = await createImageBitmap(file, { imageOrientation: "from-image" }); } catch { bitmap = null; }
-  const body = new FormData();
-  body.append("file", file, file.name);
   let result;
   try {
     const query = new URLSearchParams();
     if (!bitmap) query.set("annotate", "true");
     if ($("mesh").checked) query.set("landmarks", "true");
-    const r = await fetch(`/v1/analyze?${query}`, { method: "POST", body });
-    result = await r.json();
-    if (!r.ok) throw new Error(result.error || `${r.status} ${r.statusText}`);
+    result = await postPhoto(file, query);
   } catch (err) {
+    if (ticket !== photoRequest) return;
     photoStatus(`Could not analyse ${file.name}: ${err.message}`, true);
     $("photo-result").hidden = true;
+    lastPhoto = null; // the mesh checkbox must not send it again
     return;
   }
-  const drawBoxes = bitmap !== null;
-  if (!bitmap) {
+  if (ticket !== photoRequest) return; // another photo was picked meanwhile: its result is the one to show
+  // The browser did not turn the picture upright as the server did (EXIF in some formats): let the
+  // server draw it, rather than boxes on the wrong part of a sideways picture.
+  const sideways = bitmap && (bitmap.width > bitmap.height) !== (result.width > result.height);
+  const drawBoxes = bitmap !== null && !sideways;
+  if (!drawBoxes) {
+    if (!result.annotated_jpeg_base64) {
+      const query = new URLSearchParams({ annotate: "true" });
+      if ($("mesh").checked) query.set("landmarks", "true");
+      try { result = await postPhoto(file, query); } catch (err) {
+        if (ticket === photoRequest) photoStatus(`Could not analyse ${file.name}: ${err.message}`, true);
+        return;
+      }
+      if (ticket !== photoRequest) return;
+    }
     const jpeg = Uint8Array.from(atob(result.annotated_jpeg_base64), (ch) => ch.charCodeAt(0));
     bitmap = await createImageBitmap(new Blob([jpeg], { type: "image/jpeg" }));
+    if (ticket !== photoRequest) return;
   }
+  lastPhoto = file;
   showPhoto(bitmap, result, drawBoxes);
   const n = result.faces.length;
   photoStatus(n ? `${n} face${n === 1 ? "" : "s"} found in ${file.name}.` : `No face found in ${file.name}.`);
@@ -204,7 +249,7 @@ function showPhoto(bitmap, result, drawBoxes) {
   const ctx = canvas.getContext("2d");
   ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
   const k = canvas.width / result.width; // boxes are in the server's (EXIF-upright) pixels
-  if (drawBoxes) for (const f of result.faces) drawFace(ctx, f, k, result.faces.length <= 6);
+  if (drawBoxes) drawFaces(ctx, result.faces, k, result.faces.length <= 6);
 
   const faces = result.faces;
   $("face-count").textContent = String(faces.length);
@@ -229,7 +274,7 @@ function showPhoto(bitmap, result, drawBoxes) {
     return li;
   }));
   canvas.setAttribute("aria-label", faces.length
-    ? `Photo with ${faces.length} face${faces.length === 1 ? "" : "s"}: ${faces.map((f) => name(f.emotion)).join(", ")}`
+    ? `Photo with ${faces.length} face${faces.length === 1 ? "" : "s"}: ${faces.map((f) => faceLabel(f)).join(", ")}`
     : "Photo with no face found");
   $("photo-result").hidden = false;
 }
@@ -291,7 +336,7 @@ const MAX_IN_FLIGHT = 1;
 const HISTORY_MS = 60_000;
 
 const live = {
-  running: false, stream: null, ws: null, inFlight: 0, lastReply: 0, retry: 0, sent: 0, sentAt: new Map(),
+  running: false, starting: false, stream: null, ws: null, inFlight: 0, lastReply: 0, retry: 0, sent: 0, sentAt: new Map(),
   result: null, resultJpeg: null, resultAt: 0, replies: [], history: [], chartDrawn: 0,
   paused: false, frozen: null, // Pause: no frames sent; the last analysed frame and its faces stay
   summaryWanted: false, moodTimer: 0, moods: null, downloads: [],
@@ -304,16 +349,23 @@ function liveStatus(text, isError = false) {
 }
 
 async function startLive() {
+  if (live.starting || live.running) return; // a double click: one camera, one socket
   if (!navigator.mediaDevices?.getUserMedia) {
     liveStatus("This browser gives no camera access here (it needs https or localhost).", true);
     return;
   }
+  live.starting = true; // Stop may be pressed while the browser asks for the camera
+  $("live-toggle").textContent = "Stop camera";
   liveStatus("Starting the camera…");
+  let stream;
   try {
-    live.stream = await navigator.mediaDevices.getUserMedia({
+    stream = await navigator.mediaDevices.getUserMedia({
       video: { width: { ideal: 640 }, height: { ideal: 480 }, facingMode: "user" }, audio: false,
     });
   } catch (err) {
+    if (!live.starting) return; // stopped meanwhile: nothing to report
+    live.starting = false;
+    $("live-toggle").textContent = "Start camera";
     const why = err.name === "NotAllowedError" ? "permission was denied" : err.message;
     liveStatus(`Cannot open the camera: ${why}.`, true);
     return;
@@ -322,8 +374,23 @@ async function startLive() {
   video.onloadedmetadata = () => { // fit the stage to the camera's shape: no black bands
     if (video.videoWidth) $("stage").style.aspectRatio = `${video.videoWidth} / ${video.videoHeight}`;
   };
-  video.srcObject = live.stream;
-  await video.play().catch(() => {});
+  if (live.starting) {
+    live.stream = stream;
+    video.srcObject = stream;
+    await video.play().catch(() => {});
+  }
+  if (!live.starting) { // Stop was pressed while the camera opened: close it again
+    stream.getTracks().forEach((t) => t.stop());
+    if (video.srcObject === stream) video.srcObject = null;
+    live.stream = null;
+    return;
+  }
+  live.starting = false;
+  live.history = []; // a new session: the chart, speed and mood start afresh
+  live.replies = [];
+  $("latency").textContent = "–";
+  $("mood-name").textContent = "no face yet";
+  $("mood-list").replaceChildren();
   const proto = location.protocol === "https:" ? "wss" : "ws";
   live.ws = new WebSocket(`${proto}://${location.host}/v1/stream?smooth=0.4`);
   live.ws.onopen = () => { liveStatus("Live: analysing the camera."); pump(); askMood(); };
@@ -341,6 +408,12 @@ async function startLive() {
 }
 
 function stopLive(resetStatus = true) {
+  if (live.starting) { // the camera is still opening: startLive closes it when it comes
+    live.starting = false;
+    $("live-toggle").textContent = "Start camera";
+    if (resetStatus) liveStatus("Camera off.");
+    return;
+  }
   if (!live.running && !live.stream) return;
   live.running = false;
   const ws = live.ws;
@@ -471,7 +544,7 @@ function drawLive() {
     ctx.save();
     ctx.translate((w - r.width * k) / 2, (h - r.height * k) / 2);
     if (live.paused) ctx.drawImage(live.frozen.bitmap, 0, 0, r.width * k, r.height * k); // the analysed frame
-    for (const f of r.faces) drawFace(ctx, f, k, false);
+    drawFaces(ctx, r.faces, k, false);
     ctx.restore();
   }
   if (performance.now() - live.chartDrawn > 250) { drawChart(); live.chartDrawn = performance.now(); }
@@ -620,7 +693,7 @@ function showMood(mood) {
 }
 
 $("mood-toggle").addEventListener("change", () => { $("mood").hidden = !$("mood-toggle").checked; askMood(); });
-$("live-toggle").addEventListener("click", () => (live.running ? stopLive() : startLive()));
+$("live-toggle").addEventListener("click", () => (live.running || live.starting ? stopLive() : startLive()));
 $("live-pause").addEventListener("click", () => (live.paused ? resumeLive() : pauseLive()));
 document.addEventListener("visibilitychange", () => { if (!document.hidden) pump(); });
 

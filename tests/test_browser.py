@@ -185,6 +185,25 @@ def test_the_last_photo_picked_wins_and_errors_say_what_to_do(page):
     page.unroute("**/v1/analyze*")
 
 
+def test_a_webp_turned_by_exif_is_shown_upright(page, tmp_path):
+    """Chromium does not apply a WebP's EXIF orientation, the server does: the page drew the upright
+    result's boxes on a sideways picture. Now it shows the server's upright drawing."""
+    from PIL import Image
+
+    upright = Image.open(MEDIA / "two_people.jpg").convert("RGB")
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # the pixels as a phone stores them ...
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ... and the tag that turns them upright
+    path = tmp_path / "turned.webp"
+    stored.save(path, exif=exif.tobytes(), quality=90)
+    upload(page, path)
+    sync_api.expect(page.get_by_test_id("photo-status")).to_have_text(
+        "2 faces found in turned.webp.", timeout=60_000
+    )
+    width, height = page.get_by_test_id("photo-canvas").evaluate("c => [c.width, c.height]")
+    assert width > height and abs(height - width * upright.height / upright.width) <= 1  # as the photo is
+
+
 def test_tabs_work_with_the_keyboard(page):
     page.get_by_test_id("tab-photo").focus()
     page.keyboard.press("ArrowRight")

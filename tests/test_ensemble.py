@@ -68,3 +68,25 @@ def test_builtin_ensemble_loads_by_name_and_is_calibrated() -> None:
     assert ensemble.classes == EmotionClassifier("default").classes
     entry = meta[CALIBRATION_KEY]
     assert entry["fit_split"] == "PublicTest" and entry["ece_after"] < entry["ece_before"]
+
+
+def test_a_dynamic_int8_member_makes_a_loadable_ensemble(tmp_path: Path) -> None:
+    """export --int8 leaves nodes unnamed: two "Reshape"s passed onnx's checker and the file, written
+    with exit 0, did not load."""
+    torch = pytest.importorskip("torch")
+    from facial_emotion.model_file import make_metadata, write_model
+    from facial_emotion.training.export import onnx_bytes, quantize_int8
+    from facial_emotion.training.nets import create_model
+
+    paths = []
+    for seed, int8 in ((0, True), (1, False)):
+        torch.manual_seed(seed)
+        graph = onnx_bytes(create_model("vgg-s", 7).eval(), 40)
+        paths.append(tmp_path / f"m{seed}.onnx")
+        write_model(paths[-1], quantize_int8(graph) if int8 else graph, make_metadata(arch="vgg-s"))
+    out = tmp_path / "pair.onnx"
+    proc = run_cli("ensemble", *map(str, paths), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    faces = np.random.default_rng(0).integers(0, 256, (6, 48, 48), dtype=np.uint8)
+    want = np.mean([softmax(EmotionClassifier(p).logits(faces)) for p in paths], axis=0)
+    assert np.abs(softmax(EmotionClassifier(out).logits(faces)) - want).max() < 1e-5

@@ -43,10 +43,17 @@ def _copy_prefixed(graph: Any, prefix: str, target: Any) -> None:
         copy = target.initializer.add()
         copy.CopyFrom(init)
         copy.name = rename(init.name)
-    for node in graph.node:
+    taken = {n.name for n in target.node}
+    for j, node in enumerate(graph.node):
         copy = target.node.add()
         copy.CopyFrom(node)
-        copy.name = prefix + (node.name or node.op_type)
+        # Unique names: quantize_dynamic leaves nodes unnamed, and two "Reshape"s made a file that
+        # the checker passed and onnxruntime refused to load.
+        name = prefix + (node.name or node.op_type)
+        if name in taken:
+            name = f"{name}_{j}"
+        taken.add(name)
+        copy.name = name
         copy.input[:] = [rename(n) for n in node.input]
         copy.output[:] = [rename(n) for n in node.output]
 
@@ -79,7 +86,14 @@ def ensemble_bytes(models: list[Any]) -> bytes:
     )
     merged.ir_version = max(m.ir_version for m in models)
     onnx.checker.check_model(merged)
-    return merged.SerializeToString()
+    data = merged.SerializeToString()
+    import onnxruntime as ort
+
+    try:  # what the checker does not see (duplicate node names...): never write a file that fails
+        ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's own exception types
+        raise CheckpointError(f"the merged graph does not load ({str(e).splitlines()[0]})") from None
+    return data
 
 
 def build_ensemble(members: list[Path], out: Path) -> dict[str, Any]:

@@ -77,6 +77,16 @@ def test_run_writes_checkpoints_logs_curves_and_model(trained_run: Path) -> None
     )
 
 
+def test_an_exported_last_checkpoint_describes_its_own_weights(trained_run: Path, tmp_path: Path) -> None:
+    """last.pt holds the last epoch's plain weights: its file said the best epoch's accuracy."""
+    out = tmp_path / "last.onnx"
+    export_checkpoint(trained_run / "last.pt", out)
+    meta = json.loads(out.with_suffix(".json").read_text())
+    last = json.loads((trained_run / "metrics.json").read_text())[-1]
+    assert (meta["best_epoch"], meta["weights"]) == (last["epoch"], "model")
+    assert meta["val_accuracy"] == pytest.approx(last["val_acc"], abs=1e-4)
+
+
 def test_onnx_agrees_with_pytorch(trained_run: Path) -> None:
     model, _ = model_from_checkpoint(trained_run / "best.pt")
     faces = np.random.default_rng(0).integers(0, 256, size=(16, 48, 48), dtype=np.uint8)

@@ -174,6 +174,10 @@ def export_checkpoint(
     if int8:
         data = quantize_int8(data)
     best = state.get("best", {})
+    if "epoch" in state:  # a last.pt: the plain weights at the end of its epoch, not the run's best
+        done = state["epoch"] + 1
+        row = next((h for h in state.get("history", []) if h.get("epoch") == done), {})
+        best = {"val_acc": row.get("val_acc"), "epoch": done, "weights": "model"}
     classes = list(trained_classes(state.get("num_classes", len(EMOTIONS))))
     meta = make_metadata(
         classes=classes,

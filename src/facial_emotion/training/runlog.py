@@ -1,5 +1,6 @@
 """What a run tells as it goes: one log line per epoch with an ETA, and beside the checkpoints its
-metrics (metrics.csv, metrics.json) and learning curves (curves.png), rewritten after every epoch."""
+metrics (metrics.csv, metrics.json, rewritten after every epoch) and learning curves (curves.png, at
+most once a minute and after the last epoch)."""
 
 from __future__ import annotations
 

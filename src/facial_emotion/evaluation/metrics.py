@@ -14,7 +14,9 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
     )
 
 
-def per_class_report(cm: np.ndarray, classes: list[str]) -> dict[str, dict[str, float]]:
+def _scores(cm: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per class: precision, recall, F1 (0 where undefined, as scikit-learn's zero_division=0) and the
+    number of true and of predicted faces."""
     tp = np.diag(cm).astype(float)
     support = cm.sum(axis=1)
     predicted = cm.sum(axis=0)
@@ -22,6 +24,11 @@ def per_class_report(cm: np.ndarray, classes: list[str]) -> dict[str, dict[str, 
     recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return precision, recall, f1, support, predicted
+
+
+def per_class_report(cm: np.ndarray, classes: list[str]) -> dict[str, dict[str, float]]:
+    precision, recall, f1, support, _ = _scores(cm)
     return {
         c: {
             "precision": round(float(precision[i]), 4),
@@ -33,13 +40,20 @@ def per_class_report(cm: np.ndarray, classes: list[str]) -> dict[str, dict[str, 
     }
 
 
+def macro_f1(cm: np.ndarray) -> float:
+    """The mean F1 over the classes that occur among the labels or the predictions, as scikit-learn's
+    ``f1_score(average="macro")`` (a class absent from both would count as 0 otherwise)."""
+    _, _, f1, support, predicted = _scores(cm)
+    present = (support + predicted) > 0
+    return float(f1[present].mean()) if present.any() else 0.0
+
+
 def summarize(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
     cm = confusion_matrix(y_true, y_pred, len(classes))
-    report = per_class_report(cm, classes)
     return {
         "accuracy": round(float((y_true == y_pred).mean()), 4) if len(y_true) else 0.0,
         "n": int(len(y_true)),
-        "macro_f1": round(float(np.mean([r["f1"] for r in report.values()])), 4),
-        "per_class": report,
+        "macro_f1": round(macro_f1(cm), 4),
+        "per_class": per_class_report(cm, classes),
         "confusion_matrix": cm.tolist(),
     }

@@ -87,6 +87,19 @@ def test_an_exported_last_checkpoint_describes_its_own_weights(trained_run: Path
     assert meta["val_accuracy"] == pytest.approx(last["val_acc"], abs=1e-4)
 
 
+def test_a_run_without_validation_records_no_accuracy(tmp_path: Path) -> None:
+    """--val-split none (and every finetune) wrote val_accuracy 0.0, as if the model were always wrong."""
+    from conftest import synthetic_faces, write_fer_csv
+
+    images, labels = synthetic_faces(96)
+    data = write_fer_csv(tmp_path / "fer2013.csv", images, labels, ["Training"] * 96)
+    cfg = TrainConfig(data=str(data), epochs=2, batch_size=32, threads=1, arch="vgg-s", val_split="none")
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result["best"] == {"val_acc": None, "epoch": 2, "weights": "ema"}
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["val_accuracy"] is None and meta["best_epoch"] == 2
+
+
 def test_onnx_agrees_with_pytorch(trained_run: Path) -> None:
     model, _ = model_from_checkpoint(trained_run / "best.pt")
     faces = np.random.default_rng(0).integers(0, 256, size=(16, 48, 48), dtype=np.uint8)

@@ -56,9 +56,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     best = result["best"]
     if best is None:  # a torchrun rank other than 0: rank 0 reports
         return EXIT_OK
-    print(
-        f"best validation accuracy {best['val_acc']:.2%} (epoch {best['epoch']}, {best['weights']} weights)"
-    )
+    if best["val_acc"] is None:
+        print(f"no validation faces: the last epoch's {best['weights']} weights (epoch {best['epoch']})")
+    else:
+        print(
+            f"best validation accuracy {best['val_acc']:.2%} (epoch {best['epoch']}, {best['weights']} weights)"
+        )
     print(f"model: {result['model']}")
     return EXIT_OK
 

@@ -400,11 +400,8 @@ def validate(
     """Validation accuracy of the weights and of their EMA and SWA averages. Returns the metrics row's
     validation fields, the best accuracy and which weights have it ("model", "ema" or "swa")."""
     cfg = state.cfg
-    if val is None:
-        # Nothing to measure: the averaged weights win, and the accuracy is -inf but for the last
-        # epoch's 0.0, the figure the exported model's metadata then shows.
-        acc = -math.inf if epoch + 1 < cfg.epochs else 0.0
-        return {}, acc, "swa" if state.swa is not None else "ema" if state.ema is not None else "model"
+    if val is None:  # nothing to measure: every epoch's averaged weights replace the last (see train)
+        return {}, -math.inf, "swa" if state.swa is not None else "ema" if state.ema is not None else "model"
     acc, loss = evaluate_torch(state.model, val, cfg.augment.crop, autocast)
     fields = {"val_loss": round(loss, 4), "val_acc": round(acc, 4)}
     which = "model"
@@ -479,9 +476,9 @@ def train(
         fields, acc, which = validate(state, epoch, val_ds, autocast)
         state.history.append(row | fields)
         # Without validation faces every epoch counts as best: its weights replace the last ones.
-        improved = acc > state.best["val_acc"] or val_ds is None
-        if improved:
-            state.best = {"val_acc": acc, "epoch": epoch + 1, "weights": which}
+        improved = val_ds is None or acc > state.best["val_acc"]
+        if improved:  # no validation faces: no accuracy to record (the model's metadata says null)
+            state.best = {"val_acc": None if val_ds is None else acc, "epoch": epoch + 1, "weights": which}
             save_checkpoint(state.best_checkpoint(), out / BEST)
         save_checkpoint(state.last_checkpoint(epoch), out / LAST)
         runlog.end_epoch(state.history, improved)

@@ -216,8 +216,9 @@ def _choose_method(
 
 
 def uncertain_threshold(probs: np.ndarray, labels: np.ndarray, bins: int = 20) -> float:
-    """The lowest confidence from which the top label is right at least half of the time: the lower
-    edge of the first bin (from the top down) whose accuracy falls under 50 %, or 0.5 by default."""
+    """The lowest confidence from which the top label is right at least half of the time: the upper
+    edge of the first bin (from the top down, among bins of 20 faces or more) whose accuracy falls
+    under 50 %, where the right half ends; if none does, the lower edge of the lowest bin."""
     curve = reliability(probs, labels, bins)
     threshold = 0.5
     for row in sorted(curve, key=lambda r: -r["to"]):

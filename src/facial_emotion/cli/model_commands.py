@@ -218,6 +218,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             f"{a['split']} accuracy {a['before']:.2%} -> {a['after']:.2%}, "
             f"ten-crop TTA {a['before_tta']:.2%} -> {a['after_tta']:.2%}"
         )
+    print(f"uncalibrated: for calibrated confidences, facial-emotion calibrate {out} --data {args.data}")
     return EXIT_OK
 
 

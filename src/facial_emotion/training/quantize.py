@@ -41,7 +41,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from facial_emotion.data import DatasetError, load_dataset
 from facial_emotion.evaluation.evaluate import default_test_split, evaluate
 from facial_emotion.inference.classifier import EmotionClassifier, centre_crop
-from facial_emotion.model_file import ModelFileError, write_model
+from facial_emotion.model_file import CALIBRATION_KEY, ModelFileError, write_model
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
 ACTIVATIONS = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
@@ -151,6 +151,8 @@ def quantize_model(
         raise ValueError(f"method must be one of {list(METHODS)}, activations one of {list(ACTIVATIONS)}")
     source = EmotionClassifier(model)
     meta = dict(source.metadata)
+    # The source's calibration was fitted on its fp32 logits, not the int8 file's: calibrate anew.
+    meta.pop(CALIBRATION_KEY, None)
     done = meta.get("quantized", "none")
     if done != "none":
         raise ModelFileError(

@@ -39,6 +39,7 @@ def test_correct_saves_aligned_face_original_and_sidecar(
     assert sidecar["emotion"] == "surprise" and sidecar["source"] == str(photo)
     assert sidecar["scores"] == pytest.approx(second.scores, abs=1e-5)
     assert sidecar["predicted"] == second.emotion
+    assert sidecar["model"]["name"] == "emotion.onnx"  # which file, as the service's sidecars say
     ds = load_feedback(fb)  # the readers' folder layout: originals/ and sidecars are not samples
     assert len(ds) == 1 and ds.skipped == 0
 

@@ -101,9 +101,12 @@ def cmd_correct(args: argparse.Namespace) -> int:
             f"{args.photo}: no face #{args.face} (found {len(dets)}; numbered as `analyze` prints)"
         )
     face = recognizer.analyze_frame(image, [dets[args.face - 1]])[0]
-    saved = store.save(
-        image, dets[args.face - 1], args.emotion, recognizer.model_info, face.scores, str(args.photo)
-    )
+    model = {  # named as the service names it: the file, not only its architecture
+        **recognizer.model_info,
+        "name": recognizer.classifier.path.name,
+        "path": str(recognizer.classifier.path),
+    }
+    saved = store.save(image, dets[args.face - 1], args.emotion, model, face.scores, str(args.photo))
     print(
         f"face #{args.face}: model said {face.emotion} {face.confidence:.0%}, saved as {args.emotion}: {saved.face}"
     )

@@ -397,8 +397,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         description="Vector scaling (a scale and a bias per class) or one temperature, fitted by NLL on "
         "--split (PublicTest by default; never PrivateTest), for plain and ten-crop inference. "
         "Confidences match accuracy better; a temperature never changes a centre crop's label "
-        "(ten-crop: rarely, a near tie), vector scaling can where two classes are nearly tied. Also sets the confidence under which a face is "
-        "flagged uncertain.",
+        "(ten-crop: rarely, a near tie), vector scaling can where two classes are nearly tied. "
+        "Also sets the confidence under which a face is flagged uncertain.",
     )
     p.add_argument("model", help="model file (or a built-in model's name) to calibrate")
     p.add_argument(

@@ -20,8 +20,9 @@ The rule, exactly (``min_duration_s`` = M, ``hold_s`` = H):
 * Time: each frame of a person counts from its time to that person's next frame, so frames missed by
   the detector count as the emotion before them; a gap over ``max_gap_s`` (the person left, or the
   stream stalled; where frames come further apart, as with ``video --every 30`` or a client sending
-  one frame a second, over 2.5 of the sequence's usual frame intervals instead) is not counted: the timeline has a hole there, the window starts over, and the
-  frame before the gap counts one frame interval.
+  one frame a second, over 2.5 of the sequence's usual frame intervals instead) is not counted: the
+  timeline has a hole there, the window starts over, and the frame before the gap counts one frame
+  interval.
 * ``share`` is the time share of each frame's top emotion, before the rule (what the model saw); the
   timeline, ``changes`` and the events follow the rule. Shares sum to 1 per person.
 

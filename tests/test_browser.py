@@ -253,8 +253,12 @@ def test_a_double_click_on_start_opens_one_camera_and_stop_closes_it(page):
     live = "() => window.__tracks.filter((t) => t.readyState === 'live').length"
     assert page.evaluate(live) == 0 and page.evaluate("() => window.__tracks.length") <= 1
     sync_api.expect(start).to_have_text("Start camera")
+    # Start, Stop, Start while the first camera is still opening: one camera runs, Stop closes it.
+    start.click()
+    start.click()
     start.click()
     sync_api.expect(page.get_by_test_id("live-face").first).to_be_visible(timeout=90_000)
+    page.wait_for_timeout(1000)
     assert page.evaluate(live) == 1
     start.click()
     sync_api.expect(start).to_have_text("Start camera")

@@ -49,9 +49,10 @@ def _copy_prefixed(graph: Any, prefix: str, target: Any) -> None:
         copy.CopyFrom(node)
         # Unique names: quantize_dynamic leaves nodes unnamed, and two "Reshape"s made a file that
         # the checker passed and onnxruntime refused to load.
-        name = prefix + (node.name or node.op_type)
-        if name in taken:
-            name = f"{name}_{j}"
+        base = name = prefix + (node.name or node.op_type)
+        k = j
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
         taken.add(name)
         copy.name = name
         copy.input[:] = [rename(n) for n in node.input]

@@ -170,7 +170,8 @@ function photoStatus(text, isError = false) {
   $("photo-status").classList.toggle("error", isError);
 }
 
-let lastPhoto = null; // the photo on screen: analysed again when the mesh checkbox changes
+let lastPhoto = null; // the photo on screen (its "wrong?" forms send it)
+let pickedPhoto = null; // the photo last picked: analysed again when the mesh checkbox changes
 let photoRequest = 0; // the latest upload's number: a slower earlier reply must not replace its result
 
 // The server's reply, or an Error whose message a person can act on (not "Failed to fetch" or a JSON
@@ -195,7 +196,9 @@ async function postPhoto(file, query) {
 async function analyzePhoto(file) {
   if (!file) return;
   const ticket = ++photoRequest;
+  pickedPhoto = file;
   if (file.size > model.maxUpload) {
+    pickedPhoto = null; // the mesh checkbox must not send it
     photoStatus(`${file.name} is too large (${(file.size / 1048576).toFixed(1)} MB; limit ${Math.round(model.maxUpload / 1048576)} MB).`, true);
     return;
   }
@@ -213,7 +216,7 @@ async function analyzePhoto(file) {
     if (ticket !== photoRequest) return;
     photoStatus(`Could not analyse ${file.name}: ${err.message}`, true);
     $("photo-result").hidden = true;
-    lastPhoto = null; // the mesh checkbox must not send it again
+    pickedPhoto = null; // the mesh checkbox must not send it again
     return;
   }
   if (ticket !== photoRequest) return; // another photo was picked meanwhile: its result is the one to show
@@ -226,7 +229,10 @@ async function analyzePhoto(file) {
       const query = new URLSearchParams({ annotate: "true" });
       if ($("mesh").checked) query.set("landmarks", "true");
       try { result = await postPhoto(file, query); } catch (err) {
-        if (ticket === photoRequest) photoStatus(`Could not analyse ${file.name}: ${err.message}`, true);
+        if (ticket !== photoRequest) return;
+        photoStatus(`Could not analyse ${file.name}: ${err.message}`, true);
+        $("photo-result").hidden = true;
+        pickedPhoto = null;
         return;
       }
       if (ticket !== photoRequest) return;
@@ -314,7 +320,7 @@ function wrongControl(file, number, predicted, box = null) {
 const drop = $("drop");
 $("pick").addEventListener("click", () => $("file").click());
 $("file").addEventListener("change", (ev) => { analyzePhoto(ev.target.files[0]); ev.target.value = ""; });
-$("mesh").addEventListener("change", () => { if (lastPhoto) analyzePhoto(lastPhoto); });
+$("mesh").addEventListener("change", () => { if (pickedPhoto) analyzePhoto(pickedPhoto); });
 drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (ev) => {
@@ -336,7 +342,7 @@ const MAX_IN_FLIGHT = 1;
 const HISTORY_MS = 60_000;
 
 const live = {
-  running: false, starting: false, stream: null, ws: null, inFlight: 0, lastReply: 0, retry: 0, sent: 0, sentAt: new Map(),
+  running: false, starting: false, startAttempt: 0, stream: null, ws: null, inFlight: 0, lastReply: 0, retry: 0, sent: 0, sentAt: new Map(),
   result: null, resultJpeg: null, resultAt: 0, replies: [], history: [], chartDrawn: 0,
   paused: false, frozen: null, // Pause: no frames sent; the last analysed frame and its faces stay
   summaryWanted: false, moodTimer: 0, moods: null, downloads: [],
@@ -350,6 +356,7 @@ function liveStatus(text, isError = false) {
 
 async function startLive() {
   if (live.starting || live.running) return; // a double click: one camera, one socket
+  const attempt = ++live.startAttempt; // Stop, or a later Start, makes this one stale
   if (!navigator.mediaDevices?.getUserMedia) {
     liveStatus("This browser gives no camera access here (it needs https or localhost).", true);
     return;
@@ -363,7 +370,7 @@ async function startLive() {
       video: { width: { ideal: 640 }, height: { ideal: 480 }, facingMode: "user" }, audio: false,
     });
   } catch (err) {
-    if (!live.starting) return; // stopped meanwhile: nothing to report
+    if (attempt !== live.startAttempt) return; // stopped meanwhile: nothing to report
     live.starting = false;
     $("live-toggle").textContent = "Start camera";
     const why = err.name === "NotAllowedError" ? "permission was denied" : err.message;
@@ -374,15 +381,15 @@ async function startLive() {
   video.onloadedmetadata = () => { // fit the stage to the camera's shape: no black bands
     if (video.videoWidth) $("stage").style.aspectRatio = `${video.videoWidth} / ${video.videoHeight}`;
   };
-  if (live.starting) {
+  if (attempt === live.startAttempt) {
     live.stream = stream;
     video.srcObject = stream;
     await video.play().catch(() => {});
   }
-  if (!live.starting) { // Stop was pressed while the camera opened: close it again
+  if (attempt !== live.startAttempt) { // Stop was pressed while the camera opened: close it again
     stream.getTracks().forEach((t) => t.stop());
     if (video.srcObject === stream) video.srcObject = null;
-    live.stream = null;
+    if (live.stream === stream) live.stream = null;
     return;
   }
   live.starting = false;
@@ -395,7 +402,7 @@ async function startLive() {
   live.ws = new WebSocket(`${proto}://${location.host}/v1/stream?smooth=0.4`);
   live.ws.onopen = () => { liveStatus("Live: analysing the camera."); pump(); askMood(); };
   live.ws.onmessage = onReply;
-  live.ws.onclose = (ev) => { if (live.running) { liveStatus(`Connection closed (${ev.code}). Press Start to retry.`, true); stopLive(false); } };
+  live.ws.onclose = (ev) => { if (live.running && ev.target === live.ws) { liveStatus(`Connection closed (${ev.code}). Press Start to retry.`, true); stopLive(false); } };
   live.running = true;
   $("live-pause").hidden = false;
   $("session").hidden = true;
@@ -410,6 +417,7 @@ async function startLive() {
 function stopLive(resetStatus = true) {
   if (live.starting) { // the camera is still opening: startLive closes it when it comes
     live.starting = false;
+    live.startAttempt += 1;
     $("live-toggle").textContent = "Start camera";
     if (resetStatus) liveStatus("Camera off.");
     return;
@@ -479,11 +487,11 @@ function onReply(ev) {
   const now = performance.now();
   const msg = JSON.parse(ev.data);
   if (msg.type === "summary") {
-    showMood(msg.mood);
-    if (live.summaryWanted) { live.summaryWanted = false; showSession(msg); ev.target.close(); }
+    if (ev.target === live.ws) showMood(msg.mood); // not a stopped session's, into a new one
+    if (live.summaryWanted && ev.target !== live.ws) { live.summaryWanted = false; showSession(msg); ev.target.close(); }
     return;
   }
-  if (!live.running) return; // replies still on their way after Stop
+  if (!live.running || ev.target !== live.ws) return; // replies still on their way after Stop
   if (msg.type === "event") return; // emotion changes: the summary's timeline shows them
   // The server answers only the newest frame; the ones it skipped get no reply of their own.
   live.inFlight = Math.max(0, live.inFlight - 1 - (msg.dropped || 0));

@@ -100,13 +100,9 @@ def cmd_correct(args: argparse.Namespace) -> int:
         raise UserError(
             f"{args.photo}: no face #{args.face} (found {len(dets)}; numbered as `analyze` prints)"
         )
-    face = recognizer.analyze_frame(image, [dets[args.face - 1]])[0]
-    model = {  # named as the service names it: the file, not only its architecture
-        **recognizer.model_info,
-        "name": recognizer.classifier.path.name,
-        "path": str(recognizer.classifier.path),
-    }
-    saved = store.save(image, dets[args.face - 1], args.emotion, model, face.scores, str(args.photo))
+    det = dets[args.face - 1]
+    face = recognizer.analyze_frame(image, [det])[0]
+    saved = store.save(image, det, args.emotion, recognizer.model_record, face.scores, str(args.photo))
     print(
         f"face #{args.face}: model said {face.emotion} {face.confidence:.0%}, saved as {args.emotion}: {saved.face}"
     )

@@ -108,6 +108,12 @@ class EmotionRecognizer:
     def model_info(self) -> dict[str, Any]:
         return self.classifier.metadata
 
+    @property
+    def model_record(self) -> dict[str, Any]:
+        """The model's metadata with its file's name and path: what a saved correction records."""
+        path = self.classifier.path
+        return {**self.classifier.metadata, "name": path.name, "path": str(path)}
+
     def detect(self, bgr: np.ndarray) -> list[Detection]:
         """Faces in reading order (left to right, then top to bottom), so output order is stable."""
         return sorted(self.detector.detect(bgr), key=lambda d: (d.box[0], d.box[1]))

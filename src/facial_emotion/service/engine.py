@@ -246,8 +246,9 @@ class Engine:
             if face is None or not 1 <= face <= len(dets):
                 raise FeedbackError(f"no face {face} in this image ({len(dets)} found)")
             found = faces[face - 1]
-            model = {**rec.model_info, "name": rec.classifier.path.name, "path": str(rec.classifier.path)}
-            saved = store.save(bgr, dets[face - 1], emotion, model, found.scores, name, classes=rec.classes)
+            saved = store.save(
+                bgr, dets[face - 1], emotion, rec.model_record, found.scores, name, classes=rec.classes
+            )
             return {"saved": saved.face.name, "emotion": emotion, "predicted": found.emotion, "face": face}
         finally:
             self._release(full)

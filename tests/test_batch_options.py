@@ -172,17 +172,24 @@ def test_a_file_name_that_is_not_utf8_is_written_and_skipped_on_a_rerun(tmp_path
         pytest.importorskip("pyarrow")
     photos = tmp_path / "photos"
     photos.mkdir()
-    name = os.fsdecode(b"caf\xe9.jpg")  # Latin-1 bytes: a surrogate escape in Python
-    (photos / name).write_bytes(need_shared("media", "justin.jpg").read_bytes())
+    justin = need_shared("media", "justin.jpg").read_bytes()
+    # Latin-1 and cp1252 bytes (surrogate escapes in Python): two names that differ only in bytes
+    # that are not UTF-8 must stay two names, and so two resume keys (U+FFFD made them one).
+    (photos / os.fsdecode(b"caf\xe9.jpg")).write_bytes(justin)
+    (photos / os.fsdecode(b"caf\xe8.jpg")).write_bytes(justin)
     (photos / "two.jpg").write_bytes(need_shared("media", "two_people.jpg").read_bytes())
     out = tmp_path / "job"
+    one = run_batch([str(photos / os.fsdecode(b"caf\xe9.jpg"))], out, fmt=fmt)  # as if killed after it
+    assert (one.done, one.skipped) == (1, 0)
     first = run_batch([str(photos)], out, fmt=fmt)
-    assert (first.done, first.skipped) == (2, 0)
+    assert (first.done, first.skipped) == (2, 1)
     sources = sorted(r["source"] for r in read_table(out, "sources"))
-    assert sources == sorted([str(photos / "caf\ufffd.jpg"), str(photos / "two.jpg")])
-    assert any(r["source"].endswith("caf\ufffd.jpg") for r in read_table(out, "faces"))
+    expected = [str(photos / "caf\\xe8.jpg"), str(photos / "caf\\xe9.jpg"), str(photos / "two.jpg")]
+    assert sources == sorted(expected)
+    faces = read_table(out, "faces")
+    assert {r["source"] for r in faces} == set(expected)
     again = run_batch([str(photos)], out)
-    assert (again.done, again.skipped) == (0, 2)
+    assert (again.done, again.skipped) == (0, 3)
 
 
 def test_a_damaged_table_is_one_error_naming_the_folder(tmp_path):

@@ -75,7 +75,7 @@ class Analyzer:
         try:
             rows, frames, fps = self._video(unit) if unit.kind == "video" else self._photo(unit)
         except Exception as e:  # noqa: BLE001 - one source's failure (any) must not end the job
-            # Names as every table format can hold them (U+FFFD for bytes that are not UTF-8), as in
+            # Names as every table format can hold them (\\xNN for bytes that are not UTF-8), as in
             # the face rows: Parquet refused the whole commit, a CSV re-run could not read it back.
             error = {"source": safe_name(unit.source), "chunk": unit.chunk, "error": safe_name(_message(e))}
             return UnitResult([], None, error, 0)

@@ -3,7 +3,8 @@ the video timeline) and as a flat row (CSV files; a table of any kind).
 
 Numbers are rounded to 4 decimals: more digits are noise from a 48x48 face, and they bloat outputs.
 Source names (file paths) may hold bytes that are not UTF-8; Python keeps them as surrogate escapes,
-and ``safe_name`` turns those into U+FFFD so that every output can be encoded.
+and ``safe_name`` writes those bytes as ``\\xNN`` escapes, so that every output can be encoded and two
+names that differ only in such bytes stay two names (U+FFFD made them one, and so one batch resume key).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ POSE_DECIMALS = 1
 
 
 def safe_name(name: str) -> str:
-    """A file name as text every writer can encode: undecodable bytes become U+FFFD."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """A file name as text every writer can encode: an undecodable byte becomes ``\\xNN`` (0xe9 in a
+    Latin-1 "café.jpg" gives ``caf\\xe9.jpg``), so distinct names stay distinct."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def face_json(face: Face) -> dict[str, Any]:

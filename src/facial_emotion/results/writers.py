@@ -2,7 +2,7 @@
 
 A photo batch is a list of ``PhotoResult``; a video is a ``VideoResult``. Both are turned into text
 here and nowhere else; CSV files are written atomically, and names that are not valid UTF-8 are
-written with U+FFFD in their place (``schema.safe_name``) instead of failing the whole output.
+written with ``\\xNN`` escapes in their place (``schema.safe_name``) instead of failing the whole output.
 """
 
 from __future__ import annotations

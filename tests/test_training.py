@@ -72,6 +72,8 @@ def test_run_writes_checkpoints_logs_curves_and_model(trained_run: Path) -> None
     meta = json.loads((trained_run / "model.json").read_text())
     assert meta["classes"] == list(EMOTIONS)
     assert meta["crop"] == 40 and meta["face_size"] == 48 and meta["recipe"]["arch"] == "vgg-s"
+    # the splits used, not "default" (the options left out): the file travels without its run
+    assert (meta["train_split"], meta["val_split"]) == ("Training", "PublicTest")
     assert meta["val_accuracy"] == pytest.approx(
         max(max(h["val_acc"], h.get("val_acc_ema", 0)) for h in history), abs=1e-4
     )
@@ -98,6 +100,23 @@ def test_a_run_without_validation_records_no_accuracy(tmp_path: Path) -> None:
     assert result["best"] == {"val_acc": None, "epoch": 2, "weights": "ema"}
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
     assert meta["val_accuracy"] is None and meta["best_epoch"] == 2
+    assert (meta["train_split"], meta["val_split"]) == ("Training", "none")
+
+
+def test_the_splits_a_run_used_are_named_for_its_model_file() -> None:
+    from conftest import synthetic_faces
+
+    from facial_emotion.data.dataset import FaceDataset
+    from facial_emotion.training.loop import split_dataset, used_splits
+
+    images, labels = synthetic_faces(60)
+    only_training = FaceDataset(images=images, labels=labels, split=np.array(["Training"] * 60))
+    cfg = TrainConfig(data="x.csv", seed=5)
+    train_ds, val_ds = split_dataset(only_training, cfg)
+    assert used_splits(train_ds, val_ds, cfg) == {"train": "Training", "val": "10 % of Training held out (seed 5)"}
+    three = FaceDataset(images=images, labels=labels, split=np.array(["Training", "PublicTest", "Extra"] * 20))
+    cfg = TrainConfig(data="x.csv", train_split="Training,Extra")
+    assert used_splits(*split_dataset(three, cfg), cfg) == {"train": "Extra,Training", "val": "PublicTest"}
 
 
 def test_onnx_agrees_with_pytorch(trained_run: Path) -> None:

@@ -179,6 +179,7 @@ class TrainingState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     history: list[dict[str, Any]] = field(default_factory=list)  # one metrics row per epoch
     best: dict[str, Any] = field(default_factory=lambda: {"val_acc": -1.0, "epoch": -1})
+    splits: dict[str, str] = field(default_factory=dict)  # {"train": ..., "val": ...} as the run used them
 
     def restore(self, last: dict[str, Any]) -> int:
         """Take up the run saved in ``last`` (a last.pt); returns the epoch to go on with."""
@@ -206,6 +207,7 @@ class TrainingState:
             "best": self.best,
             "num_classes": self.num_classes,
             "machine": self.machine,
+            "splits": self.splits,
         }
 
     def best_checkpoint(self) -> dict[str, Any]:
@@ -219,4 +221,5 @@ class TrainingState:
             "num_classes": self.num_classes,
             "history": self.history,  # a later --init-from stage reports this stage's time from it
             "machine": self.machine,
+            "splits": self.splits,
         }

@@ -199,8 +199,9 @@ def export_checkpoint(
         arch=cfg.arch,
         dataset=Path(dataset_name or cfg.data).name,  # the file or folder name, not a local path
         labels=cfg.labels,
-        train_split=cfg.train_split or "default",
-        val_split=cfg.val_split or "default",
+        # checkpoints from before the splits were recorded say "default" (the data's usual ones)
+        train_split=state.get("splits", {}).get("train") or cfg.train_split or "default",
+        val_split=state.get("splits", {}).get("val") or cfg.val_split or "default",
         val_accuracy=best.get("val_acc"),
         best_epoch=best.get("epoch"),
         weights=best.get("weights"),

@@ -103,6 +103,19 @@ def attach_ferplus_mix(train: FaceDataset, targets: torch.Tensor, cfg: TrainConf
     return mixed
 
 
+def used_splits(train: FaceDataset, val: FaceDataset | None, cfg: TrainConfig) -> dict[str, str]:
+    """The splits a run trained and chose its epoch on, as its model file reports them (the options
+    read "" for the data's default, which says nothing once the file travels without its run)."""
+    held_out = val is not None and val.splits == train.splits  # the stratified 10 % of training
+    if val is None:
+        val_text = "none"
+    elif held_out:
+        val_text = f"10 % of {','.join(val.splits)} held out (seed {cfg.seed})"
+    else:
+        val_text = ",".join(val.splits)
+    return {"train": ",".join(train.splits), "val": val_text}
+
+
 def load_training_data(cfg: TrainConfig) -> tuple[FaceDataset, FaceDataset, FaceDataset | None]:
     """The whole dataset, its training faces (the first ``cfg.limit`` if set) and validation faces."""
     ferplus = cfg.labels.startswith("ferplus")
@@ -461,6 +474,7 @@ def train(
     targets = training_targets(train_ds, cfg, ds.num_classes, out).to(device)
     host_images = torch.from_numpy(train_ds.images)
     state = build_state(cfg, ds.num_classes, host_images, precision, resumed=last is not None, device=device)
+    state.splits = used_splits(train_ds, val_ds, cfg)
     images = host_images.to(device)
     start_epoch = state.restore(last) if last is not None else 0
     net = dist.wrap(state.model)  # after restore: DDP starts every rank from rank 0's weights

@@ -40,6 +40,27 @@ def test_the_ensemble_graph_is_the_mean_of_its_members(tmp_path: Path) -> None:
         builtin_model_path("fp32").name,
     ]
     assert CALIBRATION_KEY not in meta  # the members' temperatures do not fit the mean: calibrate it
+    assert (meta["dataset"], meta["labels"]) == ("fer2013.npz", "fer2013")  # each value once
+
+
+def test_the_ensemble_names_every_members_data(tmp_path: Path) -> None:
+    """It named the first member's data only, hiding a member trained on other faces."""
+    torch = pytest.importorskip("torch")
+    from facial_emotion.labels import EMOTIONS
+    from facial_emotion.model_file import make_metadata, write_model
+    from facial_emotion.training.export import onnx_bytes
+    from facial_emotion.training.nets import create_model
+
+    mine = tmp_path / "mine.onnx"
+    torch.manual_seed(0)
+    net = create_model("vgg-s", 7).eval()
+    write_model(mine, onnx_bytes(net, 40), make_metadata(classes=list(EMOTIONS), dataset="my-faces", labels="folders"))
+    out = tmp_path / "mixed.onnx"
+    proc = run_cli("ensemble", "fast", str(mine), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["dataset"] == "fer2013.csv.gz + my-faces" and meta["labels"] == "fer2013 + folders"
+    assert [m["dataset"] for m in meta["members"]] == ["fer2013.csv.gz", "my-faces"]
 
 
 def test_members_that_disagree_on_classes_are_refused(tmp_path: Path) -> None:

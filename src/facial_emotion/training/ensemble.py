@@ -24,7 +24,7 @@ PROB_FLOOR = 1e-30  # log(0) would put -inf in the logits
 
 
 def _member_summary(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    keys = ("arch", "parameters", "val_accuracy", "best_epoch", "epochs", "train_machine", "labels")
+    keys = ("arch", "parameters", "val_accuracy", "best_epoch", "epochs", "train_machine", "dataset", "labels")
     return {
         "file": path.name,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
@@ -97,6 +97,11 @@ def ensemble_bytes(models: list[Any]) -> bytes:
     return data
 
 
+def _all_of(loaded: list[tuple[Any, dict[str, Any]]], key: str) -> str:
+    """The members' values of ``key``, each once in member order, joined by " + "."""
+    return " + ".join(dict.fromkeys(str(meta[key]) for _, meta in loaded if meta.get(key)))
+
+
 def build_ensemble(members: list[Path], out: Path) -> dict[str, Any]:
     """Write the ensemble of the ``members`` model files to ``out`` (+ .json); returns its metadata.
     The members must agree on classes and preprocessing; their own calibrations do not carry over
@@ -120,8 +125,9 @@ def build_ensemble(members: list[Path], out: Path) -> dict[str, Any]:
         output="logits N x classes: the log of the mean of the members' probabilities",
         members=summaries,
         parameters=sum(s.get("parameters", 0) for s in summaries),
-        dataset=first.get("dataset", ""),
-        labels=first.get("labels", ""),
+        # what every member trained on (the first member's alone hid a member trained elsewhere)
+        dataset=_all_of(loaded, "dataset"),
+        labels=_all_of(loaded, "labels"),
         date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
     meta.pop(CALIBRATION_KEY, None)

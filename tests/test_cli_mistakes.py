@@ -105,6 +105,14 @@ def test_calibrate_leaves_shipped_models_alone_and_names_the_missing_split(tiny_
     before = hashlib.sha256(shipped.read_bytes()).hexdigest()
     for model in ("fast", str(shipped)):  # by name or by its path
         refused(run_cli("calibrate", model, "--data", str(tiny_kaggle)), "shipped inside the package")
+    # the function behind it too: called without ``out`` it rewrote the installed package's file
+    pytest.importorskip("onnx")
+    from facial_emotion.evaluation.calibration import calibrate_model
+    from facial_emotion.model_file import ModelFileError
+
+    for model in ("fast", shipped, None):  # None: the default built-in model
+        with pytest.raises(ModelFileError, match="shipped inside the package"):
+            calibrate_model(model, tiny_kaggle, "test")
     assert hashlib.sha256(shipped.read_bytes()).hexdigest() == before
     refused(
         run_cli("calibrate", "fast", "--data", str(tiny_kaggle), "--out", str(tiny_kaggle.parent / "c.onnx")),

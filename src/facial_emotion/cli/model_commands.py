@@ -146,15 +146,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from facial_emotion.evaluation.calibration import calibrate_model
-    from facial_emotion.model_file import is_packaged_model, resolve_model_path
     from facial_emotion.results.writers import print_json
 
     out = model_output(args.out, "--out") if args.out else None  # its own model's path: in place
-    if out is None and is_packaged_model(resolve_model_path(args.model)):
-        raise UserError(
-            f"{args.model} is a model shipped inside the package: give --out FILE for the calibrated copy "
-            "(its own path in the package, if rewriting the shipped file is really meant)"
-        )
     with needs_extra("train", "calibrate"):  # writing the model file needs the onnx package
         entry = calibrate_model(
             args.model,

@@ -286,8 +286,14 @@ def calibrate_model(
     optimistic."""
     from facial_emotion.data import DatasetError, load_dataset
     from facial_emotion.inference.classifier import EmotionClassifier
-    from facial_emotion.model_file import write_model
+    from facial_emotion.model_file import ModelFileError, is_packaged_model, resolve_model_path, write_model
 
+    # Here, not in the command alone: an API call with no ``out`` rewrote the installed package.
+    if out is None and is_packaged_model(resolve_model_path(model)):
+        raise ModelFileError(
+            f"{model or 'default'} is a model shipped inside the package: give --out FILE for the "
+            "calibrated copy (its own path in the package, if rewriting the shipped file is really meant)"
+        )
     if split == "PrivateTest":
         raise DatasetError(
             "calibrate on PublicTest or a split of Training, never on PrivateTest (the test set)"

@@ -81,7 +81,7 @@ def test_a_file_that_is_not_yunet_is_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_serve_refuses_what_it_cannot_listen_on_and_an_empty_token() -> None:
-    refused(run_cli("serve", "--port", "99999", timeout=60), "--port 99999: must be 1..65535")
+    refused(run_cli("serve", "--port", "99999", timeout=60), "--port 99999: must be 1..65535, or 0")
     refused(run_cli("serve", "--host", "999.1.1.1", timeout=60), "--host 999.1.1.1")
     refused(run_cli("serve", "--admin-token", "", timeout=60), "--admin-token is empty")
     refused(run_cli("serve", "--max-megapixels", "1e-7", timeout=60), "at least one byte / pixel")
@@ -314,3 +314,29 @@ def test_a_model_exported_with_a_fixed_batch_is_refused_at_load(tmp_path: Path) 
     write_model(out, graph.SerializeToString(), EmotionClassifier("fast").metadata)
     with pytest.raises(ModelFileError, match=re.escape("takes [1, 1, 40, 40]") + ".*a fixed batch"):
         EmotionClassifier(out)
+
+
+def test_serve_on_port_0_listens_on_a_free_port_and_names_it() -> None:
+    """--port 0 was refused; scripts and tests that start a server need a port nobody holds."""
+    pytest.importorskip("uvicorn")
+    import subprocess
+    import sys
+    import urllib.request
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "facial_emotion", "serve", "--port", "0", "--workers", "1"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        deadline, url = time.monotonic() + 120, None
+        while url is None and time.monotonic() < deadline and proc.poll() is None:
+            found = re.search(r"running on (http://127\.0\.0\.1:(\d+))", proc.stderr.readline())
+            url = found.group(1) if found and found.group(2) != "0" else None
+        assert url is not None, "the log named no port"
+        with urllib.request.urlopen(f"{url}/healthz", timeout=30) as reply:
+            assert reply.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)

@@ -337,8 +337,8 @@ def check_listen_address(host: str, port: int) -> None:
     """One clear error before the model loads if the server could not listen there: a port out of
     range (uvicorn would print one port and listen on another), a host that is not this machine's, or
     an address in use. A race with another process remains; uvicorn then fails and says so."""
-    if not 1 <= port <= 65535:
-        raise UserError(f"--port {port}: must be 1..65535")
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port {port}: must be 1..65535, or 0 for any free port (the log names it)")
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except (socket.gaierror, UnicodeError) as e:
@@ -528,7 +528,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("serve", help="web service and browser page (needs the [serve] extra)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="default 8000; 0: any free port, named in the log")
     p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--detector", default=None)
     p.add_argument(

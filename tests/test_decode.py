@@ -12,7 +12,7 @@ from conftest import need_shared
 from PIL import Image
 
 from facial_emotion import settings
-from facial_emotion.inference.decode import ImageError, ImageTooLarge, from_array, load_image
+from facial_emotion.inference.decode import ImageError, ImageTooLarge, as_bgr, from_array, load_image
 
 
 def _png_bytes(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
@@ -41,12 +41,49 @@ def test_gray_16bit_cmyk_and_palette() -> None:
     assert load_image(_png_bytes(gray))[0, 0].tolist() == [77, 77, 77]
     deep = Image.fromarray(np.full((10, 12), 65535, np.uint16))
     assert load_image(_png_bytes(deep))[0, 0].tolist() == [255, 255, 255]
-    assert load_image(np.full((4, 4), 30000, np.uint16))[0, 0, 0] == 30000 // 257
     cmyk = Image.new("CMYK", (8, 8), (0, 255, 255, 0))  # red in CMYK
     out = load_image(_png_bytes(cmyk, "JPEG"))
     assert out[4, 4, 2] > 200 and out[4, 4, 0] < 60
     assert load_image(_png_bytes(Image.new("P", (5, 5)))).shape == (5, 5, 3)
     assert load_image(np.zeros((6, 6, 4), np.uint8)).shape == (6, 6, 3)
+
+
+def test_every_pixel_type_comes_out_as_the_same_picture() -> None:
+    """One rule per type: a 0..1 float image one pixel past 1.0 came out black (taken for 0..255), a
+    12-bit frame in uint16 nearly black (divided by 257), bool pixels as 0 and 1 (black)."""
+    bgr = load_image(need_shared("media", "justin.jpg"))
+    as_float = bgr.astype(np.float32) / 255
+
+    def same(arr: np.ndarray, tolerance: int = 1, want: np.ndarray = bgr) -> bool:
+        return int(np.abs(load_image(arr).astype(int) - want).max()) <= tolerance
+
+    overshoot, clipped = as_float.copy(), bgr.copy()
+    overshoot[0, 0, 0], clipped[0, 0, 0] = 1.001, 255  # as cubic resampling leaves a few pixels
+    assert same(overshoot, want=clipped)
+    assert same(as_float * 2 - 1)  # a normalised -1..1 tensor
+    assert same(bgr.astype(np.float64))  # 0..255 floats
+    assert same(bgr.astype(np.uint16), 0) and same(bgr.astype(np.int32), 0)  # 8-bit values in wider ints
+    assert same(bgr.astype(np.uint16) * 4, 1)  # a 10-bit frame
+    assert same(bgr.astype(np.uint16) * 16, 1)  # a 12-bit frame (it came out with a peak of 15)
+    assert same(bgr.astype(np.uint16) * 257, 0)  # full 16-bit
+    assert load_image(np.full((4, 4), 30000, np.uint16))[0, 0, 0] == 30000 * 255 // 65535
+    assert load_image(np.eye(4, dtype=bool))[:, :, 0].tolist() == (np.eye(4) * 255).tolist()
+    for odd in (np.full((4, 4), "a"), np.ones((4, 4), np.complex64), np.empty((4, 4), object)):
+        with pytest.raises(ImageError, match="not numbers an image can hold"):
+            load_image(odd)
+
+
+def test_a_float_face_with_resampling_overshoot_is_still_found() -> None:
+    """The real detector and model on a 0..1 float frame that cubic resizing pushed past 1.0."""
+    from facial_emotion import EmotionRecognizer
+
+    recognizer = EmotionRecognizer(threads=1)
+    bgr = load_image(need_shared("media", "justin.jpg"))
+    frame = cv2.resize(bgr.astype(np.float32) / 255, None, fx=1.5, fy=1.5, interpolation=cv2.INTER_CUBIC)
+    assert frame.max() > 1.0  # the case: it came out black, with no face
+    reference = recognizer.analyze(cv2.resize(bgr, None, fx=1.5, fy=1.5, interpolation=cv2.INTER_CUBIC))
+    faces = recognizer.analyze_frame(frame)
+    assert [f.emotion for f in faces] == [f.emotion for f in reference] and len(faces) == 1
 
 
 def test_exif_orientation_is_honoured() -> None:
@@ -94,6 +131,10 @@ def test_huge_images_are_refused_before_decoding(monkeypatch: pytest.MonkeyPatch
             load_image(data)
         with pytest.raises(ImageTooLarge, match="too large"):
             load_image(np.zeros((200, 200), np.uint8))
+        # A frame of a stream is never refused, whatever its type (gray and float frames were,
+        # BGR uint8 ones not): the limit guards decoding a photo.
+        for frame in (np.zeros((200, 200, 3), np.uint8), np.zeros((200, 200)), np.zeros((200, 200, 4), np.uint16)):
+            assert as_bgr(frame).shape == (200, 200, 3)
     finally:
         monkeypatch.delenv("FACIAL_EMOTION_MAX_PIXELS")
         settings.reload()

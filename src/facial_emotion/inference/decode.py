@@ -58,31 +58,61 @@ def _check_size(w: int, h: int, name: str, max_pixels: int | None) -> None:
     limit = max_pixels or settings.current().max_pixels
     if w * h > limit:
         raise ImageTooLarge(
-            f"{name}: image too large ({w}x{h} = {w * h / 1e6:.1f} MP; limit {limit / 1e6:.1f} MP)"
+            f"{name}: image too large ({w}x{h} = {w * h / 1e6:.3g} MP; limit {limit / 1e6:.3g} MP)"
         )
 
 
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
+# Integer pixels above 255 are read as the smallest of these depths that holds the brightest one: a
+# 10- or 12-bit camera frame in a uint16 array fills 0..255, where dividing by 257 (16-bit) left it
+# nearly black (peak 15 for 12 bits) and gave faces no detector found or another emotion.
+INTEGER_DEPTHS = (10, 12, 14, 16)
+# Floats: 0..1 is the usual convention; resampling (cubic, Lanczos) overshoots it a little, so a
+# peak up to this is still 0..1 (one pixel at 1.001 made the whole image 0..255, i.e. black).
+FLOAT_UNIT_PEAK = 1.5
+# ... and a 0..1-sized image with values this far below 0 is a normalised -1..1 tensor.
+FLOAT_SIGNED_FLOOR = -0.25
+
+
+def _to_uint8(arr: np.ndarray, name: str = "array") -> np.ndarray:
+    """Pixels of any numeric type -> uint8 0..255, one rule per type (README: Python API):
+    bool: True is white; integers: as they are when all fit 0..255, else scaled from the smallest of
+    10, 12, 14 or 16 bits that holds the brightest (beyond 16 bits: stretched to it); floats: 0..1
+    (peak up to 1.5, clipped), -1..1 (when also below -0.25), 0..255, else stretched to the peak."""
+    kind = arr.dtype.kind
     if arr.dtype == np.uint8:
         return arr
-    if arr.dtype == np.uint16 or (arr.dtype.kind in "iu" and arr.max(initial=0) > 255):
-        return (arr.astype(np.float32) / 257.0).clip(0, 255).astype(np.uint8)
-    if arr.dtype.kind == "f":
+    if kind == "b":
+        return arr.astype(np.uint8) * np.uint8(255)
+    if kind in "iu":
+        peak = int(arr.max(initial=0))
+        if peak <= 255:
+            return arr.clip(0, 255).astype(np.uint8)
+        top = next((2**bits - 1 for bits in INTEGER_DEPTHS if peak < 2**bits), peak)
+        return (arr.astype(np.float32) * (255.0 / top)).clip(0, 255).astype(np.uint8)
+    if kind == "f":
         arr = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-        peak = float(arr.max(initial=0))
-        # 0..1 (the usual float convention), 0..255, or anything else (HDR, a scientific camera's
-        # counts): stretched to 0..255 so that the faces are visible, instead of clipped to white.
-        scale = 255.0 if peak <= 1.0 else 1.0 if peak <= 255.0 else 255.0 / peak
+        peak, low = float(arr.max(initial=0)), float(arr.min(initial=0))
+        if peak <= FLOAT_UNIT_PEAK:
+            arr = (arr + 1.0) * 0.5 if low < FLOAT_SIGNED_FLOOR else arr
+            scale = 255.0
+        else:  # 0..255, or anything else (HDR, a scientific camera's counts): stretched to 0..255 so
+            scale = 1.0 if peak <= 255.0 else 255.0 / peak  # the faces show, not clipped to white
         return (arr * scale).clip(0, 255).astype(np.uint8)
-    return arr.clip(0, 255).astype(np.uint8)
+    raise ImageError(f"{name}: pixels of type {arr.dtype} are not numbers an image can hold")
 
 
-def from_array(arr: np.ndarray, name: str = "array", max_pixels: int | None = None) -> np.ndarray:
-    """numpy array (gray, BGR or BGRA; any integer or float depth) -> BGR uint8."""
+def from_array(
+    arr: np.ndarray, name: str = "array", max_pixels: int | None = None, limit: bool = True
+) -> np.ndarray:
+    """numpy array (gray, BGR or BGRA; any integer or float depth) -> BGR uint8. ``limit``: refuse
+    more than ``max_pixels`` (a photo), or not (a frame of a stream, which the caller already holds)."""
     if not isinstance(arr, np.ndarray) or arr.ndim not in (2, 3):
         raise ImageError(f"{name}: expected an H x W or H x W x C array")
-    _check_size(arr.shape[1], arr.shape[0], name, max_pixels)
-    arr = _to_uint8(arr)
+    if limit:
+        _check_size(arr.shape[1], arr.shape[0], name, max_pixels)
+    elif not (arr.shape[0] and arr.shape[1]):
+        raise ImageError(f"{name}: empty image")
+    arr = _to_uint8(arr, name)
     if arr.ndim == 2:
         return cv2.cvtColor(arr, cv2.COLOR_GRAY2BGR)
     channels = arr.shape[2]
@@ -100,11 +130,13 @@ def from_array(arr: np.ndarray, name: str = "array", max_pixels: int | None = No
 
 def as_bgr(frame: np.ndarray, name: str = "frame") -> np.ndarray:
     """A frame for detection and classification: a contiguous BGR uint8 array as it is (no copy),
-    anything else (gray, BGRA, float) through ``from_array``; not an array: ``ImageError``."""
+    anything else (gray, BGRA, float) through ``from_array``; not an array: ``ImageError``. Frames
+    are never refused for their size, whatever their type (the pixel limit guards decoding a photo;
+    a gray or float frame was refused where the same frame in BGR was not)."""
     bgr = isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3
     if bgr and frame.shape[2] == 3 and frame.shape[0] and frame.shape[1]:
         return np.ascontiguousarray(frame)
-    return from_array(frame, name)
+    return from_array(frame, name, limit=False)
 
 
 def from_pil(img: Image.Image, name: str = "image", max_pixels: int | None = None) -> np.ndarray:

@@ -213,3 +213,18 @@ def test_short_range_model_and_options() -> None:
     assert len(create_detector("blazeface:short").detect(image)) == 2
     assert isinstance(create_detector("blazeface:tiles"), BlazeFaceDetector)
     assert max(image.shape[:2]) > blazeface.TILE
+
+
+def test_one_recognizer_shared_by_threads_gives_each_photo_its_own_faces() -> None:
+    """OpenCV's Haar cascade keeps per-call state: threads sharing one recognizer crashed (cv2.error)
+    or got another photo's faces. Every detector must give the serial answer under threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    photos = [load_image(need_shared("media", n)) for n in ("justin.jpg", "two_people.jpg", "no-faces.jpg")]
+    for spec in ("haar", "blazeface"):
+        recognizer = EmotionRecognizer(detector=spec, threads=1)
+        serial = [[f.box for f in recognizer.analyze_frame(p)] for p in photos]
+        jobs = [photos[i % len(photos)] for i in range(36)]
+        with ThreadPoolExecutor(6) as pool:
+            shared = list(pool.map(lambda p: [f.box for f in recognizer.analyze_frame(p)], jobs))
+        assert shared == [serial[i % len(photos)] for i in range(36)], spec

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -61,6 +62,9 @@ class HaarDetector:
         cascades = cv2.data.haarcascades  # type: ignore[attr-defined]
         path = Path(cascades) / "haarcascade_frontalface_default.xml"
         self.cascade = cv2.CascadeClassifier(str(path))
+        # One recognizer may be shared by threads; OpenCV's cascade keeps per-call state inside the
+        # object (threads sharing it crashed with cv2.error or got another frame's faces).
+        self.lock = threading.Lock()
         if self.cascade.empty():
             raise DetectorError(f"cannot load the Haar cascade {path} (needs opencv-python-headless 4.x)")
         self.max_side = max_side
@@ -73,14 +77,16 @@ class HaarDetector:
     def _cascade(
         self, gray: np.ndarray, min_side: int, max_side: int = 0
     ) -> list[tuple[tuple[int, ...], float]]:
-        boxes, _, weights = self.cascade.detectMultiScale3(
-            cv2.equalizeHist(gray),
-            scaleFactor=1.1,
-            minNeighbors=self.min_neighbors,
-            minSize=(min_side, min_side),
-            maxSize=(max_side, max_side) if max_side else (0, 0),
-            outputRejectLevels=True,
-        )
+        equalized = cv2.equalizeHist(gray)
+        with self.lock:
+            boxes, _, weights = self.cascade.detectMultiScale3(
+                equalized,
+                scaleFactor=1.1,
+                minNeighbors=self.min_neighbors,
+                minSize=(min_side, min_side),
+                maxSize=(max_side, max_side) if max_side else (0, 0),
+                outputRejectLevels=True,
+            )
         return [(tuple(int(v) for v in b), float(w)) for b, w in zip(boxes, np.ravel(weights), strict=False)]
 
     @staticmethod
@@ -121,12 +127,14 @@ class YuNetDetector:
         except cv2.error:
             raise DetectorError(f"{path}: not a YuNet face detection model (OpenCV cannot run it)") from None
         self.max_side = max_side
+        self.lock = threading.Lock()  # setInputSize then detect: one call at a time (shared recognizers)
 
     def detect(self, bgr: np.ndarray) -> list[Detection]:
         small, scale = _downscale(bgr, self.max_side)
         h, w = small.shape[:2]
-        self.detector.setInputSize((w, h))
-        _, faces = self.detector.detect(small)
+        with self.lock:
+            self.detector.setInputSize((w, h))
+            _, faces = self.detector.detect(small)
         out = []
         for f in faces if faces is not None else []:
             x, y, bw, bh = (f[:4] / scale).tolist()

@@ -228,3 +228,42 @@ def test_one_recognizer_shared_by_threads_gives_each_photo_its_own_faces() -> No
         with ThreadPoolExecutor(6) as pool:
             shared = list(pool.map(lambda p: [f.box for f in recognizer.analyze_frame(p)], jobs))
         assert shared == [serial[i % len(photos)] for i in range(36)], spec
+
+
+def test_boxes_from_a_custom_detector_or_the_caller_are_held_to_the_detectors_rules(
+    recognizer: EmotionRecognizer,
+) -> None:
+    """Empty, negative, far-away and numpy-typed boxes crashed the crop (ZeroDivisionError,
+    cv2.error), gave a zero-size face a confident label, or broke the JSON output."""
+    import json
+
+    from facial_emotion.inference.detectors import Detection
+    from facial_emotion.results.schema import face_json
+
+    bgr = load_image(need_shared("media", "justin.jpg"))
+    h, w = bgr.shape[:2]
+    (real,) = recognizer.detect(bgr)
+    odd = [
+        Detection((10, 10, 0, 0), 0.9),
+        Detection((10, 10, -50, -50), 1.0),
+        Detection((w + 100, h + 100, 10, 10), 1.0),
+        Detection((float("nan"), 0, 10, 10), 1.0),
+        Detection(tuple(np.float32(v) + np.float32(0.4) for v in real.box), np.float32(real.score)),
+    ]
+    (face,) = recognizer.analyze_frame(bgr, odd)
+    assert face.box == real.box and all(type(v) is int for v in face.box)
+    assert face.emotion == recognizer.analyze_frame(bgr)[0].emotion
+    json.dumps(face_json(face))  # plain numbers
+
+    class Sloppy:  # a user's detector: numpy boxes, and one empty box
+        name = "sloppy"
+
+        def detect(self, frame: np.ndarray) -> list[Detection]:
+            return [Detection(tuple(np.int64(v) for v in real.box), np.float64(0.9)), Detection((0, 0, 0, 5), 0.5)]
+
+    sloppy = EmotionRecognizer(detector=Sloppy(), threads=1)
+    assert [f.box for f in sloppy.analyze_frame(bgr)] == [real.box]
+    with pytest.raises(ValueError, match="one list per frame"):
+        recognizer.analyze_frames([bgr, bgr], [[]])
+    with pytest.raises(ValueError, match="a detection needs box"):
+        recognizer.analyze_frame(bgr, [Detection("abcd", 1.0)])  # type: ignore[arg-type]

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -37,6 +38,29 @@ class Detection:
     # (K, 2) keypoints, the first two the eyes: the person's right eye (left in the picture), then the
     # left. YuNet: eyes, nose, mouth corners; BlazeFace: eyes, nose tip, mouth, ears.
     landmarks: np.ndarray | None = None
+
+
+def usable_detections(dets: list[Detection], shape: tuple[int, ...]) -> list[Detection]:
+    """``dets`` as the pipeline needs them: whole-pixel int boxes, float scores, float32 keypoints. A
+    box that is empty, not finite, or wholly outside the frame is dropped: a custom detector's (or a
+    caller's) such boxes crashed the crop, or gave a zero-size face a confident label; numpy numbers
+    in a box broke the JSON output."""
+    h, w = shape[:2]
+    out = []
+    for det in dets:
+        try:
+            x, y, bw, bh = (float(v) for v in det.box)
+            score = float(det.score)
+        except (TypeError, ValueError, AttributeError):
+            raise ValueError(f"a detection needs box=(x, y, w, h) numbers and a score, not {det!r}") from None
+        if not all(math.isfinite(v) for v in (x, y, bw, bh)):
+            continue
+        box = (round(x), round(y), round(bw), round(bh))
+        if box[2] < 1 or box[3] < 1 or box[0] >= w or box[1] >= h or box[0] + box[2] <= 0 or box[1] + box[3] <= 0:
+            continue
+        keypoints = None if det.landmarks is None else np.asarray(det.landmarks, np.float32)
+        out.append(Detection(box, score, keypoints))
+    return out
 
 
 class FaceDetector(Protocol):

@@ -20,7 +20,7 @@ from facial_emotion.inference.decode import (
     load_image,
     load_image_within,
 )
-from facial_emotion.inference.detectors import Detection, FaceDetector, create_detector
+from facial_emotion.inference.detectors import Detection, FaceDetector, create_detector, usable_detections
 
 if TYPE_CHECKING:
     from facial_emotion.inference.landmarks import FaceMesh, HeadPose
@@ -116,7 +116,7 @@ class EmotionRecognizer:
 
     def detect(self, bgr: np.ndarray) -> list[Detection]:
         """Faces in reading order (left to right, then top to bottom), so output order is stable."""
-        return sorted(self.detector.detect(bgr), key=lambda d: (d.box[0], d.box[1]))
+        return sorted(usable_detections(self.detector.detect(bgr), bgr.shape), key=lambda d: (d.box[0], d.box[1]))
 
     def classify(self, faces48: np.ndarray) -> np.ndarray:
         """uint8 (N, 48, 48) aligned gray faces -> probabilities (N, classes)."""
@@ -157,7 +157,12 @@ class EmotionRecognizer:
         """Decoded BGR frames -> their faces; ``detections`` skips detection (video passes tracked boxes).
         ``landmarks``: add mesh and pose (default: as the recognizer was made)."""
         frames = [as_bgr(f) for f in frames]  # gray, BGRA, float: converted; not an array: ImageError
-        dets = detections if detections is not None else [self.detect(f) for f in frames]
+        if detections is None:
+            dets = [self.detect(f) for f in frames]
+        elif len(detections) != len(frames):
+            raise ValueError(f"detections: one list per frame ({len(frames)} frames, {len(detections)} lists)")
+        else:  # the caller's own boxes (or the tracker's), held to the detector's rules
+            dets = [usable_detections(ds, f.shape) for f, ds in zip(frames, detections, strict=True)]
         size = self.classifier.face_size
         crops = []
         for frame, frame_dets in zip(frames, dets, strict=True):

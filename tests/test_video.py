@@ -81,6 +81,30 @@ def test_bad_videos_fail_clearly(tmp_path: Path) -> None:
         assert proc.returncode == 2 and str(path.name) in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_sources_that_are_not_videos_say_what_they_are(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A photo "succeeded" as a one-frame video at a made-up 25 fps; a Path named by digits opened
+    that camera; bytes gave a message of millions of characters; "" was "a folder"."""
+    from facial_emotion.inference.decode import ImageError, load_image
+
+    recognizer = EmotionRecognizer(threads=1)
+    photo = need_shared("media", "justin.jpg")
+    with pytest.raises(VideoError, match="a photo, not a video"):
+        analyze_video(recognizer, photo)
+    proc = run_cli("video", str(photo))
+    assert proc.returncode == 2 and "a photo, not a video" in proc.stderr
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "2024").write_bytes(need_shared("media", "woman2.mp4").read_bytes())
+    result = analyze_video(recognizer, Path("2024"), max_frames=3)  # the file, not camera 2024
+    assert result.frames_read == 3 and result.fps > 0
+    with pytest.raises(VideoError, match="unsupported video source of type bytes") as raised:
+        analyze_video(recognizer, need_shared("media", "woman2.mp4").read_bytes())  # type: ignore[arg-type]
+    assert len(str(raised.value)) < 200
+    with pytest.raises(ImageError, match="empty file name"):
+        load_image("")  # (Path("") is Path("."), a folder, and says so)
+    with pytest.raises(VideoError, match="empty file name"):
+        analyze_video(recognizer, "")
+
+
 def test_webcam_runs_on_a_capture_source_and_says_when_no_camera(tmp_path: Path) -> None:
     video = need_shared("media", "woman2.mp4")
     proc = run_cli("webcam", "--source", str(video), "--no-window", "--max-frames", "20")

@@ -301,6 +301,8 @@ def read_regular_file(path: Path, label: str) -> bytes:
 def load_image(source: ImageInput, name: str | None = None, max_pixels: int | None = None) -> np.ndarray:
     """Any supported input -> BGR uint8 (H, W, 3); ``ImageTooLarge`` above ``max_pixels``."""
     if isinstance(source, (str, os.PathLike)):
+        if not os.fspath(source):  # "" would be read as Path(".") and called a folder
+            raise ImageError("empty file name")
         path = Path(source)
         label = name or str(path)
         return from_bytes(read_regular_file(path, label), label, max_pixels)

@@ -53,9 +53,20 @@ def is_camera(source: str | int) -> bool:
     return isinstance(source, int) or str(source).isdigit()
 
 
+# Still-image files OpenCV would open as a one-frame "video" with a made-up frame rate (an animated
+# GIF or WebP may be meant as a clip, so those are left to OpenCV).
+STILL_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff"}
+
+
 def open_capture(source: str | int) -> cv2.VideoCapture:
+    if not isinstance(source, (str, int)) or isinstance(source, bool):
+        raise VideoError(
+            f"unsupported video source of type {type(source).__name__}: give a file path, a URL or a camera index"
+        )
     if not is_camera(source) and "://" not in str(source):
         path = Path(str(source))
+        if not str(source):
+            raise VideoError("empty file name")
         try:  # a FIFO, device or socket is refused by name: opening a FIFO would block
             check_regular_file(path, str(source))
         except ImageError as e:
@@ -64,6 +75,8 @@ def open_capture(source: str | int) -> cv2.VideoCapture:
             ) from None
         if path.stat().st_size == 0:
             raise VideoError(f"{source}: empty file (0 bytes)")
+        if path.suffix.lower() in STILL_IMAGE_SUFFIXES:
+            raise VideoError(f"{source}: a photo, not a video (analyze reads photos)")
     cap = cv2.VideoCapture(int(source) if is_camera(source) else source)
     if not cap.isOpened():
         what = f"camera {source}" if is_camera(source) else str(source)
@@ -128,7 +141,9 @@ def analyze_video(
     summary and the events (a camera runs for hours). Frame times are index / fps for a file and the
     clock for a camera or stream URL, in the timeline and the summary alike; ``on_event`` gets each
     ``EmotionEvent`` as it fires. Bad arguments raise ValueError before the source is opened."""
-    source = os.fspath(source) if isinstance(source, os.PathLike) else source
+    if isinstance(source, os.PathLike):  # a path is a file, even one named by digits (not a camera)
+        source = os.fspath(source)
+        source = os.path.join(".", source) if is_camera(source) else source
     every = whole_number("every", every)
     max_frames = None if max_frames is None else whole_number("max_frames", max_frames)
     stream = FaceStream(recognizer, detect_every=detect_every, smoothing=smoothing, hold_s=hold_s)

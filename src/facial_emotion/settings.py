@@ -12,6 +12,7 @@ uses the defaults below.
 | ``FACIAL_EMOTION_YUNET`` | YuNet ONNX file for ``--detector yunet`` | none |
 | ``FACIAL_EMOTION_MAX_PIXELS`` | largest image decoded, in pixels | 64,000,000 |
 | ``FACIAL_EMOTION_CACHE`` | cache of parsed datasets | ``~/.cache/facial-emotion`` |
+| ``FACIAL_EMOTION_SHARED`` | the real-data folder (``datasets/``, ``media/``): ``finetune`` mixes in its FER-2013 | none |
 """
 
 from __future__ import annotations

@@ -369,7 +369,7 @@ def _common_inference(
             "--landmarks",
             action="store_true",
             help="also the 468-point face mesh and head yaw/pitch/roll (JSON; pose columns in CSV); drawn "
-            "on annotated output (about 3 ms more per face)",
+            "on annotated output (about 2.5 ms more per face)",
         )
     if tta:
         p.add_argument(

@@ -219,9 +219,15 @@ def test_one_analysed_frame_still_has_a_dominant_emotion(tmp_path: Path) -> None
     (person,) = session.summary()
     assert person.dominant_emotion == "happy" and person.share["happy"] == 1.0 and person.seconds == 0
     assert [s.emotion for s in person.timeline] == ["happy"]
-    justin = need_shared("media", "justin.jpg")  # a photo read as a one-frame video
+    import cv2
+
+    photo = cv2.imread(str(need_shared("media", "justin.jpg")))
+    one_frame = tmp_path / "one.mp4"  # a one-frame video of a real face
+    writer = cv2.VideoWriter(str(one_frame), cv2.VideoWriter_fourcc(*"mp4v"), 25, photo.shape[1::-1])
+    writer.write(photo)
+    writer.release()
     proc = subprocess.run(
-        [sys.executable, "-m", "facial_emotion", "video", str(justin), "--json"],
+        [sys.executable, "-m", "facial_emotion", "video", str(one_frame), "--json"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -116,6 +116,48 @@ def test_unreadable_images_are_warned_counted_and_skipped(tiny_kaggle: Path) -> 
     assert any("broken.jpg" in w for w in ds.warnings)
 
 
+def test_split_folders_in_another_case_are_the_same_splits(tiny_kaggle: Path) -> None:
+    """Train/ and Test/ were two unknown splits: both trained on, 10 % of them held out."""
+    for name in ("train", "test"):
+        (tiny_kaggle / name).rename(tiny_kaggle / name.title())
+    ds = load_dataset(tiny_kaggle)
+    assert ds.splits == ["test", "train"] and len(ds) == 140
+    assert len(ds.select_split("Train")) == len(ds.select_split("train")) == 105  # as the folder says
+
+
+def test_what_a_folder_dataset_does_not_read_is_said_and_counted(
+    tiny_kaggle: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nested folders and loose images were dropped without a word; a dangling link or a folder
+    named x.jpg stopped the run; a cached load lost the skipped files' names."""
+    happy = tiny_kaggle / "train" / "happy"
+    (happy / "more").mkdir()
+    cv2.imwrite(str(happy / "more" / "deep.png"), np.zeros((48, 48), np.uint8))
+    (happy / "album.jpg").mkdir()
+    (happy / "gone.jpg").symlink_to(tiny_kaggle / "nowhere.jpg")
+    cv2.imwrite(str(tiny_kaggle / "train" / "loose.png"), np.zeros((48, 48), np.uint8))
+    flat = tiny_kaggle / "train"
+    with caplog.at_level("WARNING"):
+        ds = load_dataset(flat)  # ROOT/<emotion>/ as its own dataset
+    assert len(ds) == 105 and ds.skipped == 1  # the dangling link; the folders are not images
+    said = caplog.text
+    assert "more" in said and "album.jpg" in said and "ignored 1 image(s) lying directly" in said
+    assert "gone.jpg" in said
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        again = load_dataset(flat)  # from the cache
+    assert again.skipped == 1 and "gone.jpg" in caplog.text
+
+
+def test_the_cache_sees_files_added_to_a_linked_emotion_folder(tiny_kaggle: Path, tmp_path: Path) -> None:
+    root = tmp_path / "linked"
+    root.mkdir()
+    (root / "happy").symlink_to(tiny_kaggle / "train" / "happy", target_is_directory=True)
+    before = len(load_dataset(root))
+    cv2.imwrite(str(tiny_kaggle / "train" / "happy" / "new.png"), np.full((48, 48), 99, np.uint8))
+    assert len(load_dataset(root)) == before + 1
+
+
 def test_plain_emotion_folders(tmp_path: Path) -> None:
     images, labels = synthetic_faces(21)
     for i, (img, lab) in enumerate(zip(images, labels, strict=True)):

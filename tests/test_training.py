@@ -306,6 +306,55 @@ def test_resume_continues_a_killed_run_to_the_same_result(tmp_path: Path, schedu
         {k: v for k, v in h.items() if k not in strip} for h in b["history"]
     ]
     assert a["best"] == b["best"]
+    # The same run's faces at another path resume; other faces are refused before anything trains
+    # (40 more faces crashed the schedule with a traceback; fewer went on silently on the wrong one).
+    moved = write_fer_csv(tmp_path / "moved.csv", images, labels, ["Training"] * 128 + ["PublicTest"] * 32)
+    train(cfg, interrupted, resume=True, progress=False, asked={"data": str(moved)})
+    more_images, more_labels = synthetic_faces(200)
+    grown = write_fer_csv(tmp_path / "grown.csv", more_images, more_labels, ["Training"] * 168 + ["PublicTest"] * 32)
+    kept = (interrupted / "last.pt").read_bytes()
+    with pytest.raises(DatasetError, match="other faces than the run trained on .168 training and 32"):
+        train(cfg, interrupted, resume=True, progress=False, asked={"data": str(grown)})
+    assert (interrupted / "last.pt").read_bytes() == kept
+
+
+def test_splits_that_cannot_work_are_refused_and_small_classes_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from conftest import synthetic_faces, write_fer_csv
+
+    from facial_emotion.data.dataset import FaceDataset
+    from facial_emotion.training.loop import limited, split_dataset
+
+    images, labels = synthetic_faces(96)
+    data = write_fer_csv(tmp_path / "fer2013.csv", images, labels, ["Training"] * 64 + ["PublicTest"] * 32)
+    ds = load_dataset(data)
+    for train_split, val_split in (("PublicTest", ""), ("Training", "Training"), ("Training,PublicTest", "PublicTest")):
+        cfg = TrainConfig(data=str(data), train_split=train_split, val_split=val_split)
+        with pytest.raises(DatasetError, match="would be trained on and validated on"):
+            split_dataset(ds, cfg)
+    with pytest.raises(DatasetError, match="names no split"):
+        split_dataset(ds, TrainConfig(data=str(data), train_split=","))
+    # A failed run leaves no empty --out folder behind.
+    with pytest.raises(DatasetError):
+        train(TrainConfig(data=str(data), train_split="PublicTest", epochs=1), tmp_path / "never", progress=False)
+    assert not (tmp_path / "never").exists()
+    # The 10 % hold-out keeps a class of one face in training (it went to validation, never learnt).
+    one_sad = np.array([4] + [3] * 40 + [6] * 9)
+    faces = FaceDataset(images=images[:50], labels=one_sad, split=np.array(["all"] * 50))
+    train_part, val_part = split_dataset(faces, TrainConfig(data="x"))
+    assert train_part.class_counts().tolist() == [0, 0, 0, 36, 1, 0, 8]
+    assert val_part is not None and val_part.class_counts().tolist() == [0, 0, 0, 4, 0, 0, 1]
+    # --limit draws from every class (the first N of a folder dataset were one or two classes).
+    by_class = faces.subset(np.argsort(faces.labels, kind="stable"))
+    assert (limited(by_class, TrainConfig(data="x", limit=20)).class_counts() > 0).sum() == 2
+    assert limited(by_class, TrainConfig(data="x", limit=20)).images.tobytes() == limited(
+        by_class, TrainConfig(data="x", limit=20)
+    ).images.tobytes()  # the same draw every time (a resumed run)
+    # The run says how many faces of each class it trains on, and which it has none of.
+    with caplog.at_level("INFO"):
+        train(TrainConfig(data=str(data), epochs=1, batch_size=32, threads=1, arch="vgg-s"), tmp_path / "r", progress=False)
+    assert "training faces per class: angry" in caplog.text
 
 
 def test_init_from_starts_a_new_cycle_from_the_checkpoint_weights(trained_run: Path, tmp_path: Path) -> None:

@@ -310,7 +310,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=at_least(0))
     p.add_argument("--threads", type=at_least(0), help="torch threads (default: torch's choice)")
-    p.add_argument("--limit", type=at_least(0), help="train on the first N faces only (smoke tests)")
+    p.add_argument("--limit", type=at_least(0), help="train on N faces drawn at random (seeded) only (smoke tests)")
     p.add_argument("--skip-bad", action="store_true", help="skip malformed csv rows instead of failing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)

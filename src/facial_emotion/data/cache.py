@@ -15,17 +15,34 @@ from facial_emotion import settings
 from facial_emotion.data.dataset import FaceDataset
 from facial_emotion.results.files import atomic_path
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: split folders in lower case, the skipped files' names kept
 
 
 def cache_dir() -> Path:
     return settings.current().cache_dir / "datasets"
 
 
+# A folder dataset is read to this depth (ROOT/<split>/<emotion>/<image>); its fingerprint looks as
+# deep, through symbolic links as the reader goes (rglob does not follow them: files added to a
+# linked emotion folder left the cache stale).
+FOLDER_DEPTH = 3
+
+
+def _files_below(folder: Path, depth: int) -> list[Path]:
+    out: list[Path] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir():
+            if depth > 1:
+                out += _files_below(entry, depth - 1)
+        elif entry.is_file():
+            out.append(entry)
+    return out
+
+
 def _fingerprint(path: Path) -> str:
-    """Path + size + mtime of the file, or of every file below a folder."""
+    """Path + size + mtime of the file, or of every file a folder dataset is read from."""
     h = hashlib.sha1(f"{CACHE_VERSION}:{path.resolve()}".encode())
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    files = [path] if path.is_file() else _files_below(path, FOLDER_DEPTH)
     for f in files:
         st = f.stat()
         h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
@@ -43,6 +60,7 @@ def read_npz(path: Path, source: str | None = None) -> FaceDataset:
             source=source or str(path),
             skipped=int(z["skipped"]),
             rows=z.get("rows", None),
+            warnings=z["warnings"].tolist() if "warnings" in z else [],
         )
 
 
@@ -57,6 +75,8 @@ def write_npz(ds: FaceDataset, path: Path) -> None:
     )
     if ds.rows is not None:
         arrays["rows"] = ds.rows
+    if ds.warnings:  # which rows or files were skipped, said again when the cache is read
+        arrays["warnings"] = np.array(ds.warnings[:20])
     with atomic_path(path, suffix=".tmp.npz") as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)  # type: ignore[arg-type]
 

@@ -62,7 +62,11 @@ class FaceDataset:
         )
 
     def select_split(self, *names: str) -> FaceDataset:
-        missing = [n for n in names if n not in set(self.split.tolist())]
+        have = set(self.split.tolist())
+        # a name in another case than the data's ("Train" for a train/ folder) is that split
+        folded = {n.lower(): n for n in have}
+        names = tuple(n if n in have else folded.get(n.lower(), n) for n in names)
+        missing = [n for n in names if n not in have]
         if missing:
             raise DatasetError(
                 f"split {', '.join(missing)} not found in {self.source}; "

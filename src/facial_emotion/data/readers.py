@@ -265,12 +265,14 @@ def read_emotion_folders(
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         emotion = emotion_from_folder(folder.name)
         if emotion is None:
-            warnings.append(f"ignored folder {folder} (not an emotion name)")
-            continue
+            continue  # ignored_folders() names it, on every load
         for file in sorted(folder.iterdir()):
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            face = _read_face(file)
+            if file.is_dir() or file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue  # a sub-folder (ignored_folders() names it), or not an image by its name
+            try:  # a dangling link or a folder named x.jpg stopped the whole run
+                face = _read_face(file) if file.is_file() else None
+            except OSError:
+                face = None
             if face is None:
                 bad += 1
                 log.warning("unreadable image skipped: %s", file)
@@ -292,7 +294,7 @@ def read_folders(path: Path, layout: str) -> FaceDataset:
     else:
         bad = 0
         for sub in sorted(p for p in path.iterdir() if p.is_dir() and _is_emotion_folder_root(p)):
-            bad += read_emotion_folders(sub, sub.name, images, labels, splits, warnings)
+            bad += read_emotion_folders(sub, split_name(sub.name), images, labels, splits, warnings)
     if not images:
         raise DatasetError(f"{path}: no readable images found")
     return FaceDataset(
@@ -306,11 +308,29 @@ def read_folders(path: Path, layout: str) -> FaceDataset:
     )
 
 
+# Split folders named in another case are the same split: "Train" and "Test" were two unknown
+# splits, both trained on, with 10 % of them held out (test faces in training).
+KNOWN_SPLITS = ("train", "test", "val")
+
+
+def split_name(folder: str) -> str:
+    return folder.lower() if folder.lower() in KNOWN_SPLITS else folder
+
+
 def ignored_folders(path: Path, layout: str) -> list[Path]:
-    """Folders of a folder dataset that are not read: not an emotion name (or, in a split layout,
-    a split without emotion folders). Said every time, not only when the cache is built."""
+    """Folders of a folder dataset that are not read: not an emotion name, inside an emotion folder
+    (only its own images are read), or, in a split layout, a split without emotion folders. Said
+    every time, not only when the cache is built."""
     if layout == "folders":
-        return [p for p in sorted(path.iterdir()) if p.is_dir() and emotion_from_folder(p.name) is None]
+        out = []
+        for p in sorted(path.iterdir()):
+            if not p.is_dir():
+                continue
+            if emotion_from_folder(p.name) is None:
+                out.append(p)
+            else:
+                out += [q for q in sorted(p.iterdir()) if q.is_dir()]
+        return out
     out: list[Path] = []
     for sub in sorted(p for p in path.iterdir() if p.is_dir()):
         if _is_emotion_folder_root(sub):
@@ -358,11 +378,21 @@ def load_dataset(
         ignored = ignored_folders(path, layout)
         if ignored:
             log.warning(
-                "%s: ignored %d folder(s) not named after an emotion (%s): %s",
+                "%s: ignored %d folder(s): only images directly inside a folder named after an emotion "
+                "(%s) are read: %s",
                 path,
                 len(ignored),
                 ", ".join(EMOTIONS),
                 ", ".join(str(p) for p in ignored[:10]) + (" ..." if len(ignored) > 10 else ""),
+            )
+        loose = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        if loose:  # an image's emotion is its folder's name: these have none
+            log.warning(
+                "%s: ignored %d image(s) lying directly in it (put them in a folder named after their "
+                "emotion): %s",
+                path,
+                len(loose),
+                ", ".join(p.name for p in sorted(loose)[:5]) + (" ..." if len(loose) > 5 else ""),
             )
     if labels == "ferplus":
         votes = Path(ferplus_path) if ferplus_path else path.parent / FERPLUS_FILENAME

@@ -180,6 +180,7 @@ class TrainingState:
     history: list[dict[str, Any]] = field(default_factory=list)  # one metrics row per epoch
     best: dict[str, Any] = field(default_factory=lambda: {"val_acc": -1.0, "epoch": -1})
     splits: dict[str, str] = field(default_factory=dict)  # {"train": ..., "val": ...} as the run used them
+    faces: dict[str, Any] = field(default_factory=dict)  # loop.faces_fingerprint: --resume checks it
 
     def restore(self, last: dict[str, Any]) -> int:
         """Take up the run saved in ``last`` (a last.pt); returns the epoch to go on with."""
@@ -208,6 +209,7 @@ class TrainingState:
             "num_classes": self.num_classes,
             "machine": self.machine,
             "splits": self.splits,
+            "faces": self.faces,
         }
 
     def best_checkpoint(self) -> dict[str, Any]:

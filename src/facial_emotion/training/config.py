@@ -57,7 +57,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # 0 = torch default
     skip_bad: bool = False  # skip malformed csv rows instead of stopping at the first
-    limit: int = 0  # use only the first N training faces (tests, smoke runs)
+    limit: int = 0  # use only N training faces, drawn at random with the seed (tests, smoke runs)
     init_from: str = ""  # checkpoint (.pt) or model file (.onnx) whose weights start the run
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -130,7 +130,7 @@ def resumed_config(saved: dict, asked: dict[str, Any]) -> TrainConfig:
     recipe half-way (another --epochs, say) is a ConfigError naming it, not silently dropped."""
     cfg = TrainConfig.from_dict(saved)
     clashes = [
-        f"--{name.replace('_', '-')} {value} (the run has {getattr(cfg, name)})"
+        f"--{name.replace('_', '-')} {value} (the run has {getattr(cfg, name) or 'the default'})"
         for name, value in asked.items()
         if name not in RESUME_MAY_CHANGE and getattr(cfg, name) != value
     ]

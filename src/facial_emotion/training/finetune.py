@@ -21,6 +21,7 @@ import numpy as np
 
 from facial_emotion import settings
 from facial_emotion.data import FaceDataset, load_dataset
+from facial_emotion.data.cache import write_npz
 from facial_emotion.evaluation.metrics import summarize
 from facial_emotion.feedback import FeedbackError, load_feedback
 from facial_emotion.inference.classifier import EmotionClassifier
@@ -94,15 +95,20 @@ def split_aside(feedback: FaceDataset, share: float, seed: int) -> tuple[FaceDat
     return feedback.subset(~aside), feedback.subset(aside)
 
 
-def write_training_csv(path: Path, parts: list[tuple[np.ndarray, np.ndarray]], seed: int) -> int:
-    """The faces as a FER-2013-format csv, all 'Training', shuffled; returns how many."""
+def write_training_faces(path: Path, parts: list[tuple[np.ndarray, np.ndarray]], seed: int) -> int:
+    """The faces as a dataset .npz, all 'Training', shuffled; returns how many. (A csv went through
+    the dataset cache, which kept a copy of every fine-tune's faces, megabytes each, for ever.)"""
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     order = np.random.default_rng(seed).permutation(len(labels))
-    with open(path, "w") as f:
-        f.write("emotion,pixels,Usage\n")
-        for i in order:
-            f.write(f"{labels[i]},{' '.join(map(str, images[i].ravel()))},Training\n")
+    faces = FaceDataset(
+        images=images[order],
+        labels=labels[order].astype(np.int64),
+        split=np.full(len(labels), "Training"),
+        class_names=EMOTIONS,
+        source=str(path),
+    )
+    write_npz(faces, path)
     return len(labels)
 
 
@@ -179,8 +185,8 @@ def finetune(opts: FinetuneOptions) -> dict[str, Any]:
 
     before = scores(base, aside, public, opts.threads)
     with tempfile.TemporaryDirectory(prefix="finetune-") as tmp:
-        data = Path(tmp) / "finetune.csv"
-        n_train = write_training_csv(data, parts, opts.seed)
+        data = Path(tmp) / "finetune.npz"
+        n_train = write_training_faces(data, parts, opts.seed)
         cfg = TrainConfig(
             data=str(data),
             arch=str(base_meta.get("arch", TrainConfig.arch)),

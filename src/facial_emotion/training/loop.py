@@ -10,6 +10,7 @@ device; on a GPU the loop never waits for it within an epoch (no per-step ``.ite
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -60,22 +61,44 @@ def split_dataset(ds: FaceDataset, cfg: TrainConfig) -> tuple[FaceDataset, FaceD
     train_names, val_names = default_splits(ds)
     if cfg.train_split:
         train_names = [s.strip() for s in cfg.train_split.split(",") if s.strip()]
+        if not train_names:
+            raise DatasetError(f"--train-split {cfg.train_split!r} names no split (available: {', '.join(ds.splits)})")
     if cfg.val_split:
-        val_names = [] if cfg.val_split == "none" else [s.strip() for s in cfg.val_split.split(",")]
+        val_names = [] if cfg.val_split == "none" else [s.strip() for s in cfg.val_split.split(",") if s.strip()]
     train = ds.select_split(*train_names)
     if val_names:
-        return train, ds.select_split(*val_names)
+        val = ds.select_split(*val_names)
+        shared = sorted(set(train.splits) & set(val.splits))
+        if shared:  # validation on training faces would choose the epoch that memorised them best
+            raise DatasetError(
+                f"split {', '.join(shared)} would be trained on and validated on: give --val-split another "
+                f"split (available: {', '.join(ds.splits)}), or none"
+            )
+        return train, val
     if cfg.val_split == "none":
         return train, None
-    # No validation split in the data: hold out a deterministic, stratified 10 % of training.
+    # No validation split in the data: hold out a deterministic, stratified 10 % of training, at least
+    # one face of each class that has two (a class of one face stays in training: held out, it would
+    # never be learnt).
     rng = np.random.default_rng(cfg.seed)
     hold = np.zeros(len(train), dtype=bool)
     for c in np.unique(train.labels):
         idx = np.flatnonzero(train.labels == c)
-        hold[rng.choice(idx, size=max(1, len(idx) // 10), replace=False)] = True
+        k = len(idx) // 10 if len(idx) >= 10 else min(1, len(idx) - 1)
+        hold[rng.choice(idx, size=k, replace=False)] = True
     if hold.all() or not hold.any():
         return train, None
     return train.subset(~hold), train.subset(hold)
+
+
+def limited(train: FaceDataset, cfg: TrainConfig) -> FaceDataset:
+    """``--limit N``: N training faces drawn at random (seeded by the run's seed, so a resumed run
+    draws the same), in their order; the first N of a folder dataset were one or two classes."""
+    if not cfg.limit or cfg.limit >= len(train):
+        return train
+    keep = np.zeros(len(train), dtype=bool)
+    keep[np.random.default_rng(cfg.seed + 7919).choice(len(train), size=cfg.limit, replace=False)] = True
+    return train.subset(keep)
 
 
 def build_targets(train: FaceDataset, cfg: TrainConfig, num_classes: int) -> torch.Tensor:
@@ -116,6 +139,26 @@ def used_splits(train: FaceDataset, val: FaceDataset | None, cfg: TrainConfig) -
     return {"train": ",".join(train.splits), "val": val_text}
 
 
+def faces_fingerprint(train: FaceDataset, val: FaceDataset | None) -> dict[str, Any]:
+    """What a resumed run checks it trains on the same faces as before: counts and a hash of the
+    training and validation faces and labels (other faces crashed the schedule or went on silently)."""
+    h = hashlib.sha256()
+    for part in (train, val):
+        if part is not None:
+            h.update(np.ascontiguousarray(part.images).tobytes())
+            h.update(np.ascontiguousarray(part.labels).tobytes())
+    return {"train": len(train), "val": 0 if val is None else len(val), "sha256": h.hexdigest()[:16]}
+
+
+def check_same_faces(saved: dict[str, Any] | None, now: dict[str, Any]) -> None:
+    if saved and saved != now:  # checkpoints from before the fingerprint carry none: not checked
+        raise DatasetError(
+            f"--resume: the data holds other faces than the run trained on ({now['train']} training and "
+            f"{now['val']} validation faces now, {saved['train']} and {saved['val']} then, or the same "
+            "counts with other faces): resume with the run's own faces, or start a new --out"
+        )
+
+
 def load_training_data(cfg: TrainConfig) -> tuple[FaceDataset, FaceDataset, FaceDataset | None]:
     """The whole dataset, its training faces (the first ``cfg.limit`` if set) and validation faces."""
     ferplus = cfg.labels.startswith("ferplus")
@@ -126,8 +169,7 @@ def load_training_data(cfg: TrainConfig) -> tuple[FaceDataset, FaceDataset, Face
         ferplus_classes=8 if cfg.labels == "ferplus8" else 7,
     )
     train_ds, val_ds = split_dataset(ds, cfg)
-    if cfg.limit:
-        train_ds = train_ds.subset(np.arange(len(train_ds)) < cfg.limit)
+    train_ds = limited(train_ds, cfg)
     if len(train_ds) < cfg.batch_size:
         raise DatasetError(
             f"only {len(train_ds)} training faces; need at least one batch of {cfg.batch_size} "
@@ -456,7 +498,7 @@ def train(
             raise DatasetError(f"--resume: no checkpoint {out / LAST}")
         last = load_resume_checkpoint(out)  # falls back to last.prev.pt if last.pt is damaged
         cfg = resumed_config(last["config"], asked or {})  # the run goes on as it began
-        log.info("resuming %s at epoch %d", out, last["epoch"] + 1)
+        log.info("resuming %s after epoch %d of %d", out, last["epoch"] + 1, cfg.epochs)
     cfg.validate(resumed=last is not None)
     if cfg.batch_size % dist.world:
         raise ConfigError(f"--batch-size {cfg.batch_size} must divide evenly over {dist.world} processes")
@@ -464,17 +506,25 @@ def train(
         device = resolve_device(device_override or cfg.device)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     precision = resolve_precision(cfg.precision, device)
     autocast = precision == "bf16"
 
-    ds, train_ds, val_ds = load_training_data(cfg)
-    targets = training_targets(train_ds, cfg, ds.num_classes, out).to(device)
+    try:
+        ds, train_ds, val_ds = load_training_data(cfg)
+        faces = faces_fingerprint(train_ds, val_ds)
+        check_same_faces(last.get("faces") if last is not None else None, faces)
+        targets = training_targets(train_ds, cfg, ds.num_classes, out).to(device)
+    except Exception:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # a run that failed before it wrote anything leaves no empty folder behind
+        raise
     host_images = torch.from_numpy(train_ds.images)
     state = build_state(cfg, ds.num_classes, host_images, precision, resumed=last is not None, device=device)
-    state.splits = used_splits(train_ds, val_ds, cfg)
+    state.splits, state.faces = used_splits(train_ds, val_ds, cfg), faces
     images = host_images.to(device)
     start_epoch = state.restore(last) if last is not None else 0
     net = dist.wrap(state.model)  # after restore: DDP starts every rank from rank 0's weights

@@ -67,6 +67,15 @@ class RunLog:
             precision,
             torch.get_num_threads(),
         )
+        counts = train.class_counts()
+        log.info(
+            "training faces per class: %s",
+            ", ".join(f"{name} {n}" for name, n in zip(train.class_names, counts, strict=True)),
+        )
+        missing = [name for name, n in zip(train.class_names, counts, strict=True) if n == 0]
+        if missing:  # a class absent from the data is never learnt: its output stays at chance
+            log.warning("no training faces of %s: the model cannot learn %s", ", ".join(missing),
+                        "it" if len(missing) == 1 else "them")
 
     def start_epoch(self) -> None:
         self.epoch_started = time.monotonic()

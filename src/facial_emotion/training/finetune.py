@@ -64,6 +64,8 @@ def default_base() -> Path:
 
 def find_fer2013(given: Path | None) -> Path | None:
     if given is not None:
+        if given.is_dir():
+            raise FeedbackError(f"--fer2013 {given}: a folder; give the FER-2013 csv ({FER_CSV}) itself")
         if not given.is_file():
             raise FeedbackError(f"--fer2013 {given}: no such file")
         return given

@@ -138,3 +138,30 @@ def test_evaluate_scores_ferplus_majority_labels(eight_class_model: Path, tmp_pa
     entry = json.loads(proc.stdout)
     assert entry["faces"] == len(truth) and entry["method"] == "temperature scaling (NLL)"
     assert len(entry["scale"]) == len(entry["bias_tta"]) == 8
+
+
+def test_evaluate_against_seven_labels_says_why_it_has_no_confidence_figures(
+    eight_class_model: Path, tmp_path: Path
+) -> None:
+    """The figures were silently missing, and a report folder kept the last model's reliability
+    diagram beside this one's report."""
+    images, labels = synthetic_faces(60)
+    labels[labels == 1] = 0  # no disgust faces at all: its row is no measurement
+    data = write_fer_csv(tmp_path / "fer2013.csv", images, labels, ["PublicTest"] * 60)
+    report = tmp_path / "report"
+    proc = run_cli("evaluate", "--data", str(data), "--model", "fast", "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    assert "FER-2013 labels, emotion-fast.onnx, centre crop" in proc.stdout and "confidence: ECE" in proc.stdout
+    assert "no faces of disgust in this split" in proc.stdout and "(over the classes present)" in proc.stdout
+    disgust = next(line for line in proc.stdout.splitlines() if line.startswith("disgust"))
+    assert disgust.split()[2:4] == ["—", "—"]
+    assert (report / "reliability.png").is_file()
+    proc = run_cli("evaluate", "--data", str(data), "--model", str(eight_class_model), "--json", "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["ece"] is None and result["nll"] is None and "8 classes" in result["confidence_note"]
+    assert result["classes_without_faces"] == ["disgust"]
+    assert not (report / "reliability.png").exists()  # the fast model's, gone with its report
+    markdown = (report / "report.md").read_text()
+    assert "8 classes" in markdown and "| disgust |" in markdown and "](mistakes.png)" in markdown
+    assert json.loads((report / "report.json").read_text()) == result

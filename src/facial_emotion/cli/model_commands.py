@@ -119,6 +119,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from facial_emotion.results.writers import print_json
 
     report = output_folder(args.report, "--report") if args.report else None
+    if report is not None:  # before the evaluation, not after it (a report.json that is a folder)
+        from facial_emotion.evaluation.evaluate import REPORT_FILES
+
+        for name in REPORT_FILES:
+            if (report / name).exists() and not (report / name).is_file():
+                raise UserError(f"--report {report}: {name} there is not a file: move it or choose another folder")
     results, part, probs = evaluate(
         args.data,
         args.model,
@@ -134,13 +140,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print_json(results)
     else:
+        from facial_emotion.evaluation.evaluate import describe, faces_text
+
         print(
-            f"{results['dataset']} [{results['split']}]: {results['n']} faces, accuracy {results['accuracy']:.2%}"
-            f" ({'ten-crop TTA' if args.tta else 'centre crop'}), macro F1 {results['macro_f1']:.3f}"
+            f"{describe(results)}: {faces_text(results['n'])}, accuracy {results['accuracy']:.2%}, macro F1 "
+            f"{results['macro_f1']:.3f}" + (" (over the classes present)" if results.get("classes_without_faces") else "")
         )
+        if results.get("ece") is not None:
+            print(
+                f"confidence: ECE {results['ece']:.2%}, NLL {results['nll']:.3f} ({results['calibration']}; raw "
+                f"softmax: ECE {results['ece_uncalibrated']:.2%}, NLL {results['nll_uncalibrated']:.3f})"
+            )
+        elif results.get("confidence_note"):
+            print(results["confidence_note"])
         print(f"{'emotion':<10}{'precision':>10}{'recall':>8}{'f1':>8}{'support':>9}")
         for c, r in results["per_class"].items():
-            print(f"{c:<10}{r['precision']:>10.3f}{r['recall']:>8.3f}{r['f1']:>8.3f}{r['support']:>9}")
+            if r["support"] == 0:  # no faces: recall and F1 are undefined, not 0
+                print(f"{c:<10}{r['precision']:>10.3f}{'—':>8}{'—':>8}{0:>9}")
+            else:
+                print(f"{c:<10}{r['precision']:>10.3f}{r['recall']:>8.3f}{r['f1']:>8.3f}{r['support']:>9}")
+        if results.get("classes_without_faces"):
+            print(f"no faces of {', '.join(results['classes_without_faces'])} in this split")
     return EXIT_OK
 
 

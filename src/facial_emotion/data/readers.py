@@ -230,6 +230,11 @@ def apply_ferplus(ds: FaceDataset, votes_path: Path, classes: int = 7) -> FaceDa
     total = target.sum(axis=1)
     keep = has_image[rows] & (total > 0)
     soft = target[keep] / total[keep, None]
+    dropped = {str(u): int(n) for u, n in zip(*np.unique(ds.split[~keep], return_counts=True), strict=True)}
+    warnings = list(ds.warnings)
+    if dropped:  # said per split: the count of the whole file alone overstated a test split's loss
+        per_split = ", ".join(f"{u} {n}" for u, n in dropped.items())
+        warnings.insert(0, f"{sum(dropped.values())} faces have no FER+ label (no image name or no vote): {per_split}")
     out = FaceDataset(
         images=ds.images[keep],
         labels=soft.argmax(axis=1).astype(np.int64),
@@ -239,7 +244,7 @@ def apply_ferplus(ds: FaceDataset, votes_path: Path, classes: int = 7) -> FaceDa
         class_names=class_names,
         source=f"{ds.source} + {votes_path.name}",
         skipped=ds.skipped + int((~keep).sum()),
-        warnings=ds.warnings,
+        warnings=warnings,
     )
     return out
 
@@ -407,6 +412,6 @@ def load_dataset(
             "%s: skipped %d unusable row(s) or file(s)%s",
             path,
             ds.skipped,
-            f" ({shown} ...)" if shown else "",
+            f" ({shown}{' ...' if len(ds.warnings) > 3 else ''})" if shown else "",
         )
     return ds

@@ -67,8 +67,9 @@ def ece(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
     return float(total)
 
 
-def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
-    """Per confidence bin: its range, faces, mean confidence and accuracy (the reliability diagram)."""
+def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> list[dict[str, float]]:
+    """Per confidence bin: its range, faces, mean confidence and accuracy (the reliability diagram);
+    the ECE's bins, so that the diagram shows the figure its legend gives."""
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == labels
     edges = np.linspace(0, 1, bins + 1)

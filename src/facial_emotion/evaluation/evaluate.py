@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from facial_emotion.data import DatasetError, FaceDataset, load_dataset
-from facial_emotion.evaluation.calibration import accuracy, ece, nll, reliability
+from facial_emotion.evaluation.calibration import ECE_BINS, accuracy, ece, nll, reliability
 from facial_emotion.evaluation.metrics import summarize
 from facial_emotion.inference.classifier import EmotionClassifier
 from facial_emotion.model_file import CALIBRATION_KEY
@@ -58,8 +58,20 @@ def evaluate(
     results.update(
         model=str(classifier.path), split=split, tta=tta, dataset=str(data), labels=labels, skipped=ds.skipped
     )
+    absent = [c for c, n in zip(part.class_names, part.class_counts(), strict=True) if n == 0]
+    if absent:  # their rows read 0.000, which is no measurement: said, and listed in the JSON
+        results["classes_without_faces"] = absent
     # How far confidences match accuracy: with the model's own calibration, and without any.
-    if len(part.class_names) == probs.shape[1]:
+    if len(part.class_names) != probs.shape[1]:
+        results.update(
+            ece=None,
+            nll=None,
+            confidence_note=(
+                f"no ECE or NLL: the model's {probs.shape[1]} classes are not the labels' "
+                f"{len(part.class_names)}, so its confidences cannot be scored against them"
+            ),
+        )
+    else:
         raw = classifier.probabilities(logits, tta, calibrated=False)
         results.update(
             ece=round(ece(probs, part.labels), 4),
@@ -76,38 +88,66 @@ def evaluate(
     return results, part, probs
 
 
+# Every file a report may hold: a run removes those it does not write (a re-run into the same folder
+# kept the last model's reliability diagram beside the new report).
+REPORT_FILES = (
+    "confusion_matrix.png",
+    "confusion_matrix_normalized.png",
+    "report.md",
+    "report.json",
+    "reliability.png",
+    "mistakes.png",
+)
+
+
+def describe(results: dict[str, Any]) -> str:
+    """The run in a line: data and split, labels, model, test-time augmentation."""
+    labels = "FER+ majority labels" if results.get("labels") == "ferplus" else "FER-2013 labels"
+    tta = "ten-crop" if results["tta"] else "centre crop"
+    return f"{Path(str(results['dataset'])).name} [{results['split']}], {labels}, {Path(str(results['model'])).name}, {tta}"
+
+
+def faces_text(n: int) -> str:
+    return f"{n} face" if n == 1 else f"{n} faces"
+
+
 def write_report(
     results: dict[str, Any], part: FaceDataset, probs: np.ndarray, out: Path, mistakes: int = 32
 ) -> list[Path]:
     """Confusion matrices (counts, row-normalised), the classification report (Markdown + JSON), a
-    grid of the most confident mistakes and, where the model's classes are the dataset's, the
-    reliability diagram (calibrated and raw confidences)."""
+    grid of the most confident mistakes (when there are any) and, where the model's classes are the
+    dataset's, the reliability diagram (calibrated and raw confidences)."""
     from facial_emotion.evaluation.plots import plot_confusion_matrix, plot_mistakes, plot_reliability
     from facial_emotion.results.files import atomic_write_bytes
 
     out.mkdir(parents=True, exist_ok=True)
     classes = list(part.class_names)
     cm = np.array(results["confusion_matrix"])
-    title = f"{Path(str(results['dataset'])).name} [{results['split']}] acc {results['accuracy']:.2%}"
+    about = describe(results)
+    title = f"{about}\naccuracy {results['accuracy']:.2%}"
     plot_confusion_matrix(cm, classes, out / "confusion_matrix.png", normalize=False, title=title)
     plot_confusion_matrix(cm, classes, out / "confusion_matrix_normalized.png", normalize=True, title=title)
     atomic_write_bytes(out / "report.json", (json.dumps(results, indent=2) + "\n").encode())
     lines = [
-        f"# Evaluation: {results['dataset']} [{results['split']}]",
+        f"# Evaluation: {about}",
         "",
+        f"- data: `{results['dataset']}`, split {results['split']}, labels: {results.get('labels', 'fer2013')}",
         f"- model: `{results['model']}`",
-        f"- faces: {results['n']}, test-time augmentation: {'ten-crop' if results['tta'] else 'none'}",
-        f"- **accuracy: {results['accuracy']:.2%}**, macro F1: {results['macro_f1']:.4f}",
+        f"- {faces_text(results['n'])}, test-time augmentation: {'ten-crop' if results['tta'] else 'none'}",
+        f"- **accuracy: {results['accuracy']:.2%}**, macro F1: {results['macro_f1']:.4f}"
+        + (" (over the classes present)" if results.get("classes_without_faces") else ""),
     ]
     written = ["confusion_matrix.png", "confusion_matrix_normalized.png", "report.md", "report.json"]
-    if "reliability" in results:
+    if results.get("classes_without_faces"):
+        lines.append(f"- no faces of {', '.join(results['classes_without_faces'])}: their rows are empty, not 0")
+    if results.get("reliability"):
         plot_reliability(
             {
                 f"calibrated ({results['calibration']}), ECE {results['ece']:.2%}": results["reliability"],
                 f"raw softmax, ECE {results['ece_uncalibrated']:.2%}": results["reliability_uncalibrated"],
             },
             out / "reliability.png",
-            title=f"Reliability, {results['split']} ({results['n']} faces)",
+            title=f"Reliability ({ECE_BINS} bins, as the ECE), {faces_text(results['n'])}\n{about}",
         )
         written.append("reliability.png")
         lines += [
@@ -117,19 +157,36 @@ def write_report(
             "",
             "![reliability diagram](reliability.png)",
         ]
+    elif results.get("confidence_note"):
+        lines.append(f"- {results['confidence_note']}")
     lines += [
         "",
         "| emotion | precision | recall | F1 | support |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for c, r in results["per_class"].items():
-        lines.append(f"| {c} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |")
-    atomic_write_bytes(out / "report.md", ("\n".join(lines) + "\n").encode())
+        if r["support"] == 0:
+            lines.append(f"| {c} | {r['precision']:.3f} | — | — | 0 |")
+        else:
+            lines.append(f"| {c} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |")
+    lines += [
+        "",
+        "![confusion matrix](confusion_matrix.png) ![confusion matrix, each row normalised](confusion_matrix_normalized.png)",
+    ]
     preds = probs[:, : len(classes)].argmax(axis=1)
     wrong = np.flatnonzero(preds != part.labels)
-    worst = wrong[np.argsort(-probs[wrong, preds[wrong]])][:mistakes]
-    captions = [
-        f"true {classes[part.labels[i]]}\npred {classes[preds[i]]} {probs[i, preds[i]]:.0%}" for i in worst
-    ]
-    plot_mistakes(part.images[worst], captions, out / "mistakes.png", "Most confident mistakes")
-    return [out / n for n in [*written, "mistakes.png"]]
+    if len(wrong):
+        worst = wrong[np.argsort(-probs[wrong, preds[wrong]])][:mistakes]
+        captions = [
+            f"true {classes[part.labels[i]]}\npred {classes[preds[i]]} {probs[i, preds[i]]:.0%}" for i in worst
+        ]
+        plot_mistakes(part.images[worst], captions, out / "mistakes.png", "Most confident mistakes")
+        written.append("mistakes.png")
+        lines += ["", "![the most confident mistakes](mistakes.png)"]
+    else:
+        lines += ["", "No mistakes."]
+    atomic_write_bytes(out / "report.md", ("\n".join(lines) + "\n").encode())
+    for name in REPORT_FILES:
+        if name not in written:
+            (out / name).unlink(missing_ok=True)
+    return [out / n for n in written]

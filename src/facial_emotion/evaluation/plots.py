@@ -94,6 +94,9 @@ def plot_mistakes(faces: np.ndarray, captions: list[str], path: Path, title: str
     plt.close(fig)
 
 
+RELIABLE_BIN_FACES = 20
+
+
 def plot_reliability(curves: dict[str, list[dict[str, float]]], path: Path, title: str) -> None:
     """Reliability diagram: accuracy against mean confidence per confidence bin (the bins of
     ``calibration.reliability``), one line per curve, the diagonal where confidence means what it says,
@@ -112,7 +115,19 @@ def plot_reliability(curves: dict[str, list[dict[str, float]]], path: Path, titl
     )
     ax.plot([0, 1], [0, 1], "--", color="0.4", lw=1, label="perfectly calibrated")
     for name, bins in curves.items():
-        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", label=name)
+        (line,) = ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "-", label=name)
+        # A bin of a few faces says little: its point hollow, so that one face at accuracy 0 is not
+        # read as a measured failure.
+        for filled in (True, False):
+            few = [b for b in bins if (b["faces"] >= RELIABLE_BIN_FACES) == filled]
+            ax.plot(
+                [b["confidence"] for b in few],
+                [b["accuracy"] for b in few],
+                "o",
+                color=line.get_color(),
+                markerfacecolor=line.get_color() if filled else "none",
+            )
+    ax.plot([], [], "o", color="0.3", markerfacecolor="none", label=f"bin of fewer than {RELIABLE_BIN_FACES} faces")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top probability)", ylabel="accuracy", title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)

@@ -340,3 +340,19 @@ def test_serve_on_port_0_listens_on_a_free_port_and_names_it() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def test_evaluate_on_a_folder_without_a_test_split_says_it_scores_every_face(tmp_path: Path) -> None:
+    """It scored [all] without a word, though a model fine-tuned on that folder was trained on it."""
+    import cv2
+    from conftest import synthetic_faces
+
+    from facial_emotion.labels import EMOTIONS
+
+    images, labels = synthetic_faces(14)
+    for i, (img, lab) in enumerate(zip(images, labels, strict=True)):
+        (tmp_path / "mine" / EMOTIONS[lab]).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "mine" / EMOTIONS[lab] / f"{i}.png"), img)
+    proc = run_cli("evaluate", "--data", str(tmp_path / "mine"), "--model", "fast")
+    assert proc.returncode == 0, proc.stderr
+    assert "no test split: scoring all its faces" in proc.stderr and "[all]" in proc.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ from facial_emotion.evaluation.calibration import ECE_BINS, accuracy, ece, nll, 
 from facial_emotion.evaluation.metrics import summarize
 from facial_emotion.inference.classifier import EmotionClassifier
 from facial_emotion.model_file import CALIBRATION_KEY
+
+log = logging.getLogger(__name__)
 
 TEST_SPLIT_PREFERENCE = ("PrivateTest", "PublicTest", "test", "val", "all")
 
@@ -46,6 +49,12 @@ def evaluate(
         data, labels=labels, skip_bad=skip_bad, ferplus_classes=8 if len(classifier.classes) == 8 else 7
     )
     split = split or default_test_split(ds)
+    if split == "all":  # a ROOT/<emotion>/ folder has no test split: its every face is scored
+        log.warning(
+            "%s has no test split: scoring all its faces (if the model trained on them, the figures "
+            "are not held-out; a ROOT/{train,test}/<emotion>/ layout keeps a test split apart)",
+            data,
+        )
     part = ds.select_split(split)
     if list(classifier.classes[: len(part.class_names)]) != list(part.class_names):
         raise DatasetError(

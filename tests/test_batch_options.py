@@ -73,7 +73,7 @@ def test_another_model_or_format_is_refused_and_same_options_go_on(tmp_path):
 
     proc = run_cli(justin, two, "--out", str(out), "--model", "fast", "--detector", "haar")
     model = f"(the job has {recorded['model']})"
-    refused(proc, "--model emotion-fast.onnx sha256:", model, "--detector haar (the job has blazeface)")
+    refused(proc, "--model emotion-fast.onnx sha256:", model, "--detector haar:640 (the job has blazeface)")
     assert "--format" not in proc.stderr  # left out: the job's own format, not a clash
     refused(run_cli(justin, "--out", str(out), "--format", "parquet"), "--format parquet (the job has csv)")
     assert snapshot(out) == before  # refused before any work: nothing written, nothing cleared
@@ -87,6 +87,20 @@ def test_another_model_or_format_is_refused_and_same_options_go_on(tmp_path):
     assert [r for r in rows if r[0] == justin] == rows_before
     assert sorted(s["source"] for s in read_table(out, "sources")) == sorted([justin, two])
     assert {p.suffix for p in (out / "faces").glob("*/*")} == {".csv"}
+
+
+def test_one_detector_setting_in_two_spellings_is_one_job(tmp_path):
+    """"haar" and "haar:640" are the same detector: the re-run was refused as another job's."""
+    justin = str(need_shared("media", "justin.jpg"))
+    out = tmp_path / "haar"
+    run_batch([justin], out, AnalyzerOptions(detector="haar"), fmt="csv")
+    assert json.loads((out / OPTIONS_FILE).read_text())["detector"] == "haar:640"
+    assert main(["batch", justin, "--out", str(out), "--detector", "haar:640", "--quiet"]) == 0
+    refused(run_cli(justin, "--out", str(out), "--detector", "haar:320"), "--detector haar:320 (the job has haar:640)")
+    old = tmp_path / "old"  # a job recorded before: its "haar" is read as the same setting
+    run_batch([justin], old, AnalyzerOptions(detector="haar"), fmt="csv")
+    (old / OPTIONS_FILE).write_text(json.dumps({**json.loads((old / OPTIONS_FILE).read_text()), "detector": "haar"}))
+    assert main(["batch", justin, "--out", str(old), "--detector", "haar:640", "--quiet"]) == 0
 
 
 def test_other_frame_ranges_are_refused_and_never_repeat_frames(tmp_path, mini_video):

@@ -58,14 +58,16 @@ def row_options(
 ) -> dict[str, Any]:
     """The options that decide a job's rows and files, by their flag; what only changes how the work
     runs (engine, workers, address, threads, commit-every) is left out and may change between runs."""
-    from facial_emotion import settings
+    from facial_emotion.inference.detectors import canonical_spec
 
     digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
     return {
         # The file itself, not the name it was asked by: a retrained or recalibrated file differs
         # (16 hex digits of its SHA-256 tell files apart and keep the message readable).
         "model": f"{model_path.name} sha256:{digest[:16]}",
-        "detector": options.detector or settings.current().detector or settings.DEFAULT_DETECTOR,
+        # one spelling per setting: "haar" and "haar:640" are one detector, "yunet" with another
+        # $FACIAL_EMOTION_YUNET file is another
+        "detector": canonical_spec(options.detector),
         # plain ints and floats: numpy scalars given through the API are not JSON
         "every": int(options.every),
         "detect-every": int(options.detect_every),
@@ -114,7 +116,11 @@ def check_options(out: Path, recorded: dict[str, Any] | None, asked: dict[str, A
     have is not compared (--overlap without ranges, one a later version adds)."""
     if recorded is None:
         return
+    from facial_emotion.inference.detectors import canonical_spec
+
     show = lambda v: "none" if v is None else v  # noqa: E731
+    if isinstance(recorded.get("detector"), str):  # jobs recorded before the spellings were one
+        recorded = {**recorded, "detector": canonical_spec(recorded["detector"])}
     clashes = [
         f"--{name} {show(value)} (the job has {show(recorded[name])})"
         for name, value in asked.items()

@@ -79,9 +79,10 @@ def _downscale(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
 
 class HaarDetector:
     name = "haar"
+    DEFAULT_MAX_SIDE = 640
 
     def __init__(
-        self, max_side: int = 640, min_face: float = 0.05, min_neighbors: int = 5, pad: float = 0.15
+        self, max_side: int = DEFAULT_MAX_SIDE, min_face: float = 0.05, min_neighbors: int = 5, pad: float = 0.15
     ):
         cascades = cv2.data.haarcascades  # type: ignore[attr-defined]
         path = Path(cascades) / "haarcascade_frontalface_default.xml"
@@ -179,6 +180,20 @@ BLAZEFACE_OPTIONS: dict[str, dict[str, Any]] = {
     "tiles": {"tiles": True},
     "whole": {"tiles": False},
 }
+
+
+def canonical_spec(spec: str | None) -> str:
+    """One spelling per detector setting, for comparing the settings of two runs: ``haar`` is
+    ``haar:640``, ``blazeface:`` is ``blazeface``, and ``yunet`` names the model file it takes from
+    $FACIAL_EMOTION_YUNET (the same word with another file is another detector)."""
+    spec = spec or settings.current().detector or DEFAULT_DETECTOR
+    name, _, arg = spec.partition(":")
+    if name == "haar":
+        return f"haar:{arg or HaarDetector.DEFAULT_MAX_SIDE}"
+    if name == "yunet":
+        path = arg or settings.current().yunet_model
+        return f"yunet:{Path(path).resolve()}" if path else "yunet"
+    return name if name == "blazeface" and not arg else spec
 
 
 def create_detector(spec: str | FaceDetector | None = None) -> FaceDetector:

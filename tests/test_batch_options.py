@@ -90,16 +90,21 @@ def test_another_model_or_format_is_refused_and_same_options_go_on(tmp_path):
 
 
 def test_one_detector_setting_in_two_spellings_is_one_job(tmp_path):
-    """"haar" and "haar:640" are the same detector: the re-run was refused as another job's."""
+    """ "haar" and "haar:640" are the same detector: the re-run was refused as another job's."""
     justin = str(need_shared("media", "justin.jpg"))
     out = tmp_path / "haar"
     run_batch([justin], out, AnalyzerOptions(detector="haar"), fmt="csv")
     assert json.loads((out / OPTIONS_FILE).read_text())["detector"] == "haar:640"
     assert main(["batch", justin, "--out", str(out), "--detector", "haar:640", "--quiet"]) == 0
-    refused(run_cli(justin, "--out", str(out), "--detector", "haar:320"), "--detector haar:320 (the job has haar:640)")
+    refused(
+        run_cli(justin, "--out", str(out), "--detector", "haar:320"),
+        "--detector haar:320 (the job has haar:640)",
+    )
     old = tmp_path / "old"  # a job recorded before: its "haar" is read as the same setting
     run_batch([justin], old, AnalyzerOptions(detector="haar"), fmt="csv")
-    (old / OPTIONS_FILE).write_text(json.dumps({**json.loads((old / OPTIONS_FILE).read_text()), "detector": "haar"}))
+    (old / OPTIONS_FILE).write_text(
+        json.dumps({**json.loads((old / OPTIONS_FILE).read_text()), "detector": "haar"})
+    )
     assert main(["batch", justin, "--out", str(old), "--detector", "haar:640", "--quiet"]) == 0
 
 

@@ -133,7 +133,11 @@ def test_huge_images_are_refused_before_decoding(monkeypatch: pytest.MonkeyPatch
             load_image(np.zeros((200, 200), np.uint8))
         # A frame of a stream is never refused, whatever its type (gray and float frames were,
         # BGR uint8 ones not): the limit guards decoding a photo.
-        for frame in (np.zeros((200, 200, 3), np.uint8), np.zeros((200, 200)), np.zeros((200, 200, 4), np.uint16)):
+        for frame in (
+            np.zeros((200, 200, 3), np.uint8),
+            np.zeros((200, 200)),
+            np.zeros((200, 200, 4), np.uint16),
+        ):
             assert as_bgr(frame).shape == (200, 200, 3)
     finally:
         monkeypatch.delenv("FACIAL_EMOTION_MAX_PIXELS")

@@ -226,7 +226,7 @@ def test_one_recognizer_shared_by_threads_gives_each_photo_its_own_faces() -> No
         serial = [[f.box for f in recognizer.analyze_frame(p)] for p in photos]
         jobs = [photos[i % len(photos)] for i in range(36)]
         with ThreadPoolExecutor(6) as pool:
-            shared = list(pool.map(lambda p: [f.box for f in recognizer.analyze_frame(p)], jobs))
+            shared = list(pool.map(lambda p, r=recognizer: [f.box for f in r.analyze_frame(p)], jobs))
         assert shared == [serial[i % len(photos)] for i in range(36)], spec
 
 
@@ -259,7 +259,10 @@ def test_boxes_from_a_custom_detector_or_the_caller_are_held_to_the_detectors_ru
         name = "sloppy"
 
         def detect(self, frame: np.ndarray) -> list[Detection]:
-            return [Detection(tuple(np.int64(v) for v in real.box), np.float64(0.9)), Detection((0, 0, 0, 5), 0.5)]
+            return [
+                Detection(tuple(np.int64(v) for v in real.box), np.float64(0.9)),
+                Detection((0, 0, 0, 5), 0.5),
+            ]
 
     sloppy = EmotionRecognizer(detector=Sloppy(), threads=1)
     assert [f.box for f in sloppy.analyze_frame(bgr)] == [real.box]

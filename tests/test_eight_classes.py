@@ -151,12 +151,16 @@ def test_evaluate_against_seven_labels_says_why_it_has_no_confidence_figures(
     report = tmp_path / "report"
     proc = run_cli("evaluate", "--data", str(data), "--model", "fast", "--report", str(report))
     assert proc.returncode == 0, proc.stderr
-    assert "FER-2013 labels, emotion-fast.onnx, centre crop" in proc.stdout and "confidence: ECE" in proc.stdout
+    assert (
+        "FER-2013 labels, emotion-fast.onnx, centre crop" in proc.stdout and "confidence: ECE" in proc.stdout
+    )
     assert "no faces of disgust in this split" in proc.stdout and "(over the classes present)" in proc.stdout
     disgust = next(line for line in proc.stdout.splitlines() if line.startswith("disgust"))
     assert disgust.split()[2:4] == ["—", "—"]
     assert (report / "reliability.png").is_file()
-    proc = run_cli("evaluate", "--data", str(data), "--model", str(eight_class_model), "--json", "--report", str(report))
+    proc = run_cli(
+        "evaluate", "--data", str(data), "--model", str(eight_class_model), "--json", "--report", str(report)
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["ece"] is None and result["nll"] is None and "8 classes" in result["confidence_note"]

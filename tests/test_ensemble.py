@@ -54,7 +54,9 @@ def test_the_ensemble_names_every_members_data(tmp_path: Path) -> None:
     mine = tmp_path / "mine.onnx"
     torch.manual_seed(0)
     net = create_model("vgg-s", 7).eval()
-    write_model(mine, onnx_bytes(net, 40), make_metadata(classes=list(EMOTIONS), dataset="my-faces", labels="folders"))
+    write_model(
+        mine, onnx_bytes(net, 40), make_metadata(classes=list(EMOTIONS), dataset="my-faces", labels="folders")
+    )
     out = tmp_path / "mixed.onnx"
     proc = run_cli("ensemble", "fast", str(mine), "--out", str(out))
     assert proc.returncode == 0, proc.stderr

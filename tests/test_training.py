@@ -113,8 +113,13 @@ def test_the_splits_a_run_used_are_named_for_its_model_file() -> None:
     only_training = FaceDataset(images=images, labels=labels, split=np.array(["Training"] * 60))
     cfg = TrainConfig(data="x.csv", seed=5)
     train_ds, val_ds = split_dataset(only_training, cfg)
-    assert used_splits(train_ds, val_ds, cfg) == {"train": "Training", "val": "10 % of Training held out (seed 5)"}
-    three = FaceDataset(images=images, labels=labels, split=np.array(["Training", "PublicTest", "Extra"] * 20))
+    assert used_splits(train_ds, val_ds, cfg) == {
+        "train": "Training",
+        "val": "10 % of Training held out (seed 5)",
+    }
+    three = FaceDataset(
+        images=images, labels=labels, split=np.array(["Training", "PublicTest", "Extra"] * 20)
+    )
     cfg = TrainConfig(data="x.csv", train_split="Training,Extra")
     assert used_splits(*split_dataset(three, cfg), cfg) == {"train": "Extra,Training", "val": "PublicTest"}
 
@@ -311,7 +316,9 @@ def test_resume_continues_a_killed_run_to_the_same_result(tmp_path: Path, schedu
     moved = write_fer_csv(tmp_path / "moved.csv", images, labels, ["Training"] * 128 + ["PublicTest"] * 32)
     train(cfg, interrupted, resume=True, progress=False, asked={"data": str(moved)})
     more_images, more_labels = synthetic_faces(200)
-    grown = write_fer_csv(tmp_path / "grown.csv", more_images, more_labels, ["Training"] * 168 + ["PublicTest"] * 32)
+    grown = write_fer_csv(
+        tmp_path / "grown.csv", more_images, more_labels, ["Training"] * 168 + ["PublicTest"] * 32
+    )
     kept = (interrupted / "last.pt").read_bytes()
     with pytest.raises(DatasetError, match="other faces than the run trained on .168 training and 32"):
         train(cfg, interrupted, resume=True, progress=False, asked={"data": str(grown)})
@@ -329,7 +336,11 @@ def test_splits_that_cannot_work_are_refused_and_small_classes_kept(
     images, labels = synthetic_faces(96)
     data = write_fer_csv(tmp_path / "fer2013.csv", images, labels, ["Training"] * 64 + ["PublicTest"] * 32)
     ds = load_dataset(data)
-    for train_split, val_split in (("PublicTest", ""), ("Training", "Training"), ("Training,PublicTest", "PublicTest")):
+    for train_split, val_split in (
+        ("PublicTest", ""),
+        ("Training", "Training"),
+        ("Training,PublicTest", "PublicTest"),
+    ):
         cfg = TrainConfig(data=str(data), train_split=train_split, val_split=val_split)
         with pytest.raises(DatasetError, match="would be trained on and validated on"):
             split_dataset(ds, cfg)
@@ -337,7 +348,11 @@ def test_splits_that_cannot_work_are_refused_and_small_classes_kept(
         split_dataset(ds, TrainConfig(data=str(data), train_split=","))
     # A failed run leaves no empty --out folder behind.
     with pytest.raises(DatasetError):
-        train(TrainConfig(data=str(data), train_split="PublicTest", epochs=1), tmp_path / "never", progress=False)
+        train(
+            TrainConfig(data=str(data), train_split="PublicTest", epochs=1),
+            tmp_path / "never",
+            progress=False,
+        )
     assert not (tmp_path / "never").exists()
     # The 10 % hold-out keeps a class of one face in training (it went to validation, never learnt).
     one_sad = np.array([4] + [3] * 40 + [6] * 9)
@@ -348,12 +363,17 @@ def test_splits_that_cannot_work_are_refused_and_small_classes_kept(
     # --limit draws from every class (the first N of a folder dataset were one or two classes).
     by_class = faces.subset(np.argsort(faces.labels, kind="stable"))
     assert (limited(by_class, TrainConfig(data="x", limit=20)).class_counts() > 0).sum() == 2
-    assert limited(by_class, TrainConfig(data="x", limit=20)).images.tobytes() == limited(
-        by_class, TrainConfig(data="x", limit=20)
-    ).images.tobytes()  # the same draw every time (a resumed run)
+    assert (
+        limited(by_class, TrainConfig(data="x", limit=20)).images.tobytes()
+        == limited(by_class, TrainConfig(data="x", limit=20)).images.tobytes()
+    )  # the same draw every time (a resumed run)
     # The run says how many faces of each class it trains on, and which it has none of.
     with caplog.at_level("INFO"):
-        train(TrainConfig(data=str(data), epochs=1, batch_size=32, threads=1, arch="vgg-s"), tmp_path / "r", progress=False)
+        train(
+            TrainConfig(data=str(data), epochs=1, batch_size=32, threads=1, arch="vgg-s"),
+            tmp_path / "r",
+            progress=False,
+        )
     assert "training faces per class: angry" in caplog.text
 
 

@@ -81,7 +81,9 @@ def test_bad_videos_fail_clearly(tmp_path: Path) -> None:
         assert proc.returncode == 2 and str(path.name) in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_sources_that_are_not_videos_say_what_they_are(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sources_that_are_not_videos_say_what_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A photo "succeeded" as a one-frame video at a made-up 25 fps; a Path named by digits opened
     that camera; bytes gave a message of millions of characters; "" was "a folder"."""
     from facial_emotion.inference.decode import ImageError, load_image

@@ -124,7 +124,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         for name in REPORT_FILES:
             if (report / name).exists() and not (report / name).is_file():
-                raise UserError(f"--report {report}: {name} there is not a file: move it or choose another folder")
+                raise UserError(
+                    f"--report {report}: {name} there is not a file: move it or choose another folder"
+                )
     results, part, probs = evaluate(
         args.data,
         args.model,
@@ -144,7 +146,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         print(
             f"{describe(results)}: {faces_text(results['n'])}, accuracy {results['accuracy']:.2%}, macro F1 "
-            f"{results['macro_f1']:.3f}" + (" (over the classes present)" if results.get("classes_without_faces") else "")
+            f"{results['macro_f1']:.3f}"
+            + (" (over the classes present)" if results.get("classes_without_faces") else "")
         )
         if results.get("ece") is not None:
             print(
@@ -330,7 +333,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=at_least(0))
     p.add_argument("--threads", type=at_least(0), help="torch threads (default: torch's choice)")
-    p.add_argument("--limit", type=at_least(0), help="train on N faces drawn at random (seeded) only (smoke tests)")
+    p.add_argument(
+        "--limit", type=at_least(0), help="train on N faces drawn at random (seeded) only (smoke tests)"
+    )
     p.add_argument("--skip-bad", action="store_true", help="skip malformed csv rows instead of failing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)

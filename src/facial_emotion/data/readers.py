@@ -234,7 +234,9 @@ def apply_ferplus(ds: FaceDataset, votes_path: Path, classes: int = 7) -> FaceDa
     warnings = list(ds.warnings)
     if dropped:  # said per split: the count of the whole file alone overstated a test split's loss
         per_split = ", ".join(f"{u} {n}" for u, n in dropped.items())
-        warnings.insert(0, f"{sum(dropped.values())} faces have no FER+ label (no image name or no vote): {per_split}")
+        warnings.insert(
+            0, f"{sum(dropped.values())} faces have no FER+ label (no image name or no vote): {per_split}"
+        )
     out = FaceDataset(
         images=ds.images[keep],
         labels=soft.argmax(axis=1).astype(np.int64),
@@ -326,8 +328,8 @@ def ignored_folders(path: Path, layout: str) -> list[Path]:
     """Folders of a folder dataset that are not read: not an emotion name, inside an emotion folder
     (only its own images are read), or, in a split layout, a split without emotion folders. Said
     every time, not only when the cache is built."""
+    out: list[Path] = []
     if layout == "folders":
-        out = []
         for p in sorted(path.iterdir()):
             if not p.is_dir():
                 continue
@@ -336,7 +338,6 @@ def ignored_folders(path: Path, layout: str) -> list[Path]:
             else:
                 out += [q for q in sorted(p.iterdir()) if q.is_dir()]
         return out
-    out: list[Path] = []
     for sub in sorted(p for p in path.iterdir() if p.is_dir()):
         if _is_emotion_folder_root(sub):
             out += ignored_folders(sub, "folders")

@@ -148,7 +148,9 @@ def write_report(
     ]
     written = ["confusion_matrix.png", "confusion_matrix_normalized.png", "report.md", "report.json"]
     if results.get("classes_without_faces"):
-        lines.append(f"- no faces of {', '.join(results['classes_without_faces'])}: their rows are empty, not 0")
+        lines.append(
+            f"- no faces of {', '.join(results['classes_without_faces'])}: their rows are empty, not 0"
+        )
     if results.get("reliability"):
         plot_reliability(
             {
@@ -177,7 +179,9 @@ def write_report(
         if r["support"] == 0:
             lines.append(f"| {c} | {r['precision']:.3f} | — | — | 0 |")
         else:
-            lines.append(f"| {c} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |")
+            lines.append(
+                f"| {c} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
+            )
     lines += [
         "",
         "![confusion matrix](confusion_matrix.png) ![confusion matrix, each row normalised](confusion_matrix_normalized.png)",
@@ -187,7 +191,8 @@ def write_report(
     if len(wrong):
         worst = wrong[np.argsort(-probs[wrong, preds[wrong]])][:mistakes]
         captions = [
-            f"true {classes[part.labels[i]]}\npred {classes[preds[i]]} {probs[i, preds[i]]:.0%}" for i in worst
+            f"true {classes[part.labels[i]]}\npred {classes[preds[i]]} {probs[i, preds[i]]:.0%}"
+            for i in worst
         ]
         plot_mistakes(part.images[worst], captions, out / "mistakes.png", "Most confident mistakes")
         written.append("mistakes.png")

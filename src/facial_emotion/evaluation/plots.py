@@ -127,7 +127,14 @@ def plot_reliability(curves: dict[str, list[dict[str, float]]], path: Path, titl
                 color=line.get_color(),
                 markerfacecolor=line.get_color() if filled else "none",
             )
-    ax.plot([], [], "o", color="0.3", markerfacecolor="none", label=f"bin of fewer than {RELIABLE_BIN_FACES} faces")
+    ax.plot(
+        [],
+        [],
+        "o",
+        color="0.3",
+        markerfacecolor="none",
+        label=f"bin of fewer than {RELIABLE_BIN_FACES} faces",
+    )
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top probability)", ylabel="accuracy", title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)

@@ -87,16 +87,16 @@ def _to_uint8(arr: np.ndarray, name: str = "array") -> np.ndarray:
         peak = int(arr.max(initial=0))
         if peak <= 255:
             return arr.clip(0, 255).astype(np.uint8)
-        top = next((2**bits - 1 for bits in INTEGER_DEPTHS if peak < 2**bits), peak)
+        top: int = next((2**bits - 1 for bits in INTEGER_DEPTHS if peak < 2**bits), peak)
         return (arr.astype(np.float32) * (255.0 / top)).clip(0, 255).astype(np.uint8)
     if kind == "f":
         arr = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-        peak, low = float(arr.max(initial=0)), float(arr.min(initial=0))
-        if peak <= FLOAT_UNIT_PEAK:
+        top_value, low = float(arr.max(initial=0)), float(arr.min(initial=0))
+        if top_value <= FLOAT_UNIT_PEAK:
             arr = (arr + 1.0) * 0.5 if low < FLOAT_SIGNED_FLOOR else arr
             scale = 255.0
         else:  # 0..255, or anything else (HDR, a scientific camera's counts): stretched to 0..255 so
-            scale = 1.0 if peak <= 255.0 else 255.0 / peak  # the faces show, not clipped to white
+            scale = 1.0 if top_value <= 255.0 else 255.0 / top_value  # the faces show, not clipped to white
         return (arr * scale).clip(0, 255).astype(np.uint8)
     raise ImageError(f"{name}: pixels of type {arr.dtype} are not numbers an image can hold")
 

@@ -56,7 +56,14 @@ def usable_detections(dets: list[Detection], shape: tuple[int, ...]) -> list[Det
         if not all(math.isfinite(v) for v in (x, y, bw, bh)):
             continue
         box = (round(x), round(y), round(bw), round(bh))
-        if box[2] < 1 or box[3] < 1 or box[0] >= w or box[1] >= h or box[0] + box[2] <= 0 or box[1] + box[3] <= 0:
+        if (
+            box[2] < 1
+            or box[3] < 1
+            or box[0] >= w
+            or box[1] >= h
+            or box[0] + box[2] <= 0
+            or box[1] + box[3] <= 0
+        ):
             continue
         keypoints = None if det.landmarks is None else np.asarray(det.landmarks, np.float32)
         out.append(Detection(box, score, keypoints))
@@ -82,7 +89,11 @@ class HaarDetector:
     DEFAULT_MAX_SIDE = 640
 
     def __init__(
-        self, max_side: int = DEFAULT_MAX_SIDE, min_face: float = 0.05, min_neighbors: int = 5, pad: float = 0.15
+        self,
+        max_side: int = DEFAULT_MAX_SIDE,
+        min_face: float = 0.05,
+        min_neighbors: int = 5,
+        pad: float = 0.15,
     ):
         cascades = cv2.data.haarcascades  # type: ignore[attr-defined]
         path = Path(cascades) / "haarcascade_frontalface_default.xml"

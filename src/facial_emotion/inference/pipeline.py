@@ -116,7 +116,9 @@ class EmotionRecognizer:
 
     def detect(self, bgr: np.ndarray) -> list[Detection]:
         """Faces in reading order (left to right, then top to bottom), so output order is stable."""
-        return sorted(usable_detections(self.detector.detect(bgr), bgr.shape), key=lambda d: (d.box[0], d.box[1]))
+        return sorted(
+            usable_detections(self.detector.detect(bgr), bgr.shape), key=lambda d: (d.box[0], d.box[1])
+        )
 
     def classify(self, faces48: np.ndarray) -> np.ndarray:
         """uint8 (N, 48, 48) aligned gray faces -> probabilities (N, classes)."""
@@ -160,7 +162,9 @@ class EmotionRecognizer:
         if detections is None:
             dets = [self.detect(f) for f in frames]
         elif len(detections) != len(frames):
-            raise ValueError(f"detections: one list per frame ({len(frames)} frames, {len(detections)} lists)")
+            raise ValueError(
+                f"detections: one list per frame ({len(frames)} frames, {len(detections)} lists)"
+            )
         else:  # the caller's own boxes (or the tracker's), held to the detector's rules
             dets = [usable_detections(ds, f.shape) for f, ds in zip(frames, detections, strict=True)]
         size = self.classifier.face_size

@@ -142,8 +142,8 @@ def analyze_video(
     clock for a camera or stream URL, in the timeline and the summary alike; ``on_event`` gets each
     ``EmotionEvent`` as it fires. Bad arguments raise ValueError before the source is opened."""
     if isinstance(source, os.PathLike):  # a path is a file, even one named by digits (not a camera)
-        source = os.fspath(source)
-        source = os.path.join(".", source) if is_camera(source) else source
+        name = str(os.fspath(source))
+        source = os.path.join(".", name) if name.isdigit() else name
     every = whole_number("every", every)
     max_frames = None if max_frames is None else whole_number("max_frames", max_frames)
     stream = FaceStream(recognizer, detect_every=detect_every, smoothing=smoothing, hold_s=hold_s)

@@ -24,7 +24,16 @@ PROB_FLOOR = 1e-30  # log(0) would put -inf in the logits
 
 
 def _member_summary(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    keys = ("arch", "parameters", "val_accuracy", "best_epoch", "epochs", "train_machine", "dataset", "labels")
+    keys = (
+        "arch",
+        "parameters",
+        "val_accuracy",
+        "best_epoch",
+        "epochs",
+        "train_machine",
+        "dataset",
+        "labels",
+    )
     return {
         "file": path.name,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),

@@ -62,9 +62,13 @@ def split_dataset(ds: FaceDataset, cfg: TrainConfig) -> tuple[FaceDataset, FaceD
     if cfg.train_split:
         train_names = [s.strip() for s in cfg.train_split.split(",") if s.strip()]
         if not train_names:
-            raise DatasetError(f"--train-split {cfg.train_split!r} names no split (available: {', '.join(ds.splits)})")
+            raise DatasetError(
+                f"--train-split {cfg.train_split!r} names no split (available: {', '.join(ds.splits)})"
+            )
     if cfg.val_split:
-        val_names = [] if cfg.val_split == "none" else [s.strip() for s in cfg.val_split.split(",") if s.strip()]
+        val_names = (
+            [] if cfg.val_split == "none" else [s.strip() for s in cfg.val_split.split(",") if s.strip()]
+        )
     train = ds.select_split(*train_names)
     if val_names:
         val = ds.select_split(*val_names)

@@ -74,8 +74,11 @@ class RunLog:
         )
         missing = [name for name, n in zip(train.class_names, counts, strict=True) if n == 0]
         if missing:  # a class absent from the data is never learnt: its output stays at chance
-            log.warning("no training faces of %s: the model cannot learn %s", ", ".join(missing),
-                        "it" if len(missing) == 1 else "them")
+            log.warning(
+                "no training faces of %s: the model cannot learn %s",
+                ", ".join(missing),
+                "it" if len(missing) == 1 else "them",
+            )
 
     def start_epoch(self) -> None:
         self.epoch_started = time.monotonic()

@@ -94,6 +94,8 @@ def test_sources_that_are_not_videos_say_what_they_are(
         analyze_video(recognizer, photo)
     proc = run_cli("video", str(photo))
     assert proc.returncode == 2 and "a photo, not a video" in proc.stderr
+    proc = run_cli("analyze", str(need_shared("media", "woman2.mp4")))  # and the other way round
+    assert proc.returncode == 1 and "woman2.mp4: ERROR a video, not a photo (facial-emotion video" in proc.stdout
     monkeypatch.chdir(tmp_path)
     (tmp_path / "2024").write_bytes(need_shared("media", "woman2.mp4").read_bytes())
     result = analyze_video(recognizer, Path("2024"), max_frames=3)  # the file, not camera 2024
@@ -140,3 +142,17 @@ def test_webcam_without_a_display_says_so() -> None:
         pytest.skip("a display is available here")
     proc = run_cli("webcam", "--source", str(need_shared("media", "woman2.mp4")))
     assert proc.returncode == 2 and "no display" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_time_seen_never_runs_past_the_end_of_the_file() -> None:
+    """Every 10th frame of woman2 (464 frames at 29.97 fps, 15.48 s) counted 15.7 s seen: the last
+    analysed frame counted a whole sampling interval past the video's end."""
+    recognizer = EmotionRecognizer(threads=1)
+    video = need_shared("media", "woman2.mp4")
+    sparse = analyze_video(recognizer, video, every=10)
+    length = sparse.frames_read / sparse.fps
+    (person,) = sparse.summary
+    assert length - 0.35 < person.seconds <= length + 1e-6
+    assert person.timeline[-1].end_s <= length + 1e-6
+    (every,) = analyze_video(recognizer, video, max_frames=60).summary  # 60 of 464: the clip ends there
+    assert every.seconds == pytest.approx(60 / sparse.fps, abs=1e-6)

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from facial_emotion.data.readers import IMAGE_SUFFIXES
-
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
+from facial_emotion.inference.decode import VIDEO_SUFFIXES
 MANIFEST_SUFFIXES = {".txt", ".csv"}
 MANIFEST_COLUMNS = ("path", "source", "uri")
 

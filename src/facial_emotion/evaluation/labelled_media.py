@@ -15,10 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facial_emotion.inference.decode import VIDEO_SUFFIXES
 from facial_emotion.inference.pipeline import EmotionRecognizer, Face
 from facial_emotion.inference.video import frames
-
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 
 @dataclass(frozen=True)

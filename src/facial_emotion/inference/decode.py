@@ -47,6 +47,10 @@ class ImageTooLarge(ImageError):
 
 ImageInput = Any  # str | Path | bytes | np.ndarray | PIL.Image.Image
 
+# Names of the videos we read (OpenCV's FFmpeg backend), for every place that tells a video from a
+# photo by its name: batch units, the hand-labelled media, and the message for a video given as a photo.
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
+
 # What detection needs (see the module docstring); the service decodes uploads at this size.
 DETECTION_MAX_SIDE = 2048
 
@@ -220,6 +224,8 @@ def decode_reduced(
         raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
     arr = _imdecode_quietly(data)
     if arr is None:
+        if Path(name).suffix.lower() in VIDEO_SUFFIXES:
+            raise ImageError(f"{name}: a video, not a photo (facial-emotion video reads videos)")
         raise ImageError(f"{name}: not an image (unrecognised format)")
     full = (arr.shape[1], arr.shape[0])
     return _shrink(from_array(arr, name, max_pixels), max_side), full

@@ -255,16 +255,19 @@ class Session:
         p.current, p.since, p.confirmed, p.holds = new, since, t, 0
         return EmotionEvent("change", p.track_id, new, since, t, previous, previous_s)
 
-    def summary(self) -> list[PersonSummary]:
+    def summary(self, end_s: float | None = None) -> list[PersonSummary]:
         """Per person, in order of track id: time seen, time share of each emotion, dominant emotion,
-        number of changes and the timeline. The last frame of each person counts one frame interval;
-        a person seen for less than min_duration_s has one segment, of their most seen emotion."""
+        number of changes and the timeline. The last frame of each person counts one frame interval,
+        cut at ``end_s`` where the sequence is known to end there (a file: every 10th frame of a
+        15.48 s video counted 15.7 s seen); a person seen for less than min_duration_s has one
+        segment, of their most seen emotion."""
         with self._lock:
             out = []
             for tid in sorted(self.people):
                 p = self.people[tid]
+                last = p.step if end_s is None else min(p.step, max(0.0, end_s - p.last_t))
                 seconds = p.seconds.copy()
-                seconds[self.index[p.last_label]] += p.step  # the last frame counts one interval
+                seconds[self.index[p.last_label]] += last  # the last frame counts one interval
                 total = float(seconds.sum())
                 # One analysed frame (a photo, a clip sampled once): no interval to time it by, so
                 # the frames themselves give the shares and the dominant emotion.
@@ -272,9 +275,9 @@ class Session:
                 share = weights / weights.sum() if weights.sum() > 0 else weights
                 timeline = [Segment(s.emotion, s.start_s, s.end_s) for s in p.segments]
                 if timeline:
-                    timeline[-1].end_s = p.last_t + p.step
+                    timeline[-1].end_s = p.last_t + last
                 elif p.frames:  # seen too briefly for the rule: the most seen emotion
-                    timeline = [Segment(self.classes[int(weights.argmax())], p.first_t, p.last_t + p.step)]
+                    timeline = [Segment(self.classes[int(weights.argmax())], p.first_t, p.last_t + last)]
                 out.append(
                     PersonSummary(
                         track_id=tid,

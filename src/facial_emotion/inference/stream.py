@@ -84,6 +84,8 @@ class FaceStream:
         """``callback(event)`` for each ``EmotionEvent`` (see ``inference.session`` for the rule)."""
         return self.session.on_change(callback)
 
-    def summary(self) -> list[PersonSummary]:
-        """Per person (track id): time share of each emotion, dominant emotion, changes, timeline."""
-        return self.session.summary()
+    def summary(self, end_s: float | None = None) -> list[PersonSummary]:
+        """Per person (track id): time share of each emotion, dominant emotion, changes, timeline.
+        ``end_s``: where the sequence ends, if known (a file's length), so that the last frame
+        counted does not run past it."""
+        return self.session.summary(end_s)

@@ -192,6 +192,7 @@ def analyze_video(
     if result.frames_read == 0:
         raise VideoError(f"{source}: no frame could be decoded (corrupt or unsupported video)")
     result.seconds = time.perf_counter() - t0
-    result.summary = stream.summary()
+    # a file ends with its last frame read; a camera or stream has no end to cut at
+    result.summary = stream.summary(None if live else result.frames_read / result.fps)
     result.events = stream.session.events
     return result

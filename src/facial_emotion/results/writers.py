@@ -64,7 +64,9 @@ def photos_table(results: list[PhotoResult]) -> str:
     for r in results:
         name = safe_name(r.source)
         if r.error:
-            lines.append(f"{name}: ERROR {r.error}")
+            error = safe_name(r.error)
+            # the message names the file itself: once is enough ("x.jpg: ERROR file not found")
+            lines.append(f"{name}: ERROR {error.removeprefix(name + ': ')}")
             continue
         lines.append(f"{name}: {len(r.faces)} face(s)")
         for i, f in enumerate(r.faces, 1):
@@ -110,10 +112,17 @@ def video_json(result: VideoResult) -> dict[str, Any]:
 
 def video_table(result: VideoResult) -> str:
     """For the terminal: frames and speed, then the session summary of each person."""
-    rate = f"{result.frames_read / result.seconds:.2f}" if result.seconds else "?"
+    # both rates: with --every N the frames read per second were the only figure, and read as the
+    # analysis speed (890 "fps" for 94 frames analysed a second)
+    rates = (
+        f"{result.frames_read / result.seconds:.1f} frames read and "
+        f"{result.frames_analyzed / result.seconds:.1f} analysed a second"
+        if result.seconds
+        else "rate unknown"
+    )
     lines = [
         f"{safe_name(result.source)}: {result.frames_read} frames read, {result.frames_analyzed} analysed in "
-        f"{result.seconds:.1f} s ({rate} fps; video is {result.fps:.3f} fps)",
+        f"{result.seconds:.1f} s ({rates}; the video is {result.fps:.3f} fps)",
         *session_lines(result.summary),
     ]
     return "\n".join(lines) + "\n"

@@ -95,7 +95,9 @@ def test_sources_that_are_not_videos_say_what_they_are(
     proc = run_cli("video", str(photo))
     assert proc.returncode == 2 and "a photo, not a video" in proc.stderr
     proc = run_cli("analyze", str(need_shared("media", "woman2.mp4")))  # and the other way round
-    assert proc.returncode == 1 and "woman2.mp4: ERROR a video, not a photo (facial-emotion video" in proc.stdout
+    assert (
+        proc.returncode == 1 and "woman2.mp4: ERROR a video, not a photo (facial-emotion video" in proc.stdout
+    )
     monkeypatch.chdir(tmp_path)
     (tmp_path / "2024").write_bytes(need_shared("media", "woman2.mp4").read_bytes())
     result = analyze_video(recognizer, Path("2024"), max_frames=3)  # the file, not camera 2024

@@ -20,6 +20,7 @@ from typing import Any
 
 from facial_emotion.batch.sources import expand_inputs, plan_units
 from facial_emotion.batch.work import AnalyzerOptions
+from facial_emotion.extras import install_hint
 from facial_emotion.results.files import atomic_write_text
 from facial_emotion.results.schema import safe_name
 from facial_emotion.results.tables import COMMIT_NAME, TABLES, committed, have_pyarrow, open_store
@@ -171,9 +172,7 @@ def run_batch(
         except RayUnavailable as e:
             raise BatchError(str(e)) from None
     elif fmt == "parquet" and not have_pyarrow():
-        raise BatchError(
-            "--format parquet needs pyarrow: pip install 'facial-emotion[scale]', or --format csv"
-        )
+        raise BatchError(f"--format parquet needs pyarrow: {install_hint('scale')}, or --format csv")
     from facial_emotion.inference.classifier import EmotionClassifier
 
     classifier = EmotionClassifier(options.model)  # a bad --model fails here, on either engine

@@ -15,6 +15,7 @@ from typing import Any
 
 from facial_emotion.batch.sources import Unit
 from facial_emotion.batch.work import Analyzer, AnalyzerOptions
+from facial_emotion.extras import install_hint
 from facial_emotion.results.schema import BATCH_ERROR_COLUMNS, BATCH_SOURCE_COLUMNS
 
 CONNECT_TIMEOUT_S = 10.0
@@ -32,7 +33,7 @@ def import_ray():
         import ray.data  # noqa: F401
     except ImportError as e:
         raise RayUnavailable(
-            f"--engine ray needs the [scale] extra ({e.name} is missing): pip install 'facial-emotion[scale]'"
+            f"--engine ray needs the [scale] extra ({e.name} is missing): {install_hint('scale')}"
         ) from None
     return ray
 

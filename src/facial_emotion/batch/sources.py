@@ -15,6 +15,7 @@ from typing import Any
 
 from facial_emotion.data.readers import IMAGE_SUFFIXES
 from facial_emotion.inference.decode import VIDEO_SUFFIXES
+
 MANIFEST_SUFFIXES = {".txt", ".csv"}
 MANIFEST_COLUMNS = ("path", "source", "uri")
 

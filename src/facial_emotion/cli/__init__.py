@@ -27,8 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    media_commands.add_parsers(sub)  # first in --help: what most users come for
     model_commands.add_parsers(sub)
-    media_commands.add_parsers(sub)
     return parser
 
 

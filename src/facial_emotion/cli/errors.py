@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from facial_emotion.arguments import finite_number
+from facial_emotion.extras import install_hint
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 MODEL_HELP = (
@@ -145,5 +146,5 @@ def needs_extra(extra: str, command: str) -> Iterator[None]:
         yield
     except ImportError as e:
         raise MissingDependency(
-            f"{command} needs the [{extra}] extra ({e.name} is missing): pip install 'facial-emotion[{extra}]'"
+            f"{command} needs the [{extra}] extra ({e.name} is missing): {install_hint(extra)}"
         ) from None

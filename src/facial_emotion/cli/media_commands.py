@@ -129,7 +129,9 @@ def _need_matplotlib(option: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec("matplotlib") is None:  # say so before a long video
-        raise UserError(f"{option} needs matplotlib: pip install 'facial-emotion[plot]'")
+        from facial_emotion.extras import install_hint
+
+        raise UserError(f"{option} needs matplotlib: {install_hint('plot')}")
 
 
 def _write_summaries(args: argparse.Namespace, result, classes: list[str]) -> None:

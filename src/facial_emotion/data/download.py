@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, cast
 
 from facial_emotion.data.readers import IMAGE_SUFFIXES
+from facial_emotion.extras import install_hint
 from facial_emotion.labels import EMOTIONS, emotion_from_folder
 
 KAGGLE_DATASET = "msambare/fer2013"  # the folder layout; open to every Kaggle account
@@ -57,7 +58,7 @@ def how_to_get_it() -> str:
     return (
         "FER-2013 comes from Kaggle and needs your own (free) Kaggle account. Either:\n"
         "  - create an API token (https://www.kaggle.com/settings, API, 'Create New Token'; it is saved as\n"
-        "    ~/.kaggle/kaggle.json), pip install 'facial-emotion[kaggle]', and run this command again; or\n"
+        f"    ~/.kaggle/kaggle.json), {install_hint('kaggle')}, and run this command again; or\n"
         f"  - download the archive by hand from {KAGGLE_PAGE}\n"
         "    (the Download button gives archive.zip; the csv archive of the original challenge works too)\n"
         "    and import it:\n"
@@ -386,8 +387,7 @@ def download_kaggle(
         import kagglehub
     except ImportError:
         raise DownloadError(
-            "downloading from Kaggle needs the kaggle extra: pip install 'facial-emotion[kaggle]'.\n"
-            + how_to_get_it()
+            f"downloading from Kaggle needs the kaggle extra: {install_hint('kaggle')}.\n" + how_to_get_it()
         ) from None
     try:
         folder = Path(kagglehub.dataset_download(dataset))

@@ -211,6 +211,21 @@ def test_a_file_name_that_is_not_utf8_is_written_and_skipped_on_a_rerun(tmp_path
     assert (again.done, again.skipped) == (0, 3)
 
 
+def test_a_job_folder_from_before_names_kept_their_bytes_still_resumes(tmp_path):
+    """Its sources table names a non-UTF-8 file with U+FFFD: the re-run analysed it again and wrote
+    its rows twice."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / os.fsdecode(b"caf\xe9.jpg")).write_bytes(need_shared("media", "justin.jpg").read_bytes())
+    out = tmp_path / "job"
+    assert run_batch([str(photos)], out, fmt="csv").done == 1
+    for table in out.glob("sources/*.csv"):  # as the job wrote it then
+        table.write_text(table.read_text(encoding="utf-8").replace("caf\\xe9", "caf\ufffd"), encoding="utf-8")
+    assert "caf\ufffd" in "".join(t.read_text(encoding="utf-8") for t in out.glob("sources/*.csv"))
+    again = run_batch([str(photos)], out)
+    assert (again.done, again.skipped) == (0, 1)
+
+
 def test_a_damaged_table_is_one_error_naming_the_folder(tmp_path):
     pytest.importorskip("pyarrow")
     justin = str(need_shared("media", "justin.jpg"))

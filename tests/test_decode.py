@@ -62,11 +62,17 @@ def test_every_pixel_type_comes_out_as_the_same_picture() -> None:
     assert same(overshoot, want=clipped)
     assert same(as_float * 2 - 1)  # a normalised -1..1 tensor
     assert same(bgr.astype(np.float64))  # 0..255 floats
-    assert same(bgr.astype(np.uint16), 0) and same(bgr.astype(np.int32), 0)  # 8-bit values in wider ints
-    assert same(bgr.astype(np.uint16) * 4, 1)  # a 10-bit frame
-    assert same(bgr.astype(np.uint16) * 16, 1)  # a 12-bit frame (it came out with a peak of 15)
+    assert same(bgr.astype(np.int32), 0) and same(bgr.astype(np.int64), 0)  # 8-bit values in wider ints
     assert same(bgr.astype(np.uint16) * 257, 0)  # full 16-bit
-    assert load_image(np.full((4, 4), 30000, np.uint16))[0, 0, 0] == 30000 * 255 // 65535
+    assert same((bgr.astype(np.uint16) * 16) << 4, 1)  # a 12-bit frame, scaled up by its caller
+    # 16-bit whatever the brightest pixel: a depth guessed per picture made the brighter of two dark
+    # pictures come out darker (a peak of 1000 read as 10-bit, 1100 as 12-bit)
+    dim, brighter = np.full((4, 4), 1000, np.uint16), np.full((4, 4), 1100, np.uint16)
+    assert load_image(dim)[0, 0, 0] < load_image(brighter)[0, 0, 0] == 1100 * 255 // 65535
+    # BGRA: the colours read by their own values, not by an opaque 16-bit alpha beside them
+    bgra = np.dstack([bgr.astype(np.int32), np.full(bgr.shape[:2], 65535, np.int32)])
+    assert same(bgra, 0)
+    assert same(np.dstack([bgr.astype(np.uint16) * 257, np.full(bgr.shape[:2], 65535, np.uint16)]), 0)
     assert load_image(np.eye(4, dtype=bool))[:, :, 0].tolist() == (np.eye(4) * 255).tolist()
     for odd in (np.full((4, 4), "a"), np.ones((4, 4), np.complex64), np.empty((4, 4), object)):
         with pytest.raises(ImageError, match="not numbers an image can hold"):

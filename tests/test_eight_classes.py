@@ -169,3 +169,22 @@ def test_evaluate_against_seven_labels_says_why_it_has_no_confidence_figures(
     markdown = (report / "report.md").read_text()
     assert "8 classes" in markdown and "| disgust |" in markdown and "](mistakes.png)" in markdown
     assert json.loads((report / "report.json").read_text()) == result
+
+
+def test_quantize_measures_an_eight_class_model_on_ferplus_labels(
+    eight_class_model: Path, tmp_path: Path
+) -> None:
+    """It scored the model against FER-2013's seven labels, which have no raw-softmax accuracy for
+    eight classes: a KeyError after the quantization."""
+    pytest.importorskip("onnx")
+    from facial_emotion.training.quantize import quantize_model
+
+    images, labels = synthetic_faces(100)
+    usages = ["Training"] * 80 + ["PublicTest"] * 20
+    data = write_fer_csv(tmp_path / "fer2013.csv", images, labels, usages)
+    write_ferplus(tmp_path / "fer2013new.csv", 100, usages)
+    meta = quantize_model(eight_class_model, tmp_path / "q.onnx", data, faces=64)
+    accuracy = meta["quantized"]["accuracy"]
+    assert (
+        accuracy["labels"] == "ferplus" and 0 <= accuracy["after"] <= 1 and accuracy["split"] == "PublicTest"
+    )

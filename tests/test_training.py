@@ -112,8 +112,8 @@ def test_the_splits_a_run_used_are_named_for_its_model_file() -> None:
     images, labels = synthetic_faces(60)
     only_training = FaceDataset(images=images, labels=labels, split=np.array(["Training"] * 60))
     cfg = TrainConfig(data="x.csv", seed=5)
-    train_ds, val_ds = split_dataset(only_training, cfg)
-    assert used_splits(train_ds, val_ds, cfg) == {
+    _, val_ds = split_dataset(only_training, cfg)
+    assert used_splits(only_training, val_ds, cfg) == {
         "train": "Training",
         "val": "10 % of Training held out (seed 5)",
     }
@@ -121,7 +121,22 @@ def test_the_splits_a_run_used_are_named_for_its_model_file() -> None:
         images=images, labels=labels, split=np.array(["Training", "PublicTest", "Extra"] * 20)
     )
     cfg = TrainConfig(data="x.csv", train_split="Training,Extra")
-    assert used_splits(*split_dataset(three, cfg), cfg) == {"train": "Extra,Training", "val": "PublicTest"}
+    assert used_splits(three, split_dataset(three, cfg)[1], cfg) == {
+        "train": "Extra,Training",
+        "val": "PublicTest",
+    }
+    # named splits with no validation split among them: the hold-out, not a split "also trained on"
+    # (it read {"train": "extra,mine", "val": "mine"}); names in the data's own case
+    mine = FaceDataset(images=images, labels=labels, split=np.array(["mine"] * 57 + ["extra"] * 3))
+    cfg = TrainConfig(data="x", train_split="Mine,extra", seed=1)
+    assert used_splits(mine, split_dataset(mine, cfg)[1], cfg) == {
+        "train": "extra,mine",
+        "val": "10 % of extra,mine held out (seed 1)",
+    }
+    # a dataset packed with capitalised folder names: Train/Test are still the train and test splits
+    packed = FaceDataset(images=images, labels=labels, split=np.array(["Train"] * 50 + ["Test"] * 10))
+    train_part, val_part = split_dataset(packed, TrainConfig(data="x"))
+    assert (train_part.splits, val_part.splits if val_part else None) == (["Train"], ["Test"])
 
 
 def test_onnx_agrees_with_pytorch(trained_run: Path) -> None:

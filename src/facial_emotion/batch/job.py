@@ -22,7 +22,7 @@ from facial_emotion.batch.sources import expand_inputs, plan_units
 from facial_emotion.batch.work import AnalyzerOptions
 from facial_emotion.extras import install_hint
 from facial_emotion.results.files import atomic_write_text
-from facial_emotion.results.schema import safe_name
+from facial_emotion.results.schema import former_safe_name, safe_name
 from facial_emotion.results.tables import COMMIT_NAME, TABLES, committed, have_pyarrow, open_store
 
 ENGINES = ("local", "ray")
@@ -191,7 +191,12 @@ def run_batch(
         raise BatchError(
             f"{out}: a committed table cannot be read ({why}): restore it, or choose a new --out"
         ) from None
-    pending = [u for u in units if (safe_name(u.source), u.chunk) not in store.done]  # as the rows name it
+    pending = [  # as the rows name it (or, in a folder from before names kept their bytes, named it)
+        u
+        for u in units
+        if (safe_name(u.source), u.chunk) not in store.done
+        and (former_safe_name(u.source), u.chunk) not in store.done
+    ]
     report = JobReport(out, len(units), len(units) - len(pending))
     if not pending:
         return report

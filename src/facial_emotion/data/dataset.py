@@ -61,11 +61,16 @@ class FaceDataset:
             source=self.source,
         )
 
+    def resolve_splits(self, *names: str) -> list[str]:
+        """``names`` as this dataset spells them: a name in another case than the data's ("Train"
+        for a train/ folder) is that split; a name it does not have stays as given."""
+        have = set(self.split.tolist())
+        folded = {n.lower(): n for n in have}
+        return [n if n in have else folded.get(n.lower(), n) for n in names]
+
     def select_split(self, *names: str) -> FaceDataset:
         have = set(self.split.tolist())
-        # a name in another case than the data's ("Train" for a train/ folder) is that split
-        folded = {n.lower(): n for n in have}
-        names = tuple(n if n in have else folded.get(n.lower(), n) for n in names)
+        names = tuple(self.resolve_splits(*names))
         missing = [n for n in names if n not in have]
         if missing:
             raise DatasetError(

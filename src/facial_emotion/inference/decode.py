@@ -66,10 +66,11 @@ def _check_size(w: int, h: int, name: str, max_pixels: int | None) -> None:
         )
 
 
-# Integer pixels above 255 are read as the smallest of these depths that holds the brightest one: a
-# 10- or 12-bit camera frame in a uint16 array fills 0..255, where dividing by 257 (16-bit) left it
-# nearly black (peak 15 for 12 bits) and gave faces no detector found or another emotion.
-INTEGER_DEPTHS = (10, 12, 14, 16)
+# Integer pixels above 255 are 16-bit (uint16 files and arrays: 65535 is white), whatever the brightest
+# pixel of the picture: a depth guessed per picture made a brighter frame come out darker (a peak of
+# 1000 read as 10-bit, 1100 as 12-bit) and video brightness jump between frames. A 10- or 12-bit
+# camera frame is the caller's to scale up (``frame << 6`` or ``<< 4``). Beyond 16 bits: stretched.
+SIXTEEN_BIT_WHITE = 65535
 # Floats: 0..1 is the usual convention; resampling (cubic, Lanczos) overshoots it a little, so a
 # peak up to this is still 0..1 (one pixel at 1.001 made the whole image 0..255, i.e. black).
 FLOAT_UNIT_PEAK = 1.5
@@ -79,9 +80,9 @@ FLOAT_SIGNED_FLOOR = -0.25
 
 def _to_uint8(arr: np.ndarray, name: str = "array") -> np.ndarray:
     """Pixels of any numeric type -> uint8 0..255, one rule per type (README: Python API):
-    bool: True is white; integers: as they are when all fit 0..255, else scaled from the smallest of
-    10, 12, 14 or 16 bits that holds the brightest (beyond 16 bits: stretched to it); floats: 0..1
-    (peak up to 1.5, clipped), -1..1 (when also below -0.25), 0..255, else stretched to the peak."""
+    bool: True is white; uint16: 16-bit; other integers: as they are when all fit 0..255, else 16-bit
+    (beyond 16 bits: stretched to the peak); floats: 0..1 (peak up to 1.5, clipped), -1..1 (when also below -0.25),
+    0..255, else stretched to the peak."""
     kind = arr.dtype.kind
     if arr.dtype == np.uint8:
         return arr
@@ -89,9 +90,9 @@ def _to_uint8(arr: np.ndarray, name: str = "array") -> np.ndarray:
         return arr.astype(np.uint8) * np.uint8(255)
     if kind in "iu":
         peak = int(arr.max(initial=0))
-        if peak <= 255:
+        if peak <= 255 and arr.dtype != np.uint16:  # uint16 is 16-bit by its type (as 16-bit files)
             return arr.clip(0, 255).astype(np.uint8)
-        top: int = next((2**bits - 1 for bits in INTEGER_DEPTHS if peak < 2**bits), peak)
+        top = max(peak, SIXTEEN_BIT_WHITE)
         return (arr.astype(np.float32) * (255.0 / top)).clip(0, 255).astype(np.uint8)
     if kind == "f":
         arr = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
@@ -116,6 +117,10 @@ def from_array(
         _check_size(arr.shape[1], arr.shape[0], name, max_pixels)
     elif not (arr.shape[0] and arr.shape[1]):
         raise ImageError(f"{name}: empty image")
+    if arr.ndim == 3 and arr.shape[2] == 4 and arr.dtype != np.uint8:
+        # the colours and the alpha each read by their own values (an opaque 16-bit alpha among
+        # 8-bit colours made the colours 16-bit too, nearly black)
+        arr = np.dstack([_to_uint8(arr[:, :, :3], name), _to_uint8(arr[:, :, 3], name)])
     arr = _to_uint8(arr, name)
     if arr.ndim == 2:
         return cv2.cvtColor(arr, cv2.COLOR_GRAY2BGR)

@@ -195,7 +195,7 @@ BLAZEFACE_OPTIONS: dict[str, dict[str, Any]] = {
 
 def canonical_spec(spec: str | None) -> str:
     """One spelling per detector setting, for comparing the settings of two runs: ``haar`` is
-    ``haar:640``, ``blazeface:`` is ``blazeface``, and ``yunet`` names the model file it takes from
+    ``haar:640``, ``blazeface:`` and ``blazeface:full`` are ``blazeface``, and ``yunet`` names the model file it takes from
     $FACIAL_EMOTION_YUNET (the same word with another file is another detector)."""
     spec = spec or settings.current().detector or DEFAULT_DETECTOR
     name, _, arg = spec.partition(":")
@@ -204,6 +204,8 @@ def canonical_spec(spec: str | None) -> str:
     if name == "yunet":
         path = arg or settings.current().yunet_model
         return f"yunet:{Path(path).resolve()}" if path else "yunet"
+    if name == "blazeface" and BLAZEFACE_OPTIONS.get(arg) == BLAZEFACE_OPTIONS["full"]:
+        return "blazeface"  # the full-range model is the default
     return name if name == "blazeface" and not arg else spec
 
 

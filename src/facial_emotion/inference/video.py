@@ -4,6 +4,7 @@ tracks, classifies and smooths the faces); what becomes of each frame is the cal
 
 from __future__ import annotations
 
+import numbers
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -59,6 +60,8 @@ STILL_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff"
 
 
 def open_capture(source: str | int) -> cv2.VideoCapture:
+    if isinstance(source, numbers.Integral) and not isinstance(source, bool):
+        source = int(source)  # a numpy integer is a camera index too
     if not isinstance(source, (str, int)) or isinstance(source, bool):
         raise VideoError(
             f"unsupported video source of type {type(source).__name__}: give a file path, a URL or a camera index"
@@ -141,6 +144,8 @@ def analyze_video(
     summary and the events (a camera runs for hours). Frame times are index / fps for a file and the
     clock for a camera or stream URL, in the timeline and the summary alike; ``on_event`` gets each
     ``EmotionEvent`` as it fires. Bad arguments raise ValueError before the source is opened."""
+    if isinstance(source, numbers.Integral) and not isinstance(source, bool):
+        source = int(source)  # a numpy integer camera index
     if isinstance(source, os.PathLike):  # a path is a file, even one named by digits (not a camera)
         name = str(os.fspath(source))
         source = os.path.join(".", name) if name.isdigit() else name

@@ -28,6 +28,12 @@ def safe_name(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def former_safe_name(name: str) -> str:
+    """How ``safe_name`` wrote a name before it kept the odd bytes (U+FFFD for each): job folders
+    written then name their done sources this way, and a re-run must still find them."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def face_json(face: Face) -> dict[str, Any]:
     d: dict[str, Any] = {
         "box": list(face.box),

@@ -10,6 +10,7 @@ device; on a GPU the loop never waits for it within an epoch (no per-step ``.ite
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -50,14 +51,17 @@ log = logging.getLogger(__name__)
 
 
 def default_splits(ds: FaceDataset) -> tuple[list[str], list[str]]:
-    names = set(ds.splits)
-    for train, val in (("Training", "PublicTest"), ("train", "test"), ("train", "val")):
+    # in any case: a dataset packed before folder names were lower-cased may say Train/Test
+    names = {n.lower(): n for n in ds.splits}
+    for train, val in (("training", "publictest"), ("train", "test"), ("train", "val")):
         if train in names:
-            return [train], [val] if val in names else []
-    return sorted(names), []
+            return [names[train]], [names[val]] if val in names else []
+    return sorted(ds.splits), []
 
 
-def split_dataset(ds: FaceDataset, cfg: TrainConfig) -> tuple[FaceDataset, FaceDataset | None]:
+def split_names(ds: FaceDataset, cfg: TrainConfig) -> tuple[list[str], list[str] | None]:
+    """The splits a run trains on and validates on, as ``ds`` names them; validation None: none
+    (``--val-split none``), []: 10 % of the training faces held out."""
     train_names, val_names = default_splits(ds)
     if cfg.train_split:
         train_names = [s.strip() for s in cfg.train_split.split(",") if s.strip()]
@@ -66,9 +70,12 @@ def split_dataset(ds: FaceDataset, cfg: TrainConfig) -> tuple[FaceDataset, FaceD
                 f"--train-split {cfg.train_split!r} names no split (available: {', '.join(ds.splits)})"
             )
     if cfg.val_split:
-        val_names = (
-            [] if cfg.val_split == "none" else [s.strip() for s in cfg.val_split.split(",") if s.strip()]
-        )
+        val_names = [s.strip() for s in cfg.val_split.split(",") if s.strip()]
+    return ds.resolve_splits(*train_names), None if cfg.val_split == "none" else ds.resolve_splits(*val_names)
+
+
+def split_dataset(ds: FaceDataset, cfg: TrainConfig) -> tuple[FaceDataset, FaceDataset | None]:
+    train_names, val_names = split_names(ds, cfg)
     train = ds.select_split(*train_names)
     if val_names:
         val = ds.select_split(*val_names)
@@ -79,7 +86,7 @@ def split_dataset(ds: FaceDataset, cfg: TrainConfig) -> tuple[FaceDataset, FaceD
                 f"split (available: {', '.join(ds.splits)}), or none"
             )
         return train, val
-    if cfg.val_split == "none":
+    if val_names is None:
         return train, None
     # No validation split in the data: hold out a deterministic, stratified 10 % of training, at least
     # one face of each class that has two (a class of one face stays in training: held out, it would
@@ -130,17 +137,18 @@ def attach_ferplus_mix(train: FaceDataset, targets: torch.Tensor, cfg: TrainConf
     return mixed
 
 
-def used_splits(train: FaceDataset, val: FaceDataset | None, cfg: TrainConfig) -> dict[str, str]:
+def used_splits(ds: FaceDataset, val: FaceDataset | None, cfg: TrainConfig) -> dict[str, str]:
     """The splits a run trained and chose its epoch on, as its model file reports them (the options
-    read "" for the data's default, which says nothing once the file travels without its run)."""
-    held_out = val is not None and val.splits == train.splits  # the stratified 10 % of training
+    read "" for the data's default, which says nothing once the file travels without its run).
+    ``val``: the validation faces ``split_dataset`` gave (None: there were none)."""
+    train_names, val_names = split_names(ds, cfg)
     if val is None:
         val_text = "none"
-    elif held_out:
-        val_text = f"10 % of {','.join(val.splits)} held out (seed {cfg.seed})"
+    elif not val_names:  # the stratified 10 % of the training faces (before any --limit)
+        val_text = f"10 % of {','.join(sorted(train_names))} held out (seed {cfg.seed})"
     else:
-        val_text = ",".join(val.splits)
-    return {"train": ",".join(train.splits), "val": val_text}
+        val_text = ",".join(sorted(val_names))
+    return {"train": ",".join(sorted(train_names)), "val": val_text}
 
 
 def faces_fingerprint(train: FaceDataset, val: FaceDataset | None) -> dict[str, Any]:
@@ -523,12 +531,13 @@ def train(
         check_same_faces(last.get("faces") if last is not None else None, faces)
         targets = training_targets(train_ds, cfg, ds.num_classes, out).to(device)
     except Exception:
-        if created and not any(out.iterdir()):
-            out.rmdir()  # a run that failed before it wrote anything leaves no empty folder behind
+        with contextlib.suppress(OSError):  # another rank may have removed it first
+            if created and not any(out.iterdir()):
+                out.rmdir()  # a run that failed before it wrote anything leaves no empty folder behind
         raise
     host_images = torch.from_numpy(train_ds.images)
     state = build_state(cfg, ds.num_classes, host_images, precision, resumed=last is not None, device=device)
-    state.splits, state.faces = used_splits(train_ds, val_ds, cfg), faces
+    state.splits, state.faces = used_splits(ds, val_ds, cfg), faces
     images = host_images.to(device)
     start_epoch = state.restore(last) if last is not None else 0
     net = dist.wrap(state.model)  # after restore: DDP starts every rank from rank 0's weights

@@ -122,12 +122,17 @@ def quantize_onnx(
 
 
 def accuracy_before_after(data: str | Path, before: Path, after: Path, split: str) -> dict[str, Any]:
-    result: dict[str, Any] = {"split": split}
+    # an 8-class model is scored on the FER+ majority vote (its eight classes), as calibrate does:
+    # against FER-2013's seven labels evaluate has no raw-softmax accuracy to give
+    labels = "ferplus" if len(EmotionClassifier(before).classes) == 8 else "fer2013"
+    result: dict[str, Any] = {"split": split, "labels": labels}
     for tta in (False, True):
         suffix = "_tta" if tta else ""
         # the raw softmax's labels: a calibration (fitted on this split, perhaps) is not the quantization's
-        result["before" + suffix] = evaluate(data, before, split, tta=tta)[0]["accuracy_uncalibrated"]
-        result["after" + suffix] = evaluate(data, after, split, tta=tta)[0]["accuracy_uncalibrated"]
+        for key, model in (("before", before), ("after", after)):
+            result[key + suffix] = evaluate(data, model, split, tta=tta, labels=labels)[0][
+                "accuracy_uncalibrated"
+            ]
     return result
 
 

@@ -342,8 +342,8 @@ def test_serve_on_port_0_listens_on_a_free_port_and_names_it() -> None:
         proc.wait(timeout=60)
 
 
-def test_evaluate_on_a_folder_without_a_test_split_says_it_scores_every_face(tmp_path: Path) -> None:
-    """It scored [all] without a word, though a model fine-tuned on that folder was trained on it."""
+def test_evaluate_on_the_folder_a_model_trained_on_says_the_figures_are_not_held_out(tmp_path: Path) -> None:
+    """It scored [all] without a word, though the model was trained on that folder."""
     import cv2
     from conftest import synthetic_faces
 
@@ -353,6 +353,11 @@ def test_evaluate_on_a_folder_without_a_test_split_says_it_scores_every_face(tmp
     for i, (img, lab) in enumerate(zip(images, labels, strict=True)):
         (tmp_path / "mine" / EMOTIONS[lab]).mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(tmp_path / "mine" / EMOTIONS[lab] / f"{i}.png"), img)
-    proc = run_cli("evaluate", "--data", str(tmp_path / "mine"), "--model", "fast")
-    assert proc.returncode == 0, proc.stderr
-    assert "no test split: scoring all its faces" in proc.stderr and "[all]" in proc.stdout
+    proc = run_cli("evaluate", "--data", str(tmp_path / "mine"), "--model", "fast")  # trained elsewhere
+    assert proc.returncode == 0 and "not held-out" not in proc.stderr and "[all]" in proc.stdout
+    mine = model_with_description(tmp_path, "mine-model", dataset="mine")  # as `train --data mine/` records
+    proc = run_cli("evaluate", "--data", str(tmp_path / "mine"), "--model", str(mine))
+    assert (
+        proc.returncode == 0
+        and "the model was trained on mine: its figures on these faces are not held-out" in proc.stderr
+    )

@@ -49,11 +49,15 @@ def evaluate(
         data, labels=labels, skip_bad=skip_bad, ferplus_classes=8 if len(classifier.classes) == 8 else 7
     )
     split = split or default_test_split(ds)
-    if split == "all":  # a ROOT/<emotion>/ folder has no test split: its every face is scored
+    trained_on = str(classifier.metadata.get("dataset", ""))
+    if split == "all" and Path(data).name and Path(data).name in trained_on:
+        # a ROOT/<emotion>/ folder has no test split: its every face is scored, and this model was
+        # trained on a folder of that name
         log.warning(
-            "%s has no test split: scoring all its faces (if the model trained on them, the figures "
-            "are not held-out; a ROOT/{train,test}/<emotion>/ layout keeps a test split apart)",
+            "%s has no test split, and the model was trained on %s: its figures on these faces are "
+            "not held-out (a ROOT/{train,test}/<emotion>/ layout keeps a test split apart)",
             data,
+            trained_on,
         )
     part = ds.select_split(split)
     if list(classifier.classes[: len(part.class_names)]) != list(part.class_names):

@@ -222,3 +222,14 @@ def test_undecodable_file_name_keeps_the_batch(tmp_path: Path) -> None:
     assert [r["path"].endswith("x\\xff.jpg") for r in rows] == [True, False]
     table = run_cli("analyze", str(odd))
     assert table.returncode == 0 and "x\\xff.jpg: 1 face(s)" in table.stdout
+
+
+def test_the_table_says_uncertain_as_the_drawing_does() -> None:
+    """"uncertain: sad / angry" on the page and the annotated image; the table said "uncertain" alone."""
+    photo = str(need_shared("media", "two_people.jpg"))
+    faces = json.loads(run_cli("analyze", photo, "--json").stdout)[0]["faces"]
+    table = run_cli("analyze", photo).stdout
+    unsure = [f for f in faces if f["uncertain"]]
+    assert unsure, "the sample photo has no uncertain face to check"
+    for face in unsure:
+        assert f"uncertain: {face['emotion']} / {face['runner_up']}" in table

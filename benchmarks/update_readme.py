@@ -165,8 +165,8 @@ def speed(s: dict) -> str:
     if det.exists():
         lines += [
             "",
-            "Face detectors on the sample media (`python benchmarks/detectors.py`; faces found, time per "
-            "image or frame, 1 thread). BlazeFace (full-range, tiles for group photos) is the default: "
+            "Face detectors on the sample media (`python benchmarks/detectors.py`; faces found, the "
+            "median of five calls per photo after a warm-up and the mean per video frame, 1 thread). BlazeFace (full-range, tiles for group photos) is the default: "
             "the right count on every photo, every face of the made-up group photo, exactly one face in "
             "every frame of woman2.mp4, a few ms a frame. Haar stays as an option. YuNet needs a model "
             "file that no package registry ships, so it is not measured here.",

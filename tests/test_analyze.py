@@ -225,7 +225,7 @@ def test_undecodable_file_name_keeps_the_batch(tmp_path: Path) -> None:
 
 
 def test_the_table_says_uncertain_as_the_drawing_does() -> None:
-    """"uncertain: sad / angry" on the page and the annotated image; the table said "uncertain" alone."""
+    """ "uncertain: sad / angry" on the page and the annotated image; the table said "uncertain" alone."""
     photo = str(need_shared("media", "two_people.jpg"))
     faces = json.loads(run_cli("analyze", photo, "--json").stdout)[0]["faces"]
     table = run_cli("analyze", photo).stdout

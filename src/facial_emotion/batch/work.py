@@ -54,7 +54,11 @@ def read_bytes(uri: str) -> bytes:
     try:
         from pyarrow import fs
     except ImportError:
-        raise OSError(f"{uri}: reading URIs needs the [scale] extra (pyarrow)") from None
+        from facial_emotion.extras import install_hint
+
+        raise OSError(
+            f"{uri}: reading URIs needs the [scale] extra (pyarrow): {install_hint('scale')}"
+        ) from None
     filesystem, path = fs.FileSystem.from_uri(uri)
     with filesystem.open_input_stream(path) as f:
         return f.read()

@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except ModuleNotFoundError as e:  # an optional dependency (plots, progress bars) is missing
         print(
-            f"facial-emotion {args.command}: error: this needs the package {e.name!r}: pip install {e.name}",
+            f"facial-emotion {args.command}: error: this needs the package {e.name!r}: pip install {e.name} "
+            "(or the extra that brings it: see the README's install lines)",
             file=sys.stderr,
         )
         return EXIT_USAGE

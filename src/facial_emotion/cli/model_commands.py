@@ -364,7 +364,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--model", help=MODEL_HELP)
     p.add_argument(
-        "--split", help="csv Usage or sub-folder (default: PrivateTest, else PublicTest, else test)"
+        "--split",
+        help="csv Usage or sub-folder (default: PrivateTest, else PublicTest, test, val, else all: every "
+        "face, warned about when the model was trained on a folder of that name)",
     )
     p.add_argument("--tta", action="store_true", help="ten-crop test-time augmentation")
     p.add_argument(
@@ -376,7 +378,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
-        "--report", metavar="DIR", help="write confusion matrices, report.md/json and a mistakes grid"
+        "--report",
+        metavar="DIR",
+        help="write confusion matrices, report.md/json, the reliability diagram (when the model's classes "
+        "are the labels') and the most confident mistakes (if any); report files a run does not write "
+        "are removed from DIR",
     )
     p.add_argument("--skip-bad", action="store_true", help="skip malformed csv rows instead of failing")
     p.add_argument("--threads", type=at_least(0), default=None)
@@ -491,5 +497,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "members'. The members must share classes and preprocessing; calibrate (and quantize) the result.",
     )
     p.add_argument("models", nargs="+", help="two or more model files (or built-in model names)")
-    p.add_argument("--out", required=True, help="ENSEMBLE.onnx (metadata is also written to ENSEMBLE.json)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="ENSEMBLE.onnx (metadata, naming every member's data and labels, also in ENSEMBLE.json)",
+    )
     p.set_defaults(func=cmd_ensemble)

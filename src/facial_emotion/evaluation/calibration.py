@@ -281,7 +281,8 @@ def calibrate_model(
     labels: str | None = None,
 ) -> dict[str, Any]:
     """Fit the calibration of a model file on a labelled split and store it in the model's metadata
-    (``out``, default: the model file itself, rewritten atomically). Returns the metadata entry.
+    (``out``, default: the model file itself, rewritten atomically; a model shipped in the package is
+    refused then, ``ModelFileError``). Returns the metadata entry.
     ``labels``: "fer2013" or "ferplus" (the FER+ majority vote; the default for an 8-class model).
     PrivateTest is refused: it is the held-out test, and fitting on it would make its figures
     optimistic."""

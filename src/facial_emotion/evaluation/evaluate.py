@@ -43,7 +43,9 @@ def evaluate(
     labels: str = "fer2013",
 ) -> tuple[dict[str, Any], FaceDataset, np.ndarray]:
     """Returns (results, the evaluated faces, their probabilities). ``labels="ferplus"`` scores
-    against the FER+ majority vote of each face (an 8-class model on all eight, contempt included)."""
+    against the FER+ majority vote of each face (an 8-class model on all eight, contempt included).
+    A model whose classes are not the labels' gets ``ece`` and ``nll`` None with a ``confidence_note``;
+    classes with no faces in the split are listed in ``classes_without_faces``."""
     classifier = EmotionClassifier(model, threads=threads)
     ds = load_dataset(
         data, labels=labels, skip_bad=skip_bad, ferplus_classes=8 if len(classifier.classes) == 8 else 7

@@ -37,8 +37,10 @@ from facial_emotion.settings import DEFAULT_DETECT_EVERY, DEFAULT_SMOOTHING
 
 class FaceStream:
     """``recognizer`` classifies; ``detector`` finds faces (default: the recognizer's own). A stream
-    keeps state between frames, so it serves one sequence, one frame at a time; its classifier may be
-    shared with other streams (onnxruntime sessions are thread-safe), its detector may not."""
+    keeps state between frames, so it serves one sequence, one frame at a time; its classifier and the
+    built-in detectors may be shared with other streams and threads (onnxruntime sessions are
+    thread-safe; Haar and YuNet take one call at a time), a detector object of your own only if it is
+    thread-safe itself."""
 
     def __init__(
         self,

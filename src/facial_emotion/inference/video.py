@@ -138,7 +138,9 @@ def analyze_video(
     on_event: Callable[[EmotionEvent], object] | None = None,
     hold_s: float | None = DEFAULT_HOLD_S,
 ) -> VideoResult:
-    """Analyse every ``every``-th frame of a file, URL or camera through one ``FaceStream``.
+    """Analyse every ``every``-th frame of a file, URL or camera through one ``FaceStream``. A camera
+    is an int (numpy ints too) or a string of digits; a ``Path`` is always a file, even ``Path("0")``; a
+    photo's file name (.jpg, .png...), bytes and "" are refused (``VideoError``).
     ``on_open(fps)`` is called once the source is open; ``on_frame`` for every frame read, and may
     return False to stop (the webcam quits on 'q'). ``keep_timeline=False`` keeps only the per-person
     summary and the events (a camera runs for hours). Frame times are index / fps for a file and the

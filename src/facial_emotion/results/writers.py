@@ -72,7 +72,9 @@ def photos_table(results: list[PhotoResult]) -> str:
         for i, f in enumerate(r.faces, 1):
             runners_up = sorted(f.scores.items(), key=lambda kv: -kv[1])[1:3]
             others = ", ".join(f"{k} {v:.0%}" for k, v in runners_up)
-            flag = f"  uncertain: {f.emotion} / {f.runner_up}" if f.uncertain else ""  # as drawn and on the page
+            flag = (
+                f"  uncertain: {f.emotion} / {f.runner_up}" if f.uncertain else ""
+            )  # as drawn and on the page
             lines.append(f"  #{i} box={tuple(f.box)} {f.emotion:<9}{f.confidence:>5.0%}   ({others}){flag}")
     return "\n".join(lines) + "\n" if lines else ""
 

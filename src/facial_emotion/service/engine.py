@@ -1,8 +1,8 @@
 """Inference for the service: a few worker threads, each with its own recognizer, off the event loop.
 
 The recognizers share one onnxruntime session (its ``run`` is thread-safe) but each worker has its own
-face detector, because an OpenCV ``CascadeClassifier`` keeps per-call state and must not be used by
-two threads at once. The number of workers bounds how many images are analysed at the same time;
+face detector: an OpenCV ``CascadeClassifier`` keeps per-call state, so a shared Haar or YuNet
+detector takes one call at a time, and workers would wait on each other. The number of workers bounds how many images are analysed at the same time;
 more requests wait in the executor's queue instead of piling threads onto a few cores.
 
 Memory per request is bounded: uploads are decoded at most ``max_side`` px on the long side (a JPEG

@@ -1,7 +1,7 @@
 """``finetune``: the base model trained a little further on the user's corrections (feedback.py),
 with FER-2013 training faces mixed in so that it does not forget, and a before/after table.
 
-It is ``train --init-from BASE.onnx`` on a generated FER-2013-format csv: a stratified part of the
+It is ``train --init-from BASE.onnx`` on a generated dataset .npz: a stratified part of the
 corrections is kept aside (never trained on) to measure what the fine-tune taught; the rest is
 repeated so that it makes about a quarter of the training faces, the other three quarters drawn
 from FER-2013 Training. Before/after: accuracy on the kept-aside corrections, on PublicTest and

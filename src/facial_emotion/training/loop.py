@@ -172,7 +172,8 @@ def check_same_faces(saved: dict[str, Any] | None, now: dict[str, Any]) -> None:
 
 
 def load_training_data(cfg: TrainConfig) -> tuple[FaceDataset, FaceDataset, FaceDataset | None]:
-    """The whole dataset, its training faces (the first ``cfg.limit`` if set) and validation faces."""
+    """The whole dataset, its training faces (``cfg.limit`` of them drawn at random with the seed, if
+    set) and validation faces."""
     ferplus = cfg.labels.startswith("ferplus")
     ds = load_dataset(
         cfg.data,

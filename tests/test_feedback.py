@@ -36,7 +36,7 @@ def test_correct_saves_aligned_face_original_and_sidecar(
     recognizer = EmotionRecognizer()
     second = recognizer.analyze(photo)[1]
     assert original.shape[:2] == (second.box[3], second.box[2])  # the face's box, at full resolution
-    assert sidecar["emotion"] == "surprise" and sidecar["source"] == str(photo)
+    assert sidecar["emotion"] == "surprise" and sidecar["source"] == str(photo.resolve())  # absolute
     assert sidecar["scores"] == pytest.approx(second.scores, abs=1e-5)
     assert sidecar["predicted"] == second.emotion
     assert sidecar["model"]["name"] == "emotion.onnx"  # which file, as the service's sidecars say
@@ -60,6 +60,23 @@ def test_correct_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["finetune", "--feedback", str(blocker), "--out", str(tmp_path / "m.onnx")]) == 2
     assert f"feedback folder {blocker} is a file" in capsys.readouterr().err
     assert not list(fb.rglob("*.png"))
+
+
+def test_correct_takes_odd_names_and_emotion_aliases(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A photo name that is not UTF-8 crashed the save (UnicodeEncodeError); "Happiness" was refused
+    though finetune reads a Happiness/ folder as happy; a photo with no face said "no face #1"."""
+    import os
+
+    odd = tmp_path / os.fsdecode(b"bad\xff.jpg")
+    odd.write_bytes(need_shared("media", "justin.jpg").read_bytes())
+    fb = tmp_path / "fb"
+    assert main(["correct", str(odd), "--emotion", "Happiness", "--feedback-dir", str(fb)]) == 0
+    assert "saved as happy" in capsys.readouterr().out
+    (sidecar,) = (fb / "happy").glob("*.json")
+    assert json.loads(sidecar.read_text())["source"].endswith("bad\\xff.jpg")
+    none = need_shared("media", "no-faces.jpg")
+    assert main(["correct", str(none), "--emotion", "sad", "--feedback-dir", str(fb)]) == 2
+    assert "no face found in this photo" in capsys.readouterr().err
 
 
 def test_concurrent_saves_lose_nothing_and_corrupt_files_are_counted(tmp_path: Path) -> None:
@@ -106,6 +123,14 @@ def test_finetune_with_too_few_corrections_says_what_it_needs(
     err = capsys.readouterr().err
     assert "at least 5" in err and "happy: 2 (needs 3 more)" in err
     assert not (tmp_path / "m.onnx").exists()
+    # The same face saved five times is one correction: its copies kept aside would score the
+    # fine-tune on faces it trained on (and they made up the five an emotion needs).
+    again = _synthetic_feedback(tmp_path / "again", 35, seed=0)  # five per emotion
+    (first, *others) = sorted((again / "sad").glob("*.png"))
+    for other in others:
+        other.write_bytes(first.read_bytes())
+    assert main(["finetune", "--feedback", str(again), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "sad: 1 (needs 4 more)" in capsys.readouterr().err
 
 
 def test_finetune_keeps_publictest_accuracy(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

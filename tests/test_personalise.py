@@ -75,6 +75,33 @@ def test_feedback_is_off_by_default_and_refuses_bad_corrections(tmp_path: Path) 
     assert sidecar["source"] == "two_people.jpg" and sidecar["model"]["name"] == "emotion.onnx"
 
 
+def test_a_correction_of_a_large_photo_is_saved_at_full_resolution_as_correct_saves_it(
+    tmp_path: Path,
+) -> None:
+    """The service finds faces on the photo reduced to 2048 px: it saved that reduced crop, with its
+    box in the reduced pixels, where `correct` saves the full-resolution crop and box."""
+    import cv2
+
+    big = tmp_path / "big.jpg"
+    photo = cv2.imread(str(need_shared("media", "two_people.jpg")))
+    cv2.imwrite(str(big), cv2.resize(photo, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC))  # 3378 px
+    served, by_cli = tmp_path / "served", tmp_path / "cli"
+    with BackgroundServer(create_app(workers=1, feedback_dir=served)) as server:
+        analyzed = post_photo(f"{server.url}/v1/analyze", big).json()["faces"][1]["box"]
+        reply = post_photo(f"{server.url}/v1/feedback", big, face="2", emotion="disgust")
+        assert reply.status_code == 200, reply.text
+    assert (
+        main(["correct", str(big), "--face", "2", "--emotion", "disgust", "--feedback-dir", str(by_cli)]) == 0
+    )
+    (saved,) = (served / "disgust").glob("*.json")
+    (from_cli,) = (by_cli / "disgust").glob("*.json")
+    box = json.loads(saved.read_text())["box"]
+    assert iou(tuple(box), tuple(analyzed)) > 0.95  # in the upload's pixels, as /v1/analyze says
+    assert iou(tuple(box), tuple(json.loads(from_cli.read_text())["box"])) > 0.9
+    original = cv2.imread(str(served / "disgust" / "originals" / saved.with_suffix(".png").name))
+    assert original.shape[:2] == (box[3], box[2]) and original.shape[0] > 400  # the full-size crop
+
+
 def test_model_reload_swaps_while_requests_run(tmp_path: Path) -> None:
     photo = need_shared("media", "justin.jpg")
     with BackgroundServer(create_app(workers=2)) as server:

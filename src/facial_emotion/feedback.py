@@ -28,7 +28,9 @@ import numpy as np
 
 from facial_emotion.inference.align import crop_face
 from facial_emotion.inference.detectors import Detection
+from facial_emotion.labels import emotion_from_folder
 from facial_emotion.results.files import atomic_write_bytes, atomic_write_text
+from facial_emotion.results.schema import safe_name
 
 ORIGINALS = "originals"  # not an image suffix, so the folder readers pass over it
 
@@ -67,6 +69,17 @@ class FeedbackStore:
         except OSError as e:
             raise FeedbackError(f"feedback folder {self.root} is not writable: {e.strerror or e}") from None
 
+    def check_emotion(self, emotion: str, classes: list[str] | None = None) -> str:
+        """The model's name for ``emotion`` (in any case, or a folder alias such as "Happiness", as
+        ``finetune`` reads folders), else ``FeedbackError`` (checked before any work)."""
+        allowed = classes or self.classes
+        if emotion in allowed:
+            return emotion
+        alias = emotion_from_folder(emotion) or emotion.strip().lower()
+        if alias in allowed:
+            return alias
+        raise FeedbackError(f"unknown emotion {emotion!r}: the model's classes are {', '.join(allowed)}")
+
     def save(
         self,
         bgr: np.ndarray,
@@ -79,9 +92,8 @@ class FeedbackStore:
     ) -> Correction:
         """Save the face ``det`` of the BGR frame ``bgr`` as an example of ``emotion``; ``classes``:
         the model's (default: those the store was made with; a server may have swapped models)."""
-        allowed = classes or self.classes
-        if emotion not in allowed:
-            raise FeedbackError(f"unknown emotion {emotion!r}: the model's classes are {', '.join(allowed)}")
+        emotion = self.check_emotion(emotion, classes)
+        source = safe_name(source)  # a file name that is not UTF-8 crashed the hash and the sidecar
         gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY) if bgr.ndim == 3 else bgr
         face = _png(crop_face(gray, det))
         h, w = bgr.shape[:2]

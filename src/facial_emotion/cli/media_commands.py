@@ -94,17 +94,23 @@ def cmd_correct(args: argparse.Namespace) -> int:
 
     recognizer = EmotionRecognizer(args.model, detector=args.detector, threads=args.threads)
     store = FeedbackStore(args.feedback_dir, recognizer.classes)  # not writable: fails before any work
+    emotion = store.check_emotion(args.emotion)  # before the photo is read and its faces found
     image = load_image(args.photo)
     dets = recognizer.detect(image)
+    if not dets:
+        raise UserError(f"{args.photo}: no face found in this photo")
     if not 1 <= args.face <= len(dets):
         raise UserError(
             f"{args.photo}: no face #{args.face} (found {len(dets)}; numbered as `analyze` prints)"
         )
     det = dets[args.face - 1]
     face = recognizer.analyze_frame(image, [det])[0]
-    saved = store.save(image, det, args.emotion, recognizer.model_record, face.scores, str(args.photo))
+    # the photo's absolute path: a path relative to wherever the command ran says nothing later
+    saved = store.save(
+        image, det, emotion, recognizer.model_record, face.scores, str(Path(args.photo).resolve())
+    )
     print(
-        f"face #{args.face}: model said {face.emotion} {face.confidence:.0%}, saved as {args.emotion}: {saved.face}"
+        f"face #{args.face}: model said {face.emotion} {face.confidence:.0%}, saved as {emotion}: {saved.face}"
     )
     return EXIT_OK
 

@@ -246,10 +246,26 @@ class Engine:
             if face is None or not 1 <= face <= len(dets):
                 raise FeedbackError(f"no face {face} in this image ({len(dets)} found)")
             found = faces[face - 1]
+            picture, det = bgr, dets[face - 1]
+            if full[0] != bgr.shape[1]:  # found on the reduced picture: saved from the full one, as
+                # `correct` saves it (the box in the upload's pixels, the crop at its resolution)
+                with self._decodes:  # a full-size decode, in the same bounded slots as the others
+                    picture = decode_reduced(data, name, self.max_pixels, None)[0]
+                scale = picture.shape[1] / bgr.shape[1]
+                det = Detection(
+                    tuple(round(v * scale) for v in det.box),  # type: ignore[arg-type]
+                    det.score,
+                    None if det.landmarks is None else det.landmarks * scale,
+                )
             saved = store.save(
-                bgr, dets[face - 1], emotion, rec.model_record, found.scores, name, classes=rec.classes
+                picture, det, emotion, rec.model_record, found.scores, name, classes=rec.classes
             )
-            return {"saved": saved.face.name, "emotion": emotion, "predicted": found.emotion, "face": face}
+            return {
+                "saved": saved.face.name,
+                "emotion": saved.emotion,
+                "predicted": found.emotion,
+                "face": face,
+            }
         finally:
             self._release(full)
 

@@ -22,8 +22,9 @@ import numpy as np
 from facial_emotion import settings
 from facial_emotion.data import FaceDataset, load_dataset
 from facial_emotion.data.cache import write_npz
+from facial_emotion.data.readers import ignored_folders
 from facial_emotion.evaluation.metrics import summarize
-from facial_emotion.feedback import FeedbackError, load_feedback
+from facial_emotion.feedback import ORIGINALS, FeedbackError, load_feedback
 from facial_emotion.inference.classifier import EmotionClassifier
 from facial_emotion.labels import EMOTIONS
 from facial_emotion.model_file import builtin_model_path, resolve_model_path, write_model
@@ -85,6 +86,17 @@ def check_enough(feedback: FaceDataset) -> dict[str, int]:
             "emotion's folder"
         )
     return counts
+
+
+def without_repeats(feedback: FaceDataset) -> tuple[FaceDataset, int]:
+    """The corrections with each identical face (pixels and emotion) once; how many were dropped."""
+    seen: set[tuple[bytes, int]] = set()
+    keep = np.zeros(len(feedback), dtype=bool)
+    for i, (image, label) in enumerate(zip(feedback.images, feedback.labels, strict=True)):
+        key = (image.tobytes(), int(label))
+        keep[i] = key not in seen
+        seen.add(key)
+    return feedback.subset(keep), int((~keep).sum())
 
 
 def split_aside(feedback: FaceDataset, share: float, seed: int) -> tuple[FaceDataset, FaceDataset]:
@@ -161,8 +173,21 @@ def finetune(opts: FinetuneOptions) -> dict[str, Any]:
             "was made from (--base fp32, the default)"
         )
     feedback = load_feedback(opts.feedback)
+    ignored = [  # each emotion's originals/ holds the full-size crops: not for training, by design
+        p for p in ignored_folders(Path(opts.feedback).expanduser(), "folders") if p.name != ORIGINALS
+    ]
+    if ignored:  # as train says of a dataset's: a correction left out without a word was lost
+        opts.warnings.append(
+            f"folder(s) not read (not an emotion's name, or inside one): {', '.join(str(p) for p in ignored[:5])}"
+        )
     if feedback.skipped:
         opts.warnings.append(f"{feedback.skipped} unreadable file(s) in {opts.feedback} skipped")
+    feedback, repeats = without_repeats(feedback)
+    if repeats:
+        opts.warnings.append(
+            f"{repeats} correction(s) repeat another (the same face saved again) and count once: a copy "
+            "kept aside would score the fine-tune on a face it trained on"
+        )
     counts = check_enough(feedback)
     train_fb, aside = split_aside(feedback, opts.holdout, opts.seed)
     fer_path = find_fer2013(opts.fer2013)
@@ -206,8 +231,10 @@ def finetune(opts: FinetuneOptions) -> dict[str, Any]:
         trained = Path(result["model"])
         after = scores(trained, aside, public, opts.threads)
         model, new_meta = read_onnx_model(trained)
-        new_meta["dataset"] = f"{opts.feedback} (corrections)" + (
-            f" + {fer_path} (Training mix)" if fer_path else ""
+        # names, not local paths, as every exported model's metadata gives them (a path relative to
+        # where the command ran says nothing once the file travels)
+        new_meta["dataset"] = f"{Path(opts.feedback).expanduser().resolve().name} (corrections)" + (
+            f" + {Path(fer_path).name} (Training mix)" if fer_path else ""
         )
         new_meta["finetune"] = {
             "base": str(base),

@@ -355,6 +355,11 @@ def test_evaluate_on_the_folder_a_model_trained_on_says_the_figures_are_not_held
         cv2.imwrite(str(tmp_path / "mine" / EMOTIONS[lab] / f"{i}.png"), img)
     proc = run_cli("evaluate", "--data", str(tmp_path / "mine"), "--model", "fast")  # trained elsewhere
     assert proc.returncode == 0 and "not held-out" not in proc.stderr and "[all]" in proc.stdout
+    other = model_with_description(tmp_path, "other", dataset="not-mine (corrections) + x.csv (Training mix)")
+    proc = run_cli(
+        "evaluate", "--data", str(tmp_path / "mine"), "--model", str(other)
+    )  # a name, not a part of one
+    assert proc.returncode == 0 and "not held-out" not in proc.stderr
     mine = model_with_description(tmp_path, "mine-model", dataset="mine")  # as `train --data mine/` records
     proc = run_cli("evaluate", "--data", str(tmp_path / "mine"), "--model", str(mine))
     assert (

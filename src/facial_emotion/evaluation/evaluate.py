@@ -52,7 +52,9 @@ def evaluate(
     )
     split = split or default_test_split(ds)
     trained_on = str(classifier.metadata.get("dataset", ""))
-    if split == "all" and Path(data).name and Path(data).name in trained_on:
+    # the data names the metadata gives ("mine", "fb (corrections) + fer2013.csv.gz (Training mix)")
+    trained_names = {part.split(" (")[0].strip() for part in trained_on.split(" + ")}
+    if split == "all" and Path(data).name in trained_names:
         # a ROOT/<emotion>/ folder has no test split: its every face is scored, and this model was
         # trained on a folder of that name
         log.warning(

@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -416,6 +417,7 @@ def main() -> None:
     res["wall_seconds"] = round(time.perf_counter() - t_start, 1)
     res["machine"]["load_average_at_end"] = list(os.getloadavg())
 
+    res["command"] = shlex.join(["python", *sys.argv])  # before the table, which quotes it
     table = markdown(res)
     print()
     print(table)

@@ -69,6 +69,8 @@ def test_every_pixel_type_comes_out_as_the_same_picture() -> None:
     # pictures come out darker (a peak of 1000 read as 10-bit, 1100 as 12-bit)
     dim, brighter = np.full((4, 4), 1000, np.uint16), np.full((4, 4), 1100, np.uint16)
     assert load_image(dim)[0, 0, 0] < load_image(brighter)[0, 0, 0] == 1100 * 255 // 65535
+    dark = np.full((4, 4), 199, np.uint16)  # 16-bit in either byte order (I;16B TIFFs)
+    assert load_image(dark.astype(">u2")).tolist() == load_image(dark).tolist()
     # BGRA: the colours read by their own values, not by an opaque 16-bit alpha beside them
     bgra = np.dstack([bgr.astype(np.int32), np.full(bgr.shape[:2], 65535, np.int32)])
     assert same(bgra, 0)

@@ -188,3 +188,10 @@ def test_quantize_measures_an_eight_class_model_on_ferplus_labels(
     assert (
         accuracy["labels"] == "ferplus" and 0 <= accuracy["after"] <= 1 and accuracy["split"] == "PublicTest"
     )
+    # without FER+ votes beside the data: said before quantizing (it failed after, nothing written)
+    (tmp_path / "fer2013new.csv").unlink()
+    from facial_emotion.data import DatasetError
+
+    with pytest.raises(DatasetError, match="or --eval-split none"):
+        quantize_model(eight_class_model, tmp_path / "q2.onnx", data, faces=64)
+    assert quantize_model(eight_class_model, tmp_path / "q3.onnx", data, faces=64, eval_split="none")

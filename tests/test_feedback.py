@@ -130,7 +130,8 @@ def test_finetune_with_too_few_corrections_says_what_it_needs(
     for other in others:
         other.write_bytes(first.read_bytes())
     assert main(["finetune", "--feedback", str(again), "--out", str(tmp_path / "m.onnx")]) == 2
-    assert "sad: 1 (needs 4 more)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "sad: 1 (needs 4 more)" in err and "4 correction(s) repeat another" in err  # says why
 
 
 def test_finetune_keeps_publictest_accuracy(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

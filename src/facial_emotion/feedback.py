@@ -75,9 +75,10 @@ class FeedbackStore:
         allowed = classes or self.classes
         if emotion in allowed:
             return emotion
-        alias = emotion_from_folder(emotion) or emotion.strip().lower()
-        if alias in allowed:
-            return alias
+        folded = {c.lower(): c for c in allowed}
+        for name in (emotion.strip().lower(), emotion_from_folder(emotion)):
+            if name and name in folded:
+                return folded[name]
         raise FeedbackError(f"unknown emotion {emotion!r}: the model's classes are {', '.join(allowed)}")
 
     def save(

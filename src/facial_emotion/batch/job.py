@@ -191,11 +191,14 @@ def run_batch(
         raise BatchError(
             f"{out}: a committed table cannot be read ({why}): restore it, or choose a new --out"
         ) from None
-    pending = [  # as the rows name it (or, in a folder from before names kept their bytes, named it)
+    # a folder from before names kept their bytes names some sources with U+FFFD: there, and only
+    # there (the former spelling merges names), a source may be done under its former name
+    legacy = any("\ufffd" in str(name) for name, _ in store.done)
+    pending = [
         u
         for u in units
         if (safe_name(u.source), u.chunk) not in store.done
-        and (former_safe_name(u.source), u.chunk) not in store.done
+        and not (legacy and (former_safe_name(u.source), u.chunk) in store.done)
     ]
     report = JobReport(out, len(units), len(units) - len(pending))
     if not pending:

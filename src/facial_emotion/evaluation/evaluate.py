@@ -53,8 +53,10 @@ def evaluate(
     split = split or default_test_split(ds)
     trained_on = str(classifier.metadata.get("dataset", ""))
     # the data names the metadata gives ("mine", "fb (corrections) + fer2013.csv.gz (Training mix)")
-    trained_names = {part.split(" (")[0].strip() for part in trained_on.split(" + ")}
-    if split == "all" and Path(data).name in trained_names:
+    trained_names = {part.split(" (")[0].strip() for part in trained_on.split(" + ")} - {""}
+    folder = Path(data).expanduser().resolve()
+    # the folder itself, or the ROOT whose train/ and test/ the model trained on
+    if split == "all" and {folder.name, folder.parent.name} & trained_names:
         # a ROOT/<emotion>/ folder has no test split: its every face is scored, and this model was
         # trained on a folder of that name
         log.warning(

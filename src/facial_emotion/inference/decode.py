@@ -90,7 +90,8 @@ def _to_uint8(arr: np.ndarray, name: str = "array") -> np.ndarray:
         return arr.astype(np.uint8) * np.uint8(255)
     if kind in "iu":
         peak = int(arr.max(initial=0))
-        if peak <= 255 and arr.dtype != np.uint16:  # uint16 is 16-bit by its type (as 16-bit files)
+        sixteen_bit = kind == "u" and arr.dtype.itemsize == 2  # either byte order (I;16B TIFFs)
+        if peak <= 255 and not sixteen_bit:  # uint16 is 16-bit by its type (as 16-bit files)
             return arr.clip(0, 255).astype(np.uint8)
         top = max(peak, SIXTEEN_BIT_WHITE)
         return (arr.astype(np.float32) * (255.0 / top)).clip(0, 255).astype(np.uint8)
@@ -161,7 +162,10 @@ def _from_pil(img: Image.Image, name: str, max_pixels: int | None) -> np.ndarray
     _check_size(img.width, img.height, name, max_pixels)
     img = ImageOps.exif_transpose(img) or img
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # F: float32 TIFFs
-        return from_array(np.asarray(img), name, max_pixels)
+        pixels = np.asarray(img)
+        if img.mode == "I" and pixels.min(initial=0) >= 0 and pixels.max(initial=0) <= 65535:
+            pixels = pixels.astype(np.uint16)  # 16-bit PGM/PPM and PNG open as "I": 16-bit as the rest
+        return from_array(pixels, name, max_pixels)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         # Composite on white, as viewers show it; black (the default) would darken faces at the edges.
         rgba = img.convert("RGBA")

@@ -232,6 +232,7 @@ class Engine:
         the face found whose box overlaps it most is saved instead: a live frame's faces come from
         the tracker, whose boxes and order can differ from a fresh detection's. Raises FeedbackError
         for a face not there."""
+        emotion = store.check_emotion(emotion, rec.classes)  # before the decode and the detection
         bgr, full = self._decode(data, name)
         try:
             dets = rec.detect(bgr)
@@ -247,7 +248,10 @@ class Engine:
                 raise FeedbackError(f"no face {face} in this image ({len(dets)} found)")
             found = faces[face - 1]
             picture, det = bgr, dets[face - 1]
-            if full[0] != bgr.shape[1]:  # found on the reduced picture: saved from the full one, as
+            if (full[0], full[1]) != (
+                bgr.shape[1],
+                bgr.shape[0],
+            ):  # found on the reduced picture: saved from the full one, as
                 # `correct` saves it (the box in the upload's pixels, the crop at its resolution)
                 with self._decodes:  # a full-size decode, in the same bounded slots as the others
                     picture = decode_reduced(data, name, self.max_pixels, None)[0]

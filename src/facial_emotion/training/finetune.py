@@ -74,8 +74,9 @@ def find_fer2013(given: Path | None) -> Path | None:
     return shared / FER_CSV if (shared / FER_CSV).is_file() else None
 
 
-def check_enough(feedback: FaceDataset) -> dict[str, int]:
-    """Corrections per emotion used; FeedbackError saying what is missing when too few."""
+def check_enough(feedback: FaceDataset, notes: list[str] | None = None) -> dict[str, int]:
+    """Corrections per emotion used; FeedbackError saying what is missing when too few, with
+    ``notes`` (what was left out, which explains a count lower than the files on disk)."""
     counts = {EMOTIONS[c]: int((feedback.labels == c).sum()) for c in np.unique(feedback.labels)}
     short = {e: n for e, n in counts.items() if n < MIN_PER_EMOTION}
     if short:
@@ -83,7 +84,7 @@ def check_enough(feedback: FaceDataset) -> dict[str, int]:
         raise FeedbackError(
             f"too few corrections to fine-tune: each emotion used needs at least {MIN_PER_EMOTION}; {need}. "
             "Correct more faces (`facial-emotion correct` or the page's 'wrong?'), or remove that "
-            "emotion's folder"
+            "emotion's folder" + "".join(f". Note: {note}" for note in notes or [])
         )
     return counts
 
@@ -188,7 +189,7 @@ def finetune(opts: FinetuneOptions) -> dict[str, Any]:
             f"{repeats} correction(s) repeat another (the same face saved again) and count once: a copy "
             "kept aside would score the fine-tune on a face it trained on"
         )
-    counts = check_enough(feedback)
+    counts = check_enough(feedback, opts.warnings)  # a failure says what was left out too
     train_fb, aside = split_aside(feedback, opts.holdout, opts.seed)
     fer_path = find_fer2013(opts.fer2013)
     parts: list[tuple[np.ndarray, np.ndarray]] = []
@@ -237,7 +238,7 @@ def finetune(opts: FinetuneOptions) -> dict[str, Any]:
             f" + {Path(fer_path).name} (Training mix)" if fer_path else ""
         )
         new_meta["finetune"] = {
-            "base": str(base),
+            "base": Path(base).name,
             "corrections": len(feedback),
             "per_emotion": counts,
             "kept_aside": len(aside),
@@ -250,7 +251,7 @@ def finetune(opts: FinetuneOptions) -> dict[str, Any]:
     log.info("fine-tuned model: %s", opts.out)
     return {
         "out": str(opts.out),
-        "base": str(base),
+        "base": Path(base).name,
         "corrections": len(feedback),
         "per_emotion": counts,
         "before": before,

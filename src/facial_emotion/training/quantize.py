@@ -175,6 +175,14 @@ def quantize_model(
         raise DatasetError(
             f"--eval-split {eval_split}: not in {data} (it has {', '.join(ds.splits)}, or 'none')"
         )
+    if eval_split != "none" and len(source.classes) == 8:  # scored on FER+ labels: they must be there
+        try:
+            load_dataset(data, labels="ferplus", ferplus_classes=8)
+        except DatasetError as e:
+            raise DatasetError(
+                f"an 8-class model's accuracy is measured on the FER+ majority vote, which {data} lacks "
+                f"({e}): give the FER-2013 csv with its votes, or --eval-split none"
+            ) from None
     part = ds.select_split(split)
     if part.images.shape[1] != source.face_size:
         raise DatasetError(f"faces are {part.images.shape[1]} px, the model wants {source.face_size}")

@@ -74,6 +74,17 @@ def test_correct_takes_odd_names_and_emotion_aliases(tmp_path: Path, capsys: pyt
     assert "saved as happy" in capsys.readouterr().out
     (sidecar,) = (fb / "happy").glob("*.json")
     assert json.loads(sidecar.read_text())["source"].endswith("bad\\xff.jpg")
+    # --box, as the service's box=: the face found that overlaps it most, whatever --face says
+    photo = need_shared("media", "two_people.jpg")
+    x, y, w, h = EmotionRecognizer().analyze(photo)[1].box
+    box = f"{x + w // 10},{y},{w},{h}"
+    assert main(["correct", str(photo), "--box", box, "--emotion", "fear", "--feedback-dir", str(fb)]) == 0
+    assert "face #2:" in capsys.readouterr().out
+    assert main(["correct", str(photo), "--box", "0,0,5,5", "--emotion", "fear", "--feedback-dir", str(fb)]) == 2
+    assert "no face at box [0, 0, 5, 5]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["correct", str(photo), "--box", "1,2,0,4", "--emotion", "fear"])
+    assert "width and height must be positive" in capsys.readouterr().err
     none = need_shared("media", "no-faces.jpg")
     assert main(["correct", str(none), "--emotion", "sad", "--feedback-dir", str(fb)]) == 2
     assert "no face found in this photo" in capsys.readouterr().err

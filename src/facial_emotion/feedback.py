@@ -126,6 +126,23 @@ class FeedbackStore:
         return out
 
 
+# A correction's box (from a live reply, or `correct --box`) must overlap the face found this much
+# (the tracker's own bar): a live frame's faces come from the tracker, whose boxes can sit a little
+# off a fresh detection's.
+BOX_MIN_IOU = 0.3
+
+
+def face_at_box(boxes: list[tuple[int, int, int, int]], box: tuple[int, int, int, int]) -> int:
+    """The number (from 1) of the face whose box overlaps ``box`` most; ``FeedbackError`` if none does
+    by ``BOX_MIN_IOU``."""
+    from facial_emotion.inference.tracking import iou
+
+    overlaps = [iou(b, box) for b in boxes]
+    if not overlaps or max(overlaps) < BOX_MIN_IOU:
+        raise FeedbackError(f"no face at box {list(box)} in this image ({len(boxes)} found)")
+    return overlaps.index(max(overlaps)) + 1
+
+
 def count_corrections(root: str | os.PathLike) -> dict[str, int]:
     """Aligned faces per emotion folder (without reading them)."""
     root = Path(root)

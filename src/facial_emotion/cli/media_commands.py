@@ -99,6 +99,10 @@ def cmd_correct(args: argparse.Namespace) -> int:
     dets = recognizer.detect(image)
     if not dets:
         raise UserError(f"{args.photo}: no face found in this photo")
+    if args.box is not None:  # as the service's box=: the face found that overlaps it most
+        from facial_emotion.feedback import face_at_box
+
+        args.face = face_at_box([d.box for d in dets], args.box)
     if not 1 <= args.face <= len(dets):
         raise UserError(
             f"{args.photo}: no face #{args.face} (found {len(dets)}; numbered as `analyze` prints)"
@@ -113,6 +117,17 @@ def cmd_correct(args: argparse.Namespace) -> int:
         f"face #{args.face}: model said {face.emotion} {face.confidence:.0%}, saved as {emotion}: {saved.face}"
     )
     return EXIT_OK
+
+
+def _box(text: str) -> tuple[int, int, int, int]:
+    """``x,y,w,h`` in whole pixels, width and height positive."""
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give x,y,w,h in whole pixels") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be positive")
+    return x, y, w, h
 
 
 def _media_inputs(args: argparse.Namespace) -> list[str]:
@@ -421,6 +436,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         type=at_least(1),
         default=1,
         help="which face, numbered as `analyze` prints them (default 1)",
+    )
+    p.add_argument(
+        "--box",
+        type=_box,
+        metavar="X,Y,W,H",
+        help="which face, by a box in the photo's pixels (as a JSON reply gives it): the face found that "
+        "overlaps it most; decides over --face",
     )
     p.add_argument("--emotion", required=True, help="the right emotion (one of the model's classes)")
     p.add_argument(

@@ -33,13 +33,12 @@ from typing import Any
 import numpy as np
 
 from facial_emotion import settings
-from facial_emotion.feedback import FeedbackError, FeedbackStore
+from facial_emotion.feedback import FeedbackError, FeedbackStore, face_at_box
 from facial_emotion.inference.classifier import EmotionClassifier
 from facial_emotion.inference.decode import DETECTION_MAX_SIDE, decode_reduced
 from facial_emotion.inference.detectors import Detection, create_detector
 from facial_emotion.inference.pipeline import EmotionRecognizer, Face
 from facial_emotion.inference.stream import FaceStream
-from facial_emotion.inference.tracking import iou
 from facial_emotion.results.media import annotated_jpeg
 from facial_emotion.results.schema import face_json
 from facial_emotion.results.session import event_json
@@ -59,8 +58,6 @@ def _malloc_trim() -> Any:
 _MALLOC_TRIM = _malloc_trim()
 # Above this many decoded pixels (at full size), a request's buffers are handed back to the system.
 TRIM_ABOVE_PIXELS = 4_000_000
-# A correction's box (from a live reply) must overlap the face found this much (the tracker's own bar).
-FEEDBACK_MIN_IOU = 0.3
 
 
 class WorkerDetector:
@@ -240,10 +237,12 @@ class Engine:
             if box is not None:
                 k = bgr.shape[1] / full[0]  # the client's box is in the full image's pixels
                 x, y, w, h = (round(v * k) for v in box)
-                overlaps = [iou(f.box, (x, y, w, h)) for f in faces]
-                if not overlaps or max(overlaps) < FEEDBACK_MIN_IOU:
-                    raise FeedbackError(f"no face at box {list(box)} in this image ({len(dets)} found)")
-                face = overlaps.index(max(overlaps)) + 1
+                try:
+                    face = face_at_box([f.box for f in faces], (x, y, w, h))
+                except FeedbackError:
+                    raise FeedbackError(
+                        f"no face at box {list(box)} in this image ({len(dets)} found)"
+                    ) from None
             if face is None or not 1 <= face <= len(dets):
                 raise FeedbackError(f"no face {face} in this image ({len(dets)} found)")
             found = faces[face - 1]

@@ -80,7 +80,9 @@ def test_correct_takes_odd_names_and_emotion_aliases(tmp_path: Path, capsys: pyt
     box = f"{x + w // 10},{y},{w},{h}"
     assert main(["correct", str(photo), "--box", box, "--emotion", "fear", "--feedback-dir", str(fb)]) == 0
     assert "face #2:" in capsys.readouterr().out
-    assert main(["correct", str(photo), "--box", "0,0,5,5", "--emotion", "fear", "--feedback-dir", str(fb)]) == 2
+    assert (
+        main(["correct", str(photo), "--box", "0,0,5,5", "--emotion", "fear", "--feedback-dir", str(fb)]) == 2
+    )
     assert "no face at box [0, 0, 5, 5]" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["correct", str(photo), "--box", "1,2,0,4", "--emotion", "fear"])

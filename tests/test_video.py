@@ -116,6 +116,9 @@ def test_webcam_runs_on_a_capture_source_and_says_when_no_camera(tmp_path: Path)
     proc = run_cli("webcam", "--source", str(video), "--no-window", "--max-frames", "20")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("20 frames")
+    proc = run_cli("webcam", "--source", str(video), "--no-window", "--max-frames", "20", "--json")
+    doc = json.loads(proc.stdout)  # as video --json, but no per-frame timeline
+    assert doc["frames_read"] == 20 and len(doc["faces"]) == 1 and doc["timeline"] == []
     proc = run_cli("webcam", "--camera", "7", "--no-window")
     assert proc.returncode == 2 and "camera" in proc.stderr and "Traceback" not in proc.stderr
 

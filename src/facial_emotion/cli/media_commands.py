@@ -270,8 +270,13 @@ def cmd_webcam(args: argparse.Namespace) -> int:
         if not args.no_window:
             with contextlib.suppress(cv2.error):
                 cv2.destroyAllWindows()
-    print(f"{result.frames_read} frames, {result.frames_read / max(result.seconds, 1e-9):.1f} fps")
-    print("\n".join(session_lines(result.summary)))
+    if args.json:
+        from facial_emotion.results import writers
+
+        writers.print_json(writers.video_json(result))
+    else:
+        print(f"{result.frames_read} frames, {result.frames_read / max(result.seconds, 1e-9):.1f} fps")
+        print("\n".join(session_lines(result.summary)))
     _write_summaries(args, result, recognizer.classes)
     return EXIT_OK
 
@@ -498,6 +503,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-window", action="store_true", help="do not show a window (measure only)")
     p.add_argument("--max-frames", type=at_least(1), default=None)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document at the end, as video --json does (its timeline empty: a camera "
+        "runs for hours; the summary and the events)",
+    )
     _summary_option(p)
     p.set_defaults(func=cmd_webcam)
 

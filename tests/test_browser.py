@@ -204,6 +204,34 @@ def test_a_webp_turned_by_exif_is_shown_upright(page, tmp_path):
     assert width > height and abs(height - width * upright.height / upright.width) <= 1  # as the photo is
 
 
+def test_an_upside_down_webp_is_drawn_by_the_server(page, tmp_path):
+    """EXIF orientation 3 keeps the picture's sides, so the sideways check missed it: Chromium showed
+    the WebP upside down with the upright result's boxes on it. The reply's orientation says so now,
+    and the page shows the server's drawing."""
+    from PIL import Image
+
+    upright = Image.open(MEDIA / "two_people.jpg").convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 3  # stored upside down, the tag turns it
+    path = tmp_path / "flipped.webp"
+    upright.transpose(Image.Transpose.ROTATE_180).save(path, exif=exif.tobytes(), quality=90)
+    with page.expect_request(lambda r: "/v1/analyze" in r.url and "annotate=true" in r.url, timeout=60_000):
+        upload(page, path)
+    sync_api.expect(page.get_by_test_id("photo-status")).to_have_text(
+        "2 faces found in flipped.webp.", timeout=60_000
+    )
+    # and a JPEG with the same tag, which browsers turn themselves, keeps the page's own drawing
+    jpeg = tmp_path / "flipped.jpg"
+    upright.transpose(Image.Transpose.ROTATE_180).save(jpeg, exif=exif.tobytes(), quality=90)
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/v1/analyze" in r.url else None)
+    upload(page, jpeg)
+    sync_api.expect(page.get_by_test_id("photo-status")).to_have_text(
+        "2 faces found in flipped.jpg.", timeout=60_000
+    )
+    assert asked and not any("annotate=true" in url for url in asked)
+
+
 def test_tabs_work_with_the_keyboard(page):
     page.get_by_test_id("tab-photo").focus()
     page.keyboard.press("ArrowRight")

@@ -100,6 +100,10 @@ def test_exif_orientation_is_honoured() -> None:
     exif[0x0112] = 6  # "rotate 90 CW to view": the upright image is 20 wide, 40 tall
     data = _png_bytes(wide, "JPEG", exif=exif.tobytes())
     assert load_image(data).shape[:2] == (40, 20)
+    from facial_emotion.inference.decode import exif_orientation
+
+    assert exif_orientation(data) == 6 and exif_orientation(_png_bytes(wide)) == 1
+    assert exif_orientation(b"not an image") == 1
 
 
 def test_bad_inputs_give_one_clear_error(tmp_path: Path) -> None:

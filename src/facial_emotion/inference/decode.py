@@ -265,6 +265,19 @@ def _warn_blank_first_frame(img: Image.Image, name: str) -> None:
         )
 
 
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation tag of encoded image bytes (1: none, or unreadable), from the header only:
+    the page needs it to know whether the picture it shows was turned as the server turned it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as img:
+                value = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - not an image Pillow knows, or a damaged header: nothing turned
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
 def from_bytes(
     data: bytes, name: str = "upload", max_pixels: int | None = None, max_side: int | None = None
 ) -> np.ndarray:

@@ -72,6 +72,11 @@ class AnalyzeOut(BaseModel):
     faces: list[FaceOut]
     width: int
     height: int
+    orientation: int = Field(
+        1,
+        description="the photo's EXIF orientation (1-8; 1: none), which the server applied: boxes are in "
+        "the upright picture's pixels, whether or not a browser turns the file the same way",
+    )
     model: dict[str, Any]
     elapsed_ms: float
     annotated_jpeg_base64: str | None = Field(

@@ -35,7 +35,7 @@ import numpy as np
 from facial_emotion import settings
 from facial_emotion.feedback import FeedbackError, FeedbackStore, face_at_box
 from facial_emotion.inference.classifier import EmotionClassifier
-from facial_emotion.inference.decode import DETECTION_MAX_SIDE, decode_reduced
+from facial_emotion.inference.decode import DETECTION_MAX_SIDE, decode_reduced, exif_orientation
 from facial_emotion.inference.detectors import Detection, create_detector
 from facial_emotion.inference.pipeline import EmotionRecognizer, Face
 from facial_emotion.inference.stream import FaceStream
@@ -193,7 +193,9 @@ class Engine:
         t0 = time.perf_counter()
         bgr, full = self._decode(data, name)
         try:
-            return self._reply(bgr, rec.analyze_frame(bgr, landmarks=landmarks), want_annotated, t0, full)
+            reply = self._reply(bgr, rec.analyze_frame(bgr, landmarks=landmarks), want_annotated, t0, full)
+            reply["orientation"] = exif_orientation(data)
+            return reply
         finally:
             self._release(full)
 

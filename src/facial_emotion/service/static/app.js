@@ -223,7 +223,10 @@ async function analyzePhoto(file) {
   // The browser did not turn the picture upright as the server did (EXIF in some formats): let the
   // server draw it, rather than boxes on the wrong part of a sideways picture.
   const sideways = bitmap && (bitmap.width > bitmap.height) !== (result.width > result.height);
-  const drawBoxes = bitmap !== null && !sideways;
+  // A turn that keeps the sides (upside down, mirrored) cannot be seen from the size: browsers apply
+  // a JPEG's EXIF orientation, not always another format's, so those are drawn by the server too.
+  const turnedElsewhere = (result.orientation || 1) !== 1 && file.type !== "image/jpeg";
+  const drawBoxes = bitmap !== null && !sideways && !turnedElsewhere;
   if (!drawBoxes) {
     if (!result.annotated_jpeg_base64) {
       const query = new URLSearchParams({ annotate: "true" });

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -37,10 +38,21 @@ def test_torchrun_two_processes_train_and_the_checkpoint_loads_alone(tmp_path: P
     data, out = tiny_data(tmp_path), tmp_path / "run"
     args = ["train", "--data", str(data), "--out", str(out), "--arch", "vgg-s", "--epochs", "1"]
     args += ["--batch-size", "32", "--lr", "0.05", "--threads", "1", "--quiet"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    cmd += ["--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "facial_emotion", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+    def torchrun() -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr"]
+        cmd += ["127.0.0.1", "--master-port", str(free_port()), "-m", "facial_emotion", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+    proc = torchrun()
+    # Once in about fifteen runs here a rank aborts inside gloo in the first step ("terminate called
+    # without an active exception", SIGABRT; no frame of our code in any traceback): that abort alone
+    # is tried once more, on a fresh port, and a second one fails the test. Any other failure fails it
+    # at once.
+    if proc.returncode != 0 and "Signal 6 (SIGABRT)" in proc.stderr and "/facial_emotion/" not in proc.stderr:
+        shutil.rmtree(out, ignore_errors=True)
+        proc = torchrun()
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("best validation accuracy") == 1  # rank 0 alone reports
     assert proc.stderr.count("epoch 1/1") == 1  # ... and logs

@@ -17,6 +17,7 @@ import numpy as np
 
 from facial_emotion.data.cache import cached, read_npz
 from facial_emotion.data.dataset import FACE_SIZE, DatasetError, FaceDataset
+from facial_emotion.inference.decode import IMAGE_SUFFIXES  # one list of photo names, beside the videos'
 from facial_emotion.labels import (
     EMOTIONS,
     FER2013_USAGES,
@@ -29,7 +30,6 @@ from facial_emotion.labels import (
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
 FERPLUS_FILENAME = "fer2013new.csv"
 PIXELS = FACE_SIZE * FACE_SIZE
 

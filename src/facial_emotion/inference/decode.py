@@ -25,7 +25,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -47,8 +47,10 @@ class ImageTooLarge(ImageError):
 
 ImageInput = Any  # str | Path | bytes | np.ndarray | PIL.Image.Image
 
-# Names of the videos we read (OpenCV's FFmpeg backend), for every place that tells a video from a
-# photo by its name: batch units, the hand-labelled media, and the message for a video given as a photo.
+# Names of the photos we read (dataset folders, batch inputs, `analyze` folders) ...
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp"})
+# ... and of the videos (OpenCV's FFmpeg backend), for every place that tells a video from a photo by
+# its name: batch units, the hand-labelled media, and the message for a video given as a photo.
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 
 # What detection needs (see the module docstring); the service decodes uploads at this size.
@@ -201,12 +203,23 @@ def _reduce_pil(img: Image.Image, max_side: int | None) -> Image.Image:
     return img
 
 
+class Decoded(NamedTuple):
+    bgr: np.ndarray  # BGR uint8, at most ``max_side`` on its long side
+    full: tuple[int, int]  # (width, height) of the full upright image
+    orientation: int  # the EXIF orientation applied (1: none)
+
+
+def _orientation(img: Image.Image) -> int:
+    value = img.getexif().get(0x0112, 1)
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
 def decode_reduced(
     data: bytes, name: str = "upload", max_pixels: int | None = None, max_side: int | None = None
-) -> tuple[np.ndarray, tuple[int, int]]:
-    """Encoded image bytes -> (BGR uint8 at most ``max_side`` on its long side, the (width, height) of
-    the full upright image). The size is checked from the header, before any pixel is decoded:
-    ``ImageTooLarge`` above ``max_pixels`` (default: the process's setting)."""
+) -> Decoded:
+    """Encoded image bytes -> the picture at most ``max_side`` on its long side, the full upright
+    size and the EXIF orientation applied. The size is checked from the header, before any pixel is
+    decoded: ``ImageTooLarge`` above ``max_pixels`` (default: the process's setting)."""
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)")
     try:
@@ -218,11 +231,12 @@ def decode_reduced(
             with Image.open(io.BytesIO(data)) as img:
                 _check_size(img.width, img.height, name, max_pixels)  # before decoding any pixel
                 full = img.size
-                if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation: a quarter turn
+                orientation = _orientation(img)
+                if orientation in (5, 6, 7, 8):  # a quarter turn
                     full = (full[1], full[0])
                 _warn_blank_first_frame(img, name)
                 bgr = from_pil(_reduce_pil(img, max_side), name, max_pixels)
-                return _shrink(bgr, max_side), full
+                return Decoded(_shrink(bgr, max_side), full, orientation)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -237,7 +251,7 @@ def decode_reduced(
             raise ImageError(f"{name}: a video, not a photo (facial-emotion video reads videos)")
         raise ImageError(f"{name}: not an image (unrecognised format)")
     full = (arr.shape[1], arr.shape[0])
-    return _shrink(from_array(arr, name, max_pixels), max_side), full
+    return Decoded(_shrink(from_array(arr, name, max_pixels), max_side), full, 1)
 
 
 def _imdecode_quietly(data: bytes) -> np.ndarray | None:
@@ -266,16 +280,15 @@ def _warn_blank_first_frame(img: Image.Image, name: str) -> None:
 
 
 def exif_orientation(data: bytes) -> int:
-    """The EXIF orientation tag of encoded image bytes (1: none, or unreadable), from the header only:
-    the page needs it to know whether the picture it shows was turned as the server turned it."""
+    """The EXIF orientation tag of encoded image bytes (1: none, or unreadable), from the header only
+    (``decode_reduced`` gives it too, with the picture)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as img:
-                value = img.getexif().get(0x0112, 1)
+                return _orientation(img)
     except Exception:  # noqa: BLE001 - not an image Pillow knows, or a damaged header: nothing turned
         return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def from_bytes(

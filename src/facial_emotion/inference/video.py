@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from facial_emotion.arguments import whole_number
-from facial_emotion.inference.decode import ImageError, check_regular_file
+from facial_emotion.inference.decode import IMAGE_SUFFIXES, ImageError, check_regular_file
 from facial_emotion.inference.pipeline import EmotionRecognizer, Face
 from facial_emotion.inference.session import DEFAULT_HOLD_S, EmotionEvent, PersonSummary
 from facial_emotion.inference.stream import FaceStream
@@ -56,7 +56,7 @@ def is_camera(source: str | int) -> bool:
 
 # Still-image files OpenCV would open as a one-frame "video" with a made-up frame rate (an animated
 # GIF or WebP may be meant as a clip, so those are left to OpenCV).
-STILL_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff"}
+STILL_IMAGE_SUFFIXES = IMAGE_SUFFIXES - {".webp"}
 
 
 def open_capture(source: str | int) -> cv2.VideoCapture:

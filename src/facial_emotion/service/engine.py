@@ -35,7 +35,7 @@ import numpy as np
 from facial_emotion import settings
 from facial_emotion.feedback import FeedbackError, FeedbackStore, face_at_box
 from facial_emotion.inference.classifier import EmotionClassifier
-from facial_emotion.inference.decode import DETECTION_MAX_SIDE, decode_reduced, exif_orientation
+from facial_emotion.inference.decode import DETECTION_MAX_SIDE, Decoded, decode_reduced
 from facial_emotion.inference.detectors import Detection, create_detector
 from facial_emotion.inference.pipeline import EmotionRecognizer, Face
 from facial_emotion.inference.stream import FaceStream
@@ -170,8 +170,8 @@ class Engine:
 
     # --- the jobs (run in worker threads) ---------------------------------------------------------
 
-    def _decode(self, data: bytes, name: str) -> tuple[np.ndarray, tuple[int, int]]:
-        """(BGR at most ``max_side`` on its long side, the full upright image's width and height)."""
+    def _decode(self, data: bytes, name: str) -> Decoded:
+        """The picture at most ``max_side`` on its long side, the full upright size, the orientation."""
         with self._decodes:
             return decode_reduced(data, name, self.max_pixels, self.max_side)
 
@@ -191,10 +191,10 @@ class Engine:
         """One uploaded image (``landmarks``: with mesh and head pose). Raises ``ImageError``
         (``ImageTooLarge`` above the pixel limit)."""
         t0 = time.perf_counter()
-        bgr, full = self._decode(data, name)
+        bgr, full, orientation = self._decode(data, name)
         try:
             reply = self._reply(bgr, rec.analyze_frame(bgr, landmarks=landmarks), want_annotated, t0, full)
-            reply["orientation"] = exif_orientation(data)
+            reply["orientation"] = orientation  # read with the picture, not parsed again
             return reply
         finally:
             self._release(full)
@@ -207,7 +207,7 @@ class Engine:
         opened before a model reload moves to the new model with its next frame."""
         t0 = time.perf_counter()
         stream.recognizer = rec
-        bgr, full = self._decode(data, name)
+        bgr, full, _ = self._decode(data, name)
         try:
             reply = self._reply(bgr, stream.process(bgr, time_s), False, t0, full)
             reply["events"] = [event_json(e) for e in stream.last_events]
@@ -232,7 +232,7 @@ class Engine:
         the tracker, whose boxes and order can differ from a fresh detection's. Raises FeedbackError
         for a face not there."""
         emotion = store.check_emotion(emotion, rec.classes)  # before the decode and the detection
-        bgr, full = self._decode(data, name)
+        bgr, full, _ = self._decode(data, name)
         try:
             dets = rec.detect(bgr)
             faces = rec.analyze_frame(bgr, dets)
@@ -249,11 +249,9 @@ class Engine:
                 raise FeedbackError(f"no face {face} in this image ({len(dets)} found)")
             found = faces[face - 1]
             picture, det = bgr, dets[face - 1]
-            if (full[0], full[1]) != (
-                bgr.shape[1],
-                bgr.shape[0],
-            ):  # found on the reduced picture: saved from the full one, as
-                # `correct` saves it (the box in the upload's pixels, the crop at its resolution)
+            if full != (bgr.shape[1], bgr.shape[0]):
+                # found on the reduced picture: saved from the full one, as `correct` saves it (the
+                # box in the upload's pixels, the crop at its resolution)
                 with self._decodes:  # a full-size decode, in the same bounded slots as the others
                     picture = decode_reduced(data, name, self.max_pixels, None)[0]
                 scale = picture.shape[1] / bgr.shape[1]

@@ -167,14 +167,14 @@ def cmd_video(args: argparse.Namespace) -> int:
     from facial_emotion.inference.pipeline import EmotionRecognizer
     from facial_emotion.inference.video import analyze_video, shortfall
     from facial_emotion.results import writers
-    from facial_emotion.results.media import VIDEO_SUFFIXES, AnnotatedVideo
+    from facial_emotion.results.media import ANNOTATED_VIDEO_SUFFIXES, AnnotatedVideo
 
     _check_video_args(args)
     for option in ("out", "timeline", "plot"):  # files (batch's --out is a folder: not checked there)
         if getattr(args, option):
             output_file(getattr(args, option), f"--{option}", _media_inputs(args))
-    if args.out and Path(args.out).suffix.lower() not in VIDEO_SUFFIXES:
-        raise UserError(f"--out {args.out}: name the annotated video {', '.join(VIDEO_SUFFIXES)}")
+    if args.out and Path(args.out).suffix.lower() not in ANNOTATED_VIDEO_SUFFIXES:
+        raise UserError(f"--out {args.out}: name the annotated video {', '.join(ANNOTATED_VIDEO_SUFFIXES)}")
     if args.plot and Path(args.plot).suffix.lower() != ".png":
         raise UserError(f"--plot {args.plot}: the plot is a PNG; name it .png")
     if args.plot:

@@ -50,14 +50,15 @@ class AnnotatedFolder:
 
 # The containers OpenCV's writer opens here, by the codec it writes into them.
 MPEG4_SUFFIXES = (".mp4", ".m4v", ".mov")
-VIDEO_SUFFIXES = (*MPEG4_SUFFIXES, ".avi", ".mkv")  # Motion JPEG in the last two
+# (what can be written, not what can be read: decode.VIDEO_SUFFIXES)
+ANNOTATED_VIDEO_SUFFIXES = (*MPEG4_SUFFIXES, ".avi", ".mkv")  # Motion JPEG in the last two
 
 
 class AnnotatedVideo:
     """An annotated copy of a video: ``write(frame, faces)`` per frame, inside a ``with`` block. The
     file appears under its name only when the block ends without an error; otherwise nothing is left.
-    ``VIDEO_SUFFIXES``: MPEG-4 in .mp4, .m4v and .mov, Motion JPEG in .avi and .mkv. The frame rate
-    may be set after the source is opened (``set_fps``), before the first frame."""
+    ``ANNOTATED_VIDEO_SUFFIXES``: MPEG-4 in .mp4, .m4v and .mov, Motion JPEG in .avi and .mkv. The
+    frame rate may be set after the source is opened (``set_fps``), before the first frame."""
 
     def __init__(self, path: Path, fps: float = 30.0):
         self.path = Path(path)

@@ -216,10 +216,18 @@ def _orientation(img: Image.Image) -> int:
 
 def decode_reduced(
     data: bytes, name: str = "upload", max_pixels: int | None = None, max_side: int | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Encoded image bytes -> (BGR uint8 at most ``max_side`` on its long side, the (width, height) of
+    the full upright image). The size is checked from the header, before any pixel is decoded:
+    ``ImageTooLarge`` above ``max_pixels`` (default: the process's setting)."""
+    bgr, full, _ = decode_upright(data, name, max_pixels, max_side)
+    return bgr, full
+
+
+def decode_upright(
+    data: bytes, name: str = "upload", max_pixels: int | None = None, max_side: int | None = None
 ) -> Decoded:
-    """Encoded image bytes -> the picture at most ``max_side`` on its long side, the full upright
-    size and the EXIF orientation applied. The size is checked from the header, before any pixel is
-    decoded: ``ImageTooLarge`` above ``max_pixels`` (default: the process's setting)."""
+    """``decode_reduced``, with the EXIF orientation it applied (the service tells the page)."""
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)")
     try:
@@ -281,7 +289,7 @@ def _warn_blank_first_frame(img: Image.Image, name: str) -> None:
 
 def exif_orientation(data: bytes) -> int:
     """The EXIF orientation tag of encoded image bytes (1: none, or unreadable), from the header only
-    (``decode_reduced`` gives it too, with the picture)."""
+    (``decode_upright`` gives it too, with the picture)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -35,7 +35,7 @@ import numpy as np
 from facial_emotion import settings
 from facial_emotion.feedback import FeedbackError, FeedbackStore, face_at_box
 from facial_emotion.inference.classifier import EmotionClassifier
-from facial_emotion.inference.decode import DETECTION_MAX_SIDE, Decoded, decode_reduced
+from facial_emotion.inference.decode import DETECTION_MAX_SIDE, Decoded, decode_reduced, decode_upright
 from facial_emotion.inference.detectors import Detection, create_detector
 from facial_emotion.inference.pipeline import EmotionRecognizer, Face
 from facial_emotion.inference.stream import FaceStream
@@ -173,7 +173,7 @@ class Engine:
     def _decode(self, data: bytes, name: str) -> Decoded:
         """The picture at most ``max_side`` on its long side, the full upright size, the orientation."""
         with self._decodes:
-            return decode_reduced(data, name, self.max_pixels, self.max_side)
+            return decode_upright(data, name, self.max_pixels, self.max_side)
 
     @staticmethod
     def _release(full: tuple[int, int]) -> None:

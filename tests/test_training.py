@@ -438,6 +438,24 @@ def test_init_from_a_different_architecture_is_one_clear_error(trained_run: Path
     assert proc.returncode == 2 and "no such file" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_cli_train_into_a_log_file_writes_epoch_lines_not_a_progress_bar(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    """A run in the background (`nohup ... > log`) filled its log with a progress bar redrawn every
+    second (about 200 kB an epoch hour); off a terminal only the per-epoch lines are written."""
+    data = trained_run.parent / "fer2013.csv"
+    command = ["train", "--data", str(data), "--arch", "vgg-s", "--epochs", "1", "--batch-size", "32"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "facial_emotion", *command, "--threads", "1", "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "INFO epoch 1/1" in proc.stderr and "img_per_s=" in proc.stderr
+    assert "batch/s" not in proc.stderr and "\r" not in proc.stderr
+
+
 def test_distillation_blends_the_teachers_ten_crop_probabilities_into_the_targets(
     trained_run: Path, tmp_path: Path
 ) -> None:

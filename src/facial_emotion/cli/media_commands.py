@@ -564,7 +564,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--commit-every", type=at_least(1), default=64, help="units of work per commit (resume granularity)"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (none is drawn off a terminal)")
     p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("serve", help="web service and browser page (needs the [serve] extra)")

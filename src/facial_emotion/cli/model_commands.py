@@ -49,7 +49,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         TrainConfig(**given),
         Path(args.out),
         resume=args.resume,
-        progress=not args.quiet,
+        progress=not args.quiet and sys.stderr.isatty(),
         device_override=args.device if args.resume and args.device else "",
         asked=asked,
     )
@@ -80,7 +80,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         lr=args.lr,
         eval_limit=args.eval_limit,
         threads=args.threads,
-        progress=not args.quiet,
+        progress=not args.quiet and sys.stderr.isatty(),
     )
     result = finetune(opts)
     for warning in result["warnings"]:
@@ -337,7 +337,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--limit", type=at_least(0), help="train on N faces drawn at random (seeded) only (smoke tests)"
     )
     p.add_argument("--skip-bad", action="store_true", help="skip malformed csv rows instead of failing")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (none is drawn off a terminal)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -413,7 +413,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threads", type=at_least(0), default=0, help="torch/onnxruntime threads (default: all cores)"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (none is drawn off a terminal)")
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser(

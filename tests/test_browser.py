@@ -185,6 +185,19 @@ def test_the_last_photo_picked_wins_and_errors_say_what_to_do(page):
     page.unroute("**/v1/analyze*")
 
 
+def test_a_photo_over_the_limit_takes_the_previous_result_away(page):
+    """The previous photo's faces (and their "wrong?" forms, which would send that photo) stayed
+    under the "too large" message."""
+    upload(page, MEDIA / "justin.jpg")
+    sync_api.expect(page.get_by_test_id("face-count")).to_have_text("1", timeout=60_000)
+    sync_api.expect(page.locator("#max-size")).to_have_text("10 MB")
+    big = {"name": "big.jpg", "mimeType": "image/jpeg", "buffer": b"\xff" * (10 * 1048576 + 524288)}
+    page.get_by_test_id("photo-input").set_input_files(big)
+    status = page.get_by_test_id("photo-status")
+    sync_api.expect(status).to_have_text("big.jpg is too large (10.5 MB; limit 10 MB).")
+    sync_api.expect(page.locator("#photo-result")).to_be_hidden()
+
+
 def test_a_webp_turned_by_exif_is_shown_upright(page, tmp_path):
     """Chromium does not apply a WebP's EXIF orientation, the server does: the page drew the upright
     result's boxes on a sideways picture. Now it shows the server's upright drawing."""
@@ -258,6 +271,44 @@ def test_live_camera_draws_labelled_boxes(page):
     )
     assert drawn > 100
     page.screenshot(path=ARTIFACTS / "live-woman2.png", full_page=True)
+    page.get_by_test_id("live-start").click()  # stop
+    sync_api.expect(page.get_by_test_id("live-start")).to_have_text("Start camera")
+
+
+def test_a_server_error_on_the_live_tab_goes_when_results_come_back(page):
+    """A frame that timed out under load left "Server: frame timed out" in red for the rest of the
+    session, results flowing again under it. The third result is turned into that error here."""
+    results = {"n": 0}
+
+    def route(ws):
+        server = ws.connect_to_server()
+
+        def from_server(message):
+            msg = json.loads(message) if isinstance(message, str) else {}
+            if msg.get("type") == "result":
+                results["n"] += 1
+                if results["n"] == 3:
+                    message = json.dumps(
+                        {"type": "error", "frame": msg["frame"], "error": "frame timed out after 0.3 s"}
+                    )
+            ws.send(message)
+
+        server.on_message(from_server)
+
+    page.route_web_socket(re.compile(r"/v1/stream"), route)
+    page.evaluate(
+        """() => { window.__statuses = [];
+            new MutationObserver(() => window.__statuses.push(document.getElementById('live-status').textContent))
+              .observe(document.getElementById('live-status'), { childList: true, characterData: true, subtree: true }); }"""
+    )
+    page.get_by_test_id("tab-live").click()
+    page.get_by_test_id("live-start").click()
+    status = page.get_by_test_id("live-status")
+    page.wait_for_function(
+        "() => window.__statuses.some((s) => s.startsWith('Server: frame timed out'))", timeout=90_000
+    )
+    sync_api.expect(status).to_have_text("Live: analysing the camera.", timeout=30_000)
+    sync_api.expect(status).not_to_have_class(re.compile(r"\berror\b"))
     page.get_by_test_id("live-start").click()  # stop
     sync_api.expect(page.get_by_test_id("live-start")).to_have_text("Start camera")
 

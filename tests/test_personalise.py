@@ -128,6 +128,38 @@ def test_model_reload_swaps_while_requests_run(tmp_path: Path) -> None:
         bad = httpx.post(f"{server.url}/v1/model/reload", params={"model": str(wrong)}, timeout=60)
         assert bad.status_code == 422 and "its description says N x 1 x 30 x 30" in bad.json()["error"]
         assert analyze(0).status_code == 200
+    # A request running when the reload came: its reply names the model that made it. It said the
+    # new one over the old one's scores (an A/B log then mixed the two). The detector holds the job
+    # until the reload is done.
+    import threading
+
+    from facial_emotion.inference.detectors import create_detector
+
+    started, release = threading.Event(), threading.Event()
+
+    class HeldDetector:
+        name = "blazeface, held"
+
+        def __init__(self) -> None:
+            self.real = create_detector(None)
+
+        def detect(self, bgr):
+            started.set()
+            release.wait(30)
+            return self.real.detect(bgr)
+
+    with BackgroundServer(create_app(detector=HeldDetector())) as server:
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(post_photo, f"{server.url}/v1/analyze", photo)
+            assert started.wait(30)
+            swapped = httpx.post(f"{server.url}/v1/model/reload", params={"model": "fp32"}, timeout=60)
+            release.set()
+            held = running.result()
+        assert swapped.status_code == 200 and swapped.json()["model"]["name"] == "emotion-fp32.onnx"
+        assert held.status_code == 200 and held.json()["model"]["name"] == before
+        fresh = post_photo(f"{server.url}/v1/analyze", photo).json()
+        assert fresh["model"]["name"] == "emotion-fp32.onnx"
+        assert fresh["faces"][0]["scores"] != held.json()["faces"][0]["scores"]  # two models' answers
     with BackgroundServer(create_app(workers=1, admin_token="s3cret")) as guarded:
         assert httpx.post(f"{guarded.url}/v1/model/reload").status_code == 403
         ok = httpx.post(

@@ -251,6 +251,15 @@ def test_healthz_docs_openapi(client):
     assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
     spec = client.get("/openapi.json").json()
     assert "/v1/analyze" in spec["paths"] and "/v1/model" in spec["paths"]
+    # Every answer an endpoint gives is in its schema, and only those (the reload listed 413-504).
+    feedback = spec["paths"]["/v1/feedback"]["post"]["responses"]
+    assert feedback["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/FeedbackOut")
+    assert "404" in feedback
+    assert set(spec["paths"]["/v1/model/reload"]["post"]["responses"]) == {"200", "403", "422"}
+    # Health checks and uptime probes often send HEAD: it was a 405.
+    for path in ("/healthz", "/v1/model", "/"):
+        head = client.head(path)
+        assert head.status_code == 200 and head.content == b"", path
 
 
 def test_page_uses_no_cdn(client):

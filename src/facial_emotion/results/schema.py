@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from facial_emotion.inference.pipeline import Face
 
 DECIMALS = 4
@@ -50,7 +52,8 @@ def face_json(face: Face) -> dict[str, Any]:
     if face.pose is not None:
         d["pose"] = {k: round(getattr(face.pose, k), POSE_DECIMALS) for k in POSE_COLUMNS}
     if face.landmarks is not None:
-        d["landmarks"] = face.landmarks.round(1).tolist()
+        # float64 before rounding: a float32 0.1 step prints as 184.39999389648438 (twice the JSON)
+        d["landmarks"] = face.landmarks.astype(np.float64).round(1).tolist()
     return d
 
 

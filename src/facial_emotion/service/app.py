@@ -84,6 +84,18 @@ class AnalyzeOut(BaseModel):
     )
 
 
+class FeedbackOut(BaseModel):
+    saved: str = Field(description="the saved face's file name in the feedback folder")
+    emotion: str = Field(description="the emotion it was saved as")
+    predicted: str = Field(description="what the model said for that face")
+    face: int = Field(description="which face, from 1, in the order /v1/analyze lists them")
+    model: dict[str, Any]
+
+
+class ReloadOut(BaseModel):
+    model: dict[str, Any] = Field(description="the model now in use: name, arch, date")
+
+
 class ErrorOut(BaseModel):
     error: str
 
@@ -263,8 +275,7 @@ def create_app(
             return error(503, str(e), {"retry-after": "1"})
         except asyncio.TimeoutError:
             return error(504, f"request timed out after {settings.request_timeout:g} s")
-        result["model"] = engine.model_id
-        return JSONResponse(result)
+        return JSONResponse(result)  # with "model": the one that made it (Engine._call)
 
     @app.post(
         "/v1/analyze",
@@ -301,7 +312,11 @@ def create_app(
         "The aligned face, the full-resolution crop and a JSON sidecar go into the server's feedback "
         "folder, to fine-tune on (`facial-emotion finetune`). 404 when the server has no feedback folder.",
         response_model=None,
-        responses=_ERRORS,
+        responses={
+            200: {"model": FeedbackOut},
+            404: {"model": ErrorOut, "description": "feedback is off (no --feedback-dir)"},
+            **_ERRORS,
+        },
         openapi_extra=_ANALYZE_BODY,
     )
     async def feedback(
@@ -330,7 +345,11 @@ def create_app(
         description="`model`: a model file on the server or a built-in name (default: the file now "
         "in use, read again). Requests already running finish on the old model.",
         response_model=None,
-        responses=_ERRORS,
+        responses={
+            200: {"model": ReloadOut},
+            403: {"model": ErrorOut, "description": "not from this machine, or without the admin token"},
+            422: {"model": ErrorOut, "description": "not a usable model file (the old model stays)"},
+        },
     )
     async def reload_model(
         request: Request, model: str | None = Query(None, description="model file or built-in name")
@@ -390,6 +409,11 @@ def create_app(
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    # HEAD beside GET on the read-only endpoints (a 405 before): health checks and uptime probes
+    # often send HEAD. Out of the schema, where a second operation per path would repeat its id.
+    for path, endpoint in (("/healthz", healthz), ("/v1/model", model_card), ("/", index)):
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

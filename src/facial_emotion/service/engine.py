@@ -155,7 +155,11 @@ class Engine:
             self.pending -= 1
 
     def _call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        return fn(self.recognizers[self._local.index], *args)  # read once: the job keeps this model
+        rec = self.recognizers[self._local.index]  # read once: the job keeps this model
+        reply = fn(rec, *args)
+        # Named from the recognizer that made it: a reply finished after a reload said the new model.
+        reply["model"] = self._model_id(rec)
+        return reply
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from facial_emotion.inference.decode import ImageError
 from facial_emotion.inference.stream import FaceStream
@@ -123,6 +123,10 @@ async def stream(
 
     async def send(obj: dict[str, Any]) -> None:
         async with send_lock:
+            if ws.application_state == WebSocketState.DISCONNECTED:
+                # The worker's send found the client gone; another send would raise a RuntimeError
+                # (starlette's WebSocketDisconnected) past the handler below, logged as a traceback.
+                raise WebSocketDisconnect(1006)
             await ws.send_text(json.dumps(obj))
 
     events = _Events(secrets.token_hex(4), webhook)
@@ -210,7 +214,7 @@ async def _work(
         try:
             result = await asyncio.wait_for(asyncio.shield(job), settings.request_timeout)
             fired = events.tag(result.pop("events", []))
-            reply = {"type": "result", "frame": seq, **result, "model": engine.model_id}
+            reply = {"type": "result", "frame": seq, **result}  # its "model" made this frame's reply
         except (ImageError, Busy) as e:
             reply = {"type": "error", "frame": seq, "error": str(e)}
         except asyncio.TimeoutError:

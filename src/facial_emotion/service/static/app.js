@@ -10,6 +10,8 @@ const model = { classes: [], names: {}, colors: {}, maxUpload: 10 * 1024 * 1024,
 const name = (e) => model.names[e] || e;
 const color = (e) => model.colors[e] || "#aaaaaa";
 const pct = (p) => `${Math.round(p * 100)}%`;
+// A size for people to one decimal, "10 MB", "0.4 MB", "10.5 MB" (a small --max-upload-mb showed as "0 MB").
+const megabytes = (bytes) => `${(bytes / 1048576).toFixed(1).replace(/\.0$/, "")} MB`;
 
 async function loadModel() {
   try {
@@ -30,7 +32,7 @@ async function loadModel() {
     if (model.feedback) {
       $("feedback-note").textContent = `Corrections ("wrong?") save the face crops on this server in ${card.feedback.dir}.`;
     }
-    $("max-size").textContent = `${Math.round(card.limits.max_upload_bytes / 1048576)} MB`;
+    $("max-size").textContent = megabytes(card.limits.max_upload_bytes);
     $("legend").replaceChildren(...model.classes.map((c) => {
       const li = document.createElement("li");
       li.innerHTML = `<span class="swatch"></span>`;
@@ -199,7 +201,8 @@ async function analyzePhoto(file) {
   pickedPhoto = file;
   if (file.size > model.maxUpload) {
     pickedPhoto = null; // the mesh checkbox must not send it
-    photoStatus(`${file.name} is too large (${(file.size / 1048576).toFixed(1)} MB; limit ${Math.round(model.maxUpload / 1048576)} MB).`, true);
+    photoStatus(`${file.name} is too large (${megabytes(file.size)}; limit ${megabytes(model.maxUpload)}).`, true);
+    $("photo-result").hidden = true; // the previous photo's faces (and its "wrong?" forms) go with it
     return;
   }
   photoStatus(`Analysing ${file.name}…`);
@@ -501,6 +504,8 @@ function onReply(ev) {
   live.lastReply = now;
   if (live.paused) return; // the frozen frame stays; a reply still on its way is not shown
   if (msg.type === "result") {
+    // A result after a server error (a timed-out frame under load) says the stream is back.
+    if ($("live-status").classList.contains("error")) liveStatus("Live: analysing the camera.");
     live.result = msg;
     live.resultJpeg = live.sentAt.get(msg.frame)?.jpeg || null; // what a correction sends back
     live.resultAt = now;

@@ -12,21 +12,25 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import time
+from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facial_emotion.batch.sources import expand_inputs, plan_units
+from facial_emotion.batch.sources import Unit, expand_inputs, plan_units
 from facial_emotion.batch.work import AnalyzerOptions
 from facial_emotion.extras import install_hint
 from facial_emotion.results.files import atomic_write_text
 from facial_emotion.results.schema import former_safe_name, safe_name
-from facial_emotion.results.tables import COMMIT_NAME, TABLES, committed, have_pyarrow, open_store
+from facial_emotion.results.tables import COMMIT_NAME, TABLES, Store, committed, have_pyarrow, open_store
 
 ENGINES = ("local", "ray")
 OPTIONS_FILE = "job.json"
+LOCK_FILE = ".lock"  # held by the running job (job_lock)
 
 
 class BatchError(Exception):
@@ -43,6 +47,7 @@ class JobReport:
     faces: int = 0
     seconds: float = 0.0
     errors: list[dict[str, Any]] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)  # folders among the inputs with no photo or video
 
     @property
     def fps(self) -> float:
@@ -84,13 +89,32 @@ def row_options(
 def is_foreign_folder(out: Path) -> bool:
     """``out``'s table folders (faces/, sources/, errors/) hold something no job wrote: the user's own
     files, which ``open_store`` would take for an interrupted commit's and delete. Files beside those
-    folders are never touched, and a job's own (commit-stamped) files are its to clear."""
+    folders are never touched, and a job's own (commit-stamped) files are its to clear, the hidden
+    temp files of a commit that was being written when the job was killed among them."""
     return any(
-        not COMMIT_NAME.match(entry.name)
+        not COMMIT_NAME.match(entry.name[1:] if entry.name.startswith(".") else entry.name)
         for table in TABLES
         if (out / table).is_dir()
         for entry in (out / table).iterdir()
     )
+
+
+@contextmanager
+def job_lock(out: Path) -> Iterator[None]:
+    """One job at a time per folder: two at once each took the other's units (rows twice) and each
+    one's start cleared the other's commit in progress. The lock dies with its process: a killed
+    job leaves none behind."""
+    import fcntl
+
+    with (out / LOCK_FILE).open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BatchError(
+                f"--out {out}: another batch job is writing there; let it end (or stop it), or choose "
+                "another --out"
+            ) from None
+        yield
 
 
 def recorded_options(out: Path) -> dict[str, Any] | None:
@@ -178,32 +202,70 @@ def run_batch(
     classifier = EmotionClassifier(options.model)  # a bad --model fails here, on either engine
     asked = row_options(classifier.path, options, fmt, chunk_frames, overlap, max_frames)
     check_options(out, recorded, asked)  # before the inputs are listed or a video opened
-    sources = expand_inputs(inputs)
+    sources, empty = expand_inputs(inputs)
     if not sources:
-        raise BatchError("no input found")
+        raise BatchError("no input found" + (f" ({', '.join(empty)}: no photos or videos)" if empty else ""))
     units = plan_units(sources, chunk_frames, overlap, max_frames)
     out.mkdir(parents=True, exist_ok=True)
-    record_options(out, recorded, asked)
-    try:
-        store = open_store(out, fmt)
-    except (ValueError, KeyError, csv.Error) as e:  # pyarrow's ArrowInvalid is a ValueError
-        why = (str(e) or type(e).__name__).splitlines()[0]
-        raise BatchError(
-            f"{out}: a committed table cannot be read ({why}): restore it, or choose a new --out"
-        ) from None
-    # a folder from before names kept their bytes names some sources with U+FFFD: there, and only
-    # there (the former spelling merges names), a source may be done under its former name
-    legacy = any("\ufffd" in str(name) for name, _ in store.done)
-    pending = [
-        u
-        for u in units
-        if (safe_name(u.source), u.chunk) not in store.done
-        and not (legacy and (former_safe_name(u.source), u.chunk) in store.done)
-    ]
-    report = JobReport(out, len(units), len(units) - len(pending))
-    if not pending:
+    with job_lock(out):
+        record_options(out, recorded, asked)
+        try:
+            store = open_store(out, fmt)
+        except (ValueError, KeyError, csv.Error) as e:  # pyarrow's ArrowInvalid is a ValueError
+            why = (str(e) or type(e).__name__).splitlines()[0]
+            raise BatchError(
+                f"{out}: a committed table cannot be read ({why}): restore it, or choose a new --out"
+            ) from None
+        pending = [u for u in units if not is_done(u, store.done)]
+        report = JobReport(out, len(units), len(units) - len(pending), empty=empty)
+        if pending:
+            _run(
+                pending,
+                store,
+                report,
+                classifier.classes,
+                options,
+                engine,
+                workers,
+                address,
+                fmt,
+                commit_every,
+                progress,
+            )
+            store.prune_errors()  # a source that failed before and is done now has no error left
         return report
 
+
+def is_done(unit: Unit, done: set[tuple[str, int]]) -> bool:
+    """Whether ``unit`` is among the committed ``done`` (source, chunk) pairs, under its name or, in a
+    folder from before it, a former spelling of that name."""
+    names = [safe_name(unit.source)]
+    if any("\ufffd" in name for name, _ in done):
+        # a folder from before names kept their bytes names some sources with U+FFFD: there, and only
+        # there (the former spelling merges names), a source may be done under its former name
+        names.append(former_safe_name(unit.source))
+    if "://" not in unit.source and any("://" not in name and not os.path.isabs(name) for name, _ in done):
+        # a folder from before sources were named by absolute path: relative names, as a re-run
+        # from the same folder spells them
+        names.append(safe_name(os.path.relpath(unit.source)))
+    return any((name, unit.chunk) in done for name in names)
+
+
+def _run(
+    pending: list[Unit],
+    store: Store,
+    report: JobReport,
+    classes: list[str],
+    options: AnalyzerOptions,
+    engine: str,
+    workers: int,
+    address: str | None,
+    fmt: str,
+    commit_every: int,
+    progress: bool,
+) -> None:
+    """Analyse ``pending`` on ``engine``, committing ``commit_every`` units at a time into ``store``;
+    counts and errors go into ``report``."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(pending), unit="unit", desc="batch", disable=not progress)
@@ -220,7 +282,6 @@ def run_batch(
     groups = [pending[i : i + commit_every] for i in range(0, len(pending), commit_every)]
     from facial_emotion.results.schema import batch_columns
 
-    classes = classifier.classes
     try:
         if engine == "local":
             from facial_emotion.batch.local import LocalEngine
@@ -265,4 +326,3 @@ def run_batch(
                 ray.close()
     finally:
         bar.close()
-    return report

@@ -4,6 +4,9 @@ Nothing to install; ``workers=1`` runs in this process."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -13,9 +16,23 @@ from facial_emotion.batch.work import Analyzer, AnalyzerOptions, UnitResult
 _worker: Analyzer | None = None  # the worker process's own analyzer
 
 
-def _init_worker(options: AnalyzerOptions) -> None:
+def _init_worker(options: AnalyzerOptions, job: int) -> None:
     global _worker
+    _watch_parent(job)
     _worker = Analyzer(options)
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit when the job's process ``parent`` is gone (this one handed to another parent; it may be
+    so already, killed while this worker started): killed (a scheduler's SIGTERM, SIGKILL, docker
+    stop), it left its workers waiting on their queue for ever, a recognizer's memory each."""
+
+    def watch() -> None:
+        while os.getppid() == parent:  # an orphan is handed to another parent
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _analyze(unit: Unit) -> UnitResult:
@@ -38,7 +55,7 @@ class LocalEngine:
                 workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(options,),
+                initargs=(options, os.getpid()),
             )
 
     def run(self, units: list[Unit]) -> Iterator[UnitResult]:

@@ -1,14 +1,20 @@
 """What a batch job reads: inputs (files, folders, globs, manifests) -> sources -> units of work.
 
 A manifest is a ``.txt`` (one path or URI a line, ``#`` comments) or a ``.csv`` (the column ``path``,
-``source`` or ``uri``, else the first one) list; relative paths in it are relative to the manifest.
+``source`` or ``uri``, else the first one, under a header row if the first names no photo or video)
+list; relative paths in it are relative to the manifest.
 A unit of work is a photo, a whole video, or (``chunk_frames``) a frame range of a video.
+
+A local source is named by its absolute path, ``..`` and ``.`` taken out (links kept as named): the
+name is the job's key for what is done, so one file must have one name whatever folder the job was
+started from and however it was spelled.
 """
 
 from __future__ import annotations
 
 import csv
 import glob
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,40 +33,67 @@ def kind_of(source: str) -> str:
 
 
 def read_manifest(path: Path) -> list[str]:
-    text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    # utf-8-sig: a CSV saved by Excel starts with a byte-order mark, which hid the `path` header
+    text = path.read_text(encoding="utf-8-sig", errors="surrogateescape")
     if path.suffix.lower() == ".csv":
         rows = list(csv.reader(text.splitlines()))
         if not rows:
             return []
         header = [h.strip().lower() for h in rows[0]]
         col = next((header.index(c) for c in MANIFEST_COLUMNS if c in header), None)
-        body = rows[1:] if col is not None else rows  # no known header: the first column, every row
+        # No known header: the first column, every row but a first one that names no photo or video
+        # (a header of another name, "filename": it was reported as a missing file on every run).
+        first = rows[0][0].strip() if rows[0] else ""
+        named_media = Path(first.split("?", 1)[0]).suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
+        body = rows[1:] if col is not None or not named_media else rows
         items = [r[col or 0].strip() for r in body if r and len(r) > (col or 0)]
-    else:
-        items = [line.strip() for line in text.splitlines()]
-    items = [i for i in items if i and not i.startswith("#")]
+    else:  # a .txt: "#" starts a comment line (a CSV's cells are names, "#1.jpg" one of them)
+        items = [line.strip() for line in text.splitlines() if not line.strip().startswith("#")]
+    items = [i for i in items if i]
     return [i if "://" in i or Path(i).is_absolute() else str(path.parent / i) for i in items]
 
 
-def expand_inputs(items: list[str]) -> list[str]:
-    """Files, folders (photos and videos inside, recursively), globs and manifests -> sources, each
-    once, in the order given. A path that does not exist stays, to be reported as an error."""
+def source_name(item: str) -> str:
+    """A source's one name: a URI as given, a local path absolute and normalised (module docstring)."""
+    return item if "://" in item else os.path.abspath(item)
+
+
+def media_in(folder: Path) -> list[str]:
+    """The photos and videos in ``folder`` and its subfolders, by name."""
     media = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    return sorted(str(f) for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in media)
+
+
+def expand_inputs(items: list[str]) -> tuple[list[str], list[str]]:
+    """Files, folders (photos and videos inside, recursively), globs and manifests -> (sources, each
+    once, in the order given; the folders among the inputs that hold no photo or video: reported,
+    not dropped). A path that does not exist stays, to be reported as an error. A glob takes what a
+    folder would: the photos and videos it matches and those in the folders it matches."""
     out: list[str] = []
+    empty: list[str] = []
     for item in items:
         p = Path(item)
         if "://" in item:
             out.append(item)
         elif p.is_dir():
-            out += sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in media)
+            found = media_in(p)
+            out += found
+            if not found:
+                empty.append(item)
         elif p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES:
             out += read_manifest(p)
         elif any(ch in item for ch in "*?[") and not p.exists():
             matches = sorted(glob.glob(item, recursive=True))
-            out += [m for m in matches if Path(m).is_file()] if matches else [item]
+            media = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+            for m in matches:
+                out += (
+                    media_in(Path(m)) if Path(m).is_dir() else [m] if Path(m).suffix.lower() in media else []
+                )
+            if not matches:
+                out.append(item)  # reported as not found
         else:
             out.append(item)
-    return list(dict.fromkeys(out))
+    return list(dict.fromkeys(source_name(s) for s in out)), empty
 
 
 @dataclass

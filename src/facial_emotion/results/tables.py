@@ -67,8 +67,15 @@ def write_rows(path: Path, rows: list[dict[str, Any]], columns: dict[str, type],
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    # Booleans as Ray's (pyarrow's) CSV writer spells them: one job may be resumed on the other engine,
+    # and its table read "True" in some rows and "false" in others.
+    bools = [name for name, kind in columns.items() if kind is bool]
+    writer.writerows({**r, **{b: _csv_bool(r.get(b)) for b in bools}} for r in rows)
     atomic_write_text(path, buf.getvalue())
+
+
+def _csv_bool(value: Any) -> Any:
+    return value if value is None or isinstance(value, str) else ("true" if value else "false")
 
 
 class Store:
@@ -109,6 +116,22 @@ class Store:
         atomic_write_text(self.out / "commits" / f"{commit}.json", json.dumps(marker) + "\n")
         self.done.update((s["source"], int(s["chunk"])) for s in sources)
 
+    def prune_errors(self) -> None:
+        """``errors/`` as it stands: a unit's latest failure, none for a unit done since (a file fixed
+        and run again). Each run added its failures, so a unit failed twice had two rows, and one
+        fixed kept its old error beside its new rows. Each file is rewritten whole (atomically) or
+        removed: a kill half-way leaves some pruned and the rest to the next run."""
+        files = table_files(self.out, "errors")  # in commit order: the names start with the time
+        later: set[tuple[str, int]] = set(self.done)  # a unit failed in a later commit, or done
+        for path in reversed(files):
+            rows = list(_read_rows(path))
+            keep = [r for r in rows if (r["source"], int(r["chunk"])) not in later]
+            later.update((r["source"], int(r["chunk"])) for r in rows)
+            if not keep:
+                path.unlink()
+            elif len(keep) < len(rows):
+                write_rows(path, keep, BATCH_ERROR_COLUMNS, path.suffix[1:])
+
 
 def committed(out: Path) -> set[str]:
     return {p.stem for p in (out / "commits").glob("*.json")}
@@ -125,6 +148,7 @@ def open_store(out: Path, fmt: str) -> Store:
     store = Store(out, fmt)
     for row in read_table(out, "sources"):
         store.done.add((row["source"], int(row["chunk"])))
+    store.prune_errors()
     return store
 
 
@@ -144,10 +168,14 @@ def read_table(out: Path, table: str) -> Iterable[dict[str, Any]]:
     """Every committed row of a table, as dicts (CSV cells as text). For tests and small outputs:
     big ones are for pandas / DuckDB / Ray on ``OUT/faces``."""
     for path in table_files(out, table):
-        if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
+        yield from _read_rows(path)
 
-            yield from pq.read_table(path).to_pylist()
-        else:
-            with path.open(newline="", encoding="utf-8") as f:
-                yield from csv.DictReader(f)
+
+def _read_rows(path: Path) -> Iterable[dict[str, Any]]:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        yield from pq.read_table(path).to_pylist()
+    else:
+        with path.open(newline="", encoding="utf-8") as f:
+            yield from csv.DictReader(f)

@@ -1,0 +1,195 @@
+"""`facial-emotion batch`: what its inputs name and how a job folder holds up in use: one name per
+file whatever the spelling or the folder a job starts from, one job at a time per --out, a kill at
+any moment (mid-commit, or of the job's process with workers running), the errors table as it
+stands, quoted globs, empty folders, manifests saved by spreadsheets, and CSV the two engines agree
+on."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import need_shared
+
+from facial_emotion.batch.job import job_lock
+from facial_emotion.results.tables import Store, committed, read_table
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The command in its own process: what a user sees (exit code, stderr, no traceback)."""
+    cmd = [sys.executable, "-m", "facial_emotion", "batch", *args, "--quiet"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=cwd)
+
+
+def photos(tmp_path: Path, *names: str) -> Path:
+    """A folder (tmp/data/media) with copies of the shared photos ``names``."""
+    folder = tmp_path / "data" / "media"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy(need_shared("media", name), folder / name)
+    return folder
+
+
+def test_one_file_has_one_name_whatever_the_spelling_or_the_folder_the_job_starts_from(tmp_path):
+    """Resume matched sources by the path as typed: the same job started from another folder, or the
+    same file spelled twice, analysed it again and repeated its rows."""
+    media = photos(tmp_path, "justin.jpg", "two_people.jpg")
+    out = tmp_path / "out"
+    spellings = ["data/media", "./data/media/justin.jpg", "data/media/../media/justin.jpg", str(media)]
+    first = run_cli(*spellings, "--out", str(out), "--format", "csv", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "2 units analysed (0 already done)" in first.stdout
+    sources = sorted(r["source"] for r in read_table(out, "sources"))
+    assert sources == [str(media / "justin.jpg"), str(media / "two_people.jpg")]
+    for cwd, spelled in ((tmp_path / "data", "media"), (Path("/"), str(media) + "/")):
+        again = run_cli(spelled, "--out", str(out), cwd=cwd)
+        assert again.returncode == 0 and "0 units analysed (2 already done)" in again.stdout, again.stdout
+    assert len(list(read_table(out, "sources"))) == 2
+
+    # A job folder from before names were absolute holds relative ones: a re-run from the folder it
+    # was started in finds them.
+    legacy = tmp_path / "legacy"
+    store = Store(legacy, "csv")
+    row = {"source": "data/media/justin.jpg", "chunk": 0, "kind": "photo", "frames_analyzed": 1}
+    store.commit(store.new_commit(), [row], [])
+    again = run_cli("data/media", "--out", str(legacy), "--format", "csv", cwd=tmp_path)
+    assert "1 units analysed (1 already done)" in again.stdout, again.stdout
+
+
+def test_a_second_job_on_a_folder_in_use_is_refused(tmp_path):
+    """Two jobs on one --out repeated rows (each took the other's units) and each one's start cleared
+    the other's commit in progress. Here the running job is this test holding the job's lock."""
+    media = photos(tmp_path, "justin.jpg")
+    out = tmp_path / "out"
+    out.mkdir()
+    with job_lock(out):
+        proc = run_cli(str(media), "--out", str(out))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "another batch job is writing there" in proc.stderr and not committed(out)
+    proc = run_cli(str(media), "--out", str(out))  # the lock went with its holder
+    assert proc.returncode == 0 and committed(out), proc.stderr
+
+
+def test_a_job_killed_while_writing_a_commit_runs_again(tmp_path):
+    """A kill while a table file was being written left its hidden temp file (atomic_path's
+    ".NAME.tmp"), and every re-run was refused as a folder holding the user's files."""
+    media = photos(tmp_path, "justin.jpg")
+    out = tmp_path / "out"
+    (out / "sources").mkdir(parents=True)
+    leftover = out / "sources" / ".20261128T010203-0123abcd-00001.csv.k2j4_x.tmp"
+    leftover.write_text("source,chunk\nhalf")
+    proc = run_cli(str(media), "--out", str(out), "--format", "csv")
+    assert proc.returncode == 0, proc.stderr
+    assert not leftover.exists() and len(list(read_table(out, "sources"))) == 1
+
+
+def children(pid: int) -> list[int]:
+    """The job's worker processes (multiprocessing's spawned ones; not its resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_the_workers_end_with_a_killed_job(tmp_path):
+    """Killing the job's process (a scheduler's timeout, docker stop) left its workers waiting for
+    work for ever, a recognizer's memory each."""
+    videos = tmp_path / "videos"  # six units: both workers start, and the job runs a while
+    videos.mkdir()
+    for i in range(6):
+        shutil.copy(need_shared("media", "woman2.mp4"), videos / f"clip{i}.mp4")
+    cmd = [sys.executable, "-m", "facial_emotion", "batch", str(videos), "--out", str(tmp_path / "out")]
+    job = subprocess.Popen([*cmd, "--workers", "2", "--quiet"], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while len(workers := children(job.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(workers) == 2, "the job did not start its two workers"
+        job.send_signal(signal.SIGKILL)
+        job.wait(30)
+        deadline = time.monotonic() + 15
+        while any(alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(alive(w) for w in workers)
+    finally:
+        job.kill()
+        for w in children(job.pid):
+            os.kill(w, signal.SIGKILL)
+
+
+def test_the_errors_table_holds_each_sources_latest_failure_until_it_is_done(tmp_path):
+    """Each run added its failures: a file failed twice had two rows, and one fixed and run again
+    kept its error beside its rows."""
+    media = photos(tmp_path, "justin.jpg")
+    broken = media / "fixme.jpg"
+    broken.write_bytes(need_shared("media", "two_people.jpg").read_bytes()[:2000])  # truncated
+    out = tmp_path / "out"
+    for _ in range(2):
+        assert run_cli(str(media), "--out", str(out), "--format", "csv").returncode == 1
+    assert [r["source"] for r in read_table(out, "errors")] == [str(broken)]
+    shutil.copy(need_shared("media", "two_people.jpg"), broken)
+    fixed = run_cli(str(media), "--out", str(out))
+    assert fixed.returncode == 0 and "1 units analysed (1 already done)" in fixed.stdout, fixed.stderr
+    assert list(read_table(out, "errors")) == []
+    assert sorted(r["source"] for r in read_table(out, "sources")) == [str(broken), str(media / "justin.jpg")]
+
+
+def test_quoted_globs_empty_folders_and_spreadsheet_manifests(tmp_path):
+    """A quoted glob skipped the folders it matched and took any file it matched (a README became an
+    error); an empty folder among the inputs vanished without a word; a CSV manifest saved by Excel
+    (a byte-order mark before `path`) made its header a missing file, on every run."""
+    media = photos(tmp_path, "justin.jpg")
+    inner = media / "class-a"
+    inner.mkdir()
+    shutil.copy(need_shared("media", "two_people.jpg"), inner / "two.jpg")
+    (media / "README.md").write_text("not a photo\n")
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    proc = run_cli(f"{media}/*", str(tmp_path / "empty"), "--out", str(out), "--format", "csv")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"error: {tmp_path / 'empty'}: folder holds no photos or videos"
+    assert sorted(r["source"] for r in read_table(out, "sources")) == [
+        str(inner / "two.jpg"),
+        str(media / "justin.jpg"),
+    ]
+    assert list(read_table(out, "errors")) == []
+
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes("\ufeffpath,label\r\ndata/media/justin.jpg,happy\r\n".encode())
+    other = tmp_path / "other.csv"  # a header of another name; a file whose name starts with "#"
+    shutil.copy(need_shared("media", "justin.jpg"), media / "#1.jpg")
+    other.write_text("filename,label\ndata/media/#1.jpg,happy\n")
+    proc = run_cli(str(excel), str(other), "--out", str(tmp_path / "listed"), "--format", "csv")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(r["source"] for r in read_table(tmp_path / "listed", "sources")) == [
+        str(media / "#1.jpg"),
+        str(media / "justin.jpg"),
+    ]
+
+
+def test_csv_booleans_are_spelled_as_the_ray_engines(tmp_path):
+    """The local engine wrote True/False, Ray's writer true/false: a CSV job resumed on the other
+    engine read back both in one column."""
+    media = photos(tmp_path, "two_people.jpg")
+    out = tmp_path / "out"
+    assert run_cli(str(media), "--out", str(out), "--format", "csv").returncode == 0
+    rows = list(read_table(out, "faces"))
+    assert rows and {r["uncertain"] for r in rows} <= {"true", "false"}

@@ -237,3 +237,40 @@ def test_one_analysed_frame_still_has_a_dominant_emotion(tmp_path: Path) -> None
     (summary,) = doc["faces"]
     frame_emotion = doc["timeline"][0]["emotion"]
     assert summary["dominant_emotion"] == frame_emotion and summary["share"][frame_emotion] == 1.0
+    assert summary["seconds"] == pytest.approx(1 / 25)  # one frame of a 25 fps file, not 0 s
+    assert (
+        "(1 frame)"
+        in subprocess.run(
+            [sys.executable, "-m", "facial_emotion", "video", str(one_frame)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+    )
+
+
+def test_an_absence_before_the_first_emotion_is_a_hole_too() -> None:
+    """Somebody who left before their first emotion was confirmed had one segment across the time
+    away (3.0 s seen, "happy 0.0-5.0 s"); and a person seen in a file's first analysed frame alone
+    counted 0 s, where everyone else seen once counts one frame interval."""
+    session = Session(list(EMOTIONS), min_duration_s=1.0, hold_s=None)
+    feed(session, ["happy"] * 15)  # 0.5 s: too short for the rule
+    events = feed(session, ["happy"] * 75, start=2.5)  # away for 2 s, then 2.5 s
+    assert [(e.kind, e.emotion, e.time_s) for e in events] == [("change", "happy", 2.5)]
+    (person,) = session.summary()
+    assert [(s.start_s, round(s.end_s, 3)) for s in person.timeline] == [(0.0, 0.5), (2.5, 5.0)]
+    assert person.seconds == pytest.approx(3.0, abs=0.01)
+    brief = Session(list(EMOTIONS), min_duration_s=1.0, hold_s=None)
+    feed(brief, ["sad"] * 6)
+    feed(brief, ["sad"] * 6, start=3.0)  # never confirmed: its most seen emotion, holes kept
+    (person,) = brief.summary()
+    assert [(s.emotion, s.start_s, round(s.end_s, 3)) for s in person.timeline] == [
+        ("sad", 0.0, 0.2),
+        ("sad", 3.0, 3.2),
+    ]
+    sampled = Session(list(EMOTIONS))
+    sampled.expect_frame_interval(1.0)  # video --every 30
+    sampled.update(0.0, [face("fear", track_id=1)])
+    sampled.update(1.0, [face("happy", track_id=2)])
+    first, second = sampled.summary(end_s=2.0)
+    assert first.seconds == second.seconds == 1.0

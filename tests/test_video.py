@@ -161,3 +161,99 @@ def test_time_seen_never_runs_past_the_end_of_the_file() -> None:
     assert person.timeline[-1].end_s <= length + 1e-6
     (every,) = analyze_video(recognizer, video, max_frames=60).summary  # 60 of 464: the clip ends there
     assert every.seconds == pytest.approx(60 / sparse.fps, abs=1e-6)
+
+
+def _wait_for(check, timeout_s: float = 120.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_ctrl_c_stops_a_windowless_webcam_with_its_summary_and_sigterm_leaves_no_temp_file(
+    tmp_path: Path,
+) -> None:
+    """`webcam --no-window` has no q: Ctrl-C, the one way to stop it, printed "interrupted" and threw
+    the session away. And SIGTERM (`timeout`, a scheduler, `docker stop`) killed `video --out` with
+    its hidden temp file left beside the output, one more each run."""
+    import signal
+    import subprocess
+    import sys
+
+    video = need_shared("media", "woman2.mp4")
+    summary = tmp_path / "session.json"
+    command = [sys.executable, "-m", "facial_emotion", "webcam", "--source", str(video), "--no-window"]
+    webcam = subprocess.Popen(
+        [*command, "--summary", str(summary), "--detect-every", "1", "--landmarks"],  # slow: 15+ s
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # Interrupted once it runs (the model loaded: frames are being analysed, the file lasts 15 s).
+    assert _wait_for(lambda: webcam.poll() is not None or _children_cpu(webcam.pid) > 3.0)
+    webcam.send_signal(signal.SIGINT)
+    out, err = webcam.communicate(timeout=60)
+    assert webcam.returncode == 0, err
+    assert "person #1:" in out and "interrupted" not in err
+    assert 0 < json.loads(summary.read_text())["people"][0]["frames"] < 464  # stopped half-way
+
+    annotated = tmp_path / "annotated.mp4"
+    video_job = subprocess.Popen(
+        [sys.executable, "-m", "facial_emotion", "video", str(video), "--out", str(annotated)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert _wait_for(lambda: video_job.poll() is not None or any(tmp_path.glob(".annotated.mp4.*")))
+    video_job.send_signal(signal.SIGTERM)
+    _, err = video_job.communicate(timeout=60)
+    assert video_job.returncode == 128 + signal.SIGTERM and "terminated" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["session.json"]
+
+
+def _children_cpu(pid: int) -> float:
+    """CPU seconds a process has used (utime + stime), 0 when it is gone."""
+    import os
+
+    try:
+        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_video_over_http_is_timed_by_its_frames_and_outputs_need_files_of_their_own(
+    tmp_path: Path,
+) -> None:
+    """A recording fetched over http was timed by the clock, as a live stream is: its times and time
+    seen depended on how fast the machine analysed it. Two outputs naming one file: the one written
+    last replaced the other without a word."""
+    import functools
+    import http.server
+    import threading
+
+    photo = cv2.imread(str(need_shared("media", "justin.jpg")))
+    clip = tmp_path / "clip.avi"  # Motion JPEG: read front to back, no seeking over http
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 2.0, photo.shape[1::-1])
+    for _ in range(12):
+        writer.write(photo)
+    writer.release()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/clip.avi"
+        result = analyze_video(EmotionRecognizer(detector="haar"), url)
+        server.shutdown()
+    assert [row.time_s for row in result.timeline] == [i / 2.0 for i in range(12)]  # 2 fps
+    (person,) = result.summary
+    assert person.seconds == pytest.approx(6.0)
+
+    same = tmp_path / "same.csv"
+    proc = run_cli("video", str(clip), "--timeline", str(same), "--summary", str(same))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--summary" in proc.stderr and "--timeline" in proc.stderr and "name the same file" in proc.stderr
+    assert not same.exists()

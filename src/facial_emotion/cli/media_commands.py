@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import socket
 import sys
 from pathlib import Path
@@ -138,6 +139,17 @@ def _media_inputs(args: argparse.Namespace) -> list[str]:
 def _check_video_args(args: argparse.Namespace) -> None:
     if not 0 <= args.smoothing < 1:
         raise UserError("--smoothing must be in 0..1 (1 excluded: the scores would never change)")
+    named = [(f"--{o}", getattr(args, o, None)) for o in ("out", "timeline", "plot")]
+    named += [("--summary", p) for p in getattr(args, "summary", None) or []]
+    taken: dict[str, str] = {}
+    for option, path in named:
+        if not path:
+            continue
+        # two outputs in one file: the one written last replaced the other, without a word
+        where = os.path.realpath(path)
+        if where in taken:
+            raise UserError(f"{option} {path} and {taken[where]} name the same file: give each its own")
+        taken[where] = f"{option} {path}"
     for path in getattr(args, "summary", None) or []:
         output_file(path, "--summary", _media_inputs(args))
         if Path(path).suffix.lower() not in (".json", ".csv", ".png"):
@@ -214,8 +226,6 @@ def cmd_video(args: argparse.Namespace) -> int:
 
 
 def cmd_webcam(args: argparse.Namespace) -> int:
-    import os
-
     import cv2
 
     from facial_emotion.inference.pipeline import EmotionRecognizer
@@ -261,6 +271,7 @@ def cmd_webcam(args: argparse.Namespace) -> int:
             max_frames=args.max_frames,
             detect_every=args.detect_every,
             keep_timeline=False,
+            interrupt_stops=True,  # Ctrl-C quits as q does, summary kept (--no-window has no q)
         )
     except VideoError as e:
         if args.source is not None and not args.source.isdigit():  # a file or URL: its error says it all

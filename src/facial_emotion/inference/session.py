@@ -107,6 +107,14 @@ class _Person:
     changes: int = 0
     holds: int = 0
     segments: list[Segment] = field(default_factory=list)
+    # (left, back) for each absence before the first emotion was confirmed: no segment covers them
+    early_holes: list[tuple[float, float]] = field(default_factory=list)
+
+    def presence(self, emotion: str, end_s: float) -> list[Segment]:
+        """``emotion`` over the time this person was seen up to ``end_s``, a segment between holes."""
+        starts = [self.first_t] + [back for _, back in self.early_holes]
+        ends = [left for left, _ in self.early_holes] + [end_s]
+        return [Segment(emotion, a, b) for a, b in zip(starts, ends, strict=True)]
 
 
 class Session:
@@ -166,6 +174,8 @@ class Session:
         with self._lock:
             self.intervals.append(max(0.0, seconds))
             self._fit_to_intervals()
+            if self.last_t is None:  # what the first frame counts: a person seen in it alone had 0 s
+                self.step = max(0.0, seconds)
 
     def _fit_to_intervals(self) -> None:
         if self.intervals:
@@ -212,6 +222,8 @@ class Session:
                 if p.segments:
                     p.segments[-1].end_s = p.last_t + p.step
                     p.segments.append(Segment(p.segments[-1].emotion, t, t))
+                else:  # before any emotion: kept for the first one's segments
+                    p.early_holes.append((p.last_t + p.step, t))
         p.frames += 1
         p.frames_by_emotion[self.index[label]] += 1
         p.last_t, p.last_label = t, label
@@ -249,9 +261,10 @@ class Session:
             previous_s = round(since - p.segments[-1].start_s, 3)
             p.segments[-1].end_s = since
             p.changes += 1
-        else:  # the first emotion: the timeline starts when the person appeared
-            since = p.first_t
-        p.segments.append(Segment(new, since, t))
+            p.segments.append(Segment(new, since, t))
+        else:  # the first emotion: over the time the person was seen, holes kept (README: Sessions)
+            since = p.since  # when they appeared, or came back after the last hole
+            p.segments += p.presence(new, t)
         p.current, p.since, p.confirmed, p.holds = new, since, t, 0
         return EmotionEvent("change", p.track_id, new, since, t, previous, previous_s)
 
@@ -277,7 +290,7 @@ class Session:
                 if timeline:
                     timeline[-1].end_s = p.last_t + last
                 elif p.frames:  # seen too briefly for the rule: the most seen emotion
-                    timeline = [Segment(self.classes[int(weights.argmax())], p.first_t, p.last_t + last)]
+                    timeline = p.presence(self.classes[int(weights.argmax())], p.last_t + last)
                 out.append(
                     PersonSummary(
                         track_id=tid,

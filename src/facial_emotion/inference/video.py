@@ -87,6 +87,22 @@ def open_capture(source: str | int) -> cv2.VideoCapture:
     return cap
 
 
+# Network sources that give frames as they happen: their frames are timed by the clock. A file
+# fetched over http(s) has its own times, as on disk (it was timed by how fast it was analysed).
+LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "rtp", "srt", "udp", "tcp"})
+LIVE_PLAYLISTS = (".m3u8", ".mpd")  # HLS and DASH: live streams served over http(s)
+
+
+def is_live(source: str | int) -> bool:
+    """A camera or a live stream (timed by the clock, no end), not a file (timed by its frames)."""
+    if is_camera(source):
+        return True
+    scheme, sep, rest = str(source).partition("://")
+    return bool(sep) and (
+        scheme.lower() in LIVE_SCHEMES or rest.split("?", 1)[0].lower().endswith(LIVE_PLAYLISTS)
+    )
+
+
 def frames(cap: cv2.VideoCapture) -> Iterator[np.ndarray]:
     while True:
         ok, frame = cap.read()
@@ -137,15 +153,19 @@ def analyze_video(
     on_open: Callable[[float], None] | None = None,
     on_event: Callable[[EmotionEvent], object] | None = None,
     hold_s: float | None = DEFAULT_HOLD_S,
+    interrupt_stops: bool = False,
 ) -> VideoResult:
     """Analyse every ``every``-th frame of a file, URL or camera through one ``FaceStream``. A camera
     is an int (numpy ints too) or a string of digits; a ``Path`` is always a file, even ``Path("0")``; a
     photo's file name (.jpg, .png...), bytes and "" are refused (``VideoError``).
     ``on_open(fps)`` is called once the source is open; ``on_frame`` for every frame read, and may
     return False to stop (the webcam quits on 'q'). ``keep_timeline=False`` keeps only the per-person
-    summary and the events (a camera runs for hours). Frame times are index / fps for a file and the
-    clock for a camera or stream URL, in the timeline and the summary alike; ``on_event`` gets each
-    ``EmotionEvent`` as it fires. Bad arguments raise ValueError before the source is opened."""
+    summary and the events (a camera runs for hours). Frame times are index / fps for a file (on
+    disk or over http) and the clock for a camera or live stream (``is_live``), in the timeline and
+    the summary alike; ``on_event`` gets each
+    ``EmotionEvent`` as it fires. ``interrupt_stops``: Ctrl-C ends the reading as 'q' does and the
+    result holds what came before (a camera without a window has no other way to stop); otherwise
+    KeyboardInterrupt goes up. Bad arguments raise ValueError before the source is opened."""
     if isinstance(source, numbers.Integral) and not isinstance(source, bool):
         source = int(source)  # a numpy integer camera index
     if isinstance(source, os.PathLike):  # a path is a file, even one named by digits (not a camera)
@@ -158,7 +178,7 @@ def analyze_video(
         stream.on_change(on_event)
     cap = open_capture(source)
     result = VideoResult(source=str(source), fps=video_fps(cap))
-    live = is_camera(source) or "://" in str(source)
+    live = is_live(source)
     if not live:
         result.frames_expected = expected_frames(cap)
         stream.session.expect_frame_interval(every / result.fps)  # file times are index / fps
@@ -173,25 +193,30 @@ def analyze_video(
 
             total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             bar = tqdm(total=total or None, unit="frame", desc=Path(str(source)).name)
-        for index, frame in enumerate(frames(cap)):
-            result.frames_read += 1
-            if index % every == 0:
-                t = time.perf_counter() - t0 if live else index / result.fps
-                faces = stream.process(frame, t)
-                result.frames_analyzed += 1
-                if keep_timeline:
-                    result.timeline += [TimelineRow(index, t, face) for face in faces]
-            elapsed = time.perf_counter() - t0
-            rate = result.frames_read / elapsed if elapsed > 0 else 0.0
-            if on_frame is not None and on_frame(index, frame, faces, rate) is False:
-                result.frames_expected = None  # stopped on purpose: no shortfall to report
-                break
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(fps=f"{rate:.1f}", faces=len(faces))
-            if max_frames and result.frames_read >= max_frames:
-                result.frames_expected = None
-                break
+        try:
+            for index, frame in enumerate(frames(cap)):
+                result.frames_read += 1
+                if index % every == 0:
+                    t = time.perf_counter() - t0 if live else index / result.fps
+                    faces = stream.process(frame, t)
+                    result.frames_analyzed += 1
+                    if keep_timeline:
+                        result.timeline += [TimelineRow(index, t, face) for face in faces]
+                elapsed = time.perf_counter() - t0
+                rate = result.frames_read / elapsed if elapsed > 0 else 0.0
+                if on_frame is not None and on_frame(index, frame, faces, rate) is False:
+                    result.frames_expected = None  # stopped on purpose: no shortfall to report
+                    break
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(fps=f"{rate:.1f}", faces=len(faces))
+                if max_frames and result.frames_read >= max_frames:
+                    result.frames_expected = None
+                    break
+        except KeyboardInterrupt:
+            if not interrupt_stops:
+                raise
+            result.frames_expected = None  # stopped on purpose
     finally:
         cap.release()
         if bar is not None:

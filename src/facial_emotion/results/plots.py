@@ -24,14 +24,26 @@ def plot_timeline(result: VideoResult, path: Path, classes: list[str]) -> None:
     ids = sorted({r.face.track_id or 0 for r in result.timeline})
     n = max(1, len(ids))
     fig, axes = plt.subplots(n, 1, figsize=(10, 2.4 * n), squeeze=False, sharex=True)
+    # A face away for longer than a few analysed frames is a gap in its lines, not a slope across it.
+    times = np.unique([r.time_s for r in result.timeline])
+    gap = max(1.0, 2.5 * float(np.median(np.diff(times)))) if len(times) > 1 else np.inf
     for ax, tid in zip(axes[:, 0], ids, strict=False):
-        rows = [r for r in result.timeline if r.face.track_id == tid]
-        t = [r.time_s for r in rows]
+        rows = [r for r in result.timeline if (r.face.track_id or 0) == tid]
+        t = np.array([r.time_s for r in rows])
+        breaks = np.flatnonzero(np.diff(t) > gap) + 1
         for c in classes:
             color = np.array(color_rgb(c)) / 255
-            ax.plot(t, [r.face.scores[c] for r in rows], label=c, color=color)
+            scores = np.array([r.face.scores[c] for r in rows])
+            ax.plot(np.insert(t, breaks, np.nan), np.insert(scores, breaks, np.nan), label=c, color=color)
         ax.set(ylabel=f"face #{tid}", ylim=(0, 1))
-    axes[0, 0].legend(ncol=7, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 1.35))
+    # The whole video's time: a face seen once, or none, drew on a made-up axis (with a warning).
+    end = result.frames_read / result.fps if result.fps else 0.0
+    axes[-1, 0].set_xlim(0, max(end, float(times.max()) if len(times) else 0.0, 1e-3))
+    if ids:
+        axes[0, 0].legend(ncol=7, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 1.35))
+    else:
+        axes[0, 0].text(0.5, 0.5, "no faces found", ha="center", va="center", transform=axes[0, 0].transAxes)
+        axes[0, 0].set(ylim=(0, 1))
     axes[-1, 0].set_xlabel("time (s)")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")

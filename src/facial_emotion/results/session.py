@@ -85,7 +85,7 @@ def session_lines(people: list[PersonSummary], limit: int = 8) -> list[str]:
             f"{k} {v:.0%}" for k, v in sorted(p.share.items(), key=lambda kv: -kv[1]) if v >= 0.05
         )
         lines.append(
-            f"  person #{p.track_id}: {p.seconds:.1f} s seen ({p.frames} frames), mostly "
+            f"  person #{p.track_id}: {p.seconds:.1f} s seen ({p.frames} frame{'' if p.frames == 1 else 's'}), mostly "
             f"{p.dominant_emotion} ({share}), {p.changes} change{'' if p.changes == 1 else 's'}"
         )
         segments = [f"{s.emotion} {s.start_s:.1f}-{s.end_s:.1f}s" for s in p.timeline[:limit]]

@@ -88,7 +88,9 @@ def make_metadata(**fields: Any) -> dict[str, Any]:
     return meta
 
 
-def validate_metadata(meta: dict[str, Any], source: str) -> dict[str, Any]:
+def validate_metadata(meta: Any, source: str) -> dict[str, Any]:
+    if not isinstance(meta, dict):  # JSON, but null or a number: a traceback before
+        raise ModelFileError(f"{source}: damaged metadata (not a JSON object)")
     for key in ("classes", "face_size", "crop"):
         if key not in meta:
             raise ModelFileError(f"{source}: metadata lacks {key!r}")
@@ -106,7 +108,10 @@ def validate_metadata(meta: dict[str, Any], source: str) -> dict[str, Any]:
             f"{source}: metadata 'face_size' and 'crop' must be whole numbers, 1 <= crop <= face_size "
             f"(they are {face_size!r}, {crop!r})"
         )
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ModelFileError(f"{source}: metadata 'format_version' must be a whole number, not {version!r}")
+    if version > FORMAT_VERSION:
         raise ModelFileError(
             f"{source}: model format {meta['format_version']} is newer than this package supports"
         )
@@ -128,6 +133,11 @@ def write_model(path: Path, onnx_bytes: bytes, meta: dict[str, Any]) -> None:
     """Store ``meta`` inside the ONNX file (metadata_props) and as ``<name>.json`` beside it."""
     if path.with_suffix(".json") == path:  # the description would overwrite the model
         raise ModelFileError(f"{path}: name a model file .onnx, not .json (its description goes beside it)")
+    for target in (path, path.with_suffix(".json")):  # both before either: a failed second write had
+        if target.is_dir():  # replaced the first file already
+            raise ModelFileError(
+                f"{target}: is a folder (the model goes in {path}, its description beside it)"
+            )
     import onnx  # training-side dependency: only writing a model needs it
 
     model = onnx.load_from_string(onnx_bytes)

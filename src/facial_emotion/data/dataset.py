@@ -81,3 +81,9 @@ class FaceDataset:
 
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=self.num_classes)
+
+    def check_face_size(self, face_size: int, model: str) -> None:
+        """DatasetError unless the faces are ``face_size`` px, as ``model`` wants them (one clear
+        error, where evaluate and calibrate fed 48 px faces to a 64 px model and crashed)."""
+        if self.images.shape[1] != face_size:
+            raise DatasetError(f"faces are {self.images.shape[1]} px, the model {model} wants {face_size} px")

@@ -314,6 +314,7 @@ def calibrate_model(
         raise DatasetError(
             f"model classes {classifier.classes} differ from the dataset's {list(part.class_names)}"
         )
+    part.check_face_size(classifier.face_size, str(classifier.path))
     counts = np.bincount(part.labels, minlength=len(part.class_names))
     scarce = f"{part.class_names[int(counts.argmin())]} has {counts.min()}"
     if method == "vector" and counts.min() < MIN_FACES_PER_CLASS:

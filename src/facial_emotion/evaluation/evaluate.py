@@ -70,6 +70,7 @@ def evaluate(
         raise DatasetError(
             f"model classes {classifier.classes} differ from the dataset's {list(part.class_names)}"
         )
+    part.check_face_size(classifier.face_size, str(classifier.path))
     logits = classifier.logits(part.images, tta=tta)
     probs = classifier.probabilities(logits, tta)
     preds = probs[:, : len(part.class_names)].argmax(axis=1)

@@ -33,20 +33,33 @@ def calibrated_probabilities(logits: np.ndarray, scale: Any = 1.0, bias: Any = 0
     return p.mean(axis=1) if p.ndim == 3 else p
 
 
-def calibration_parameters(entry: dict[str, Any], classes: int, tta: bool) -> tuple[np.ndarray, np.ndarray]:
+def calibration_parameters(
+    entry: dict[str, Any], classes: int, tta: bool, source: str = "model"
+) -> tuple[np.ndarray, np.ndarray]:
     """(scale, bias), each (classes,), of a model's calibration entry for plain or ten-crop inference.
     An entry holds ``scale``/``bias`` lists (vector scaling) or a ``temperature`` (files calibrated
-    before vector scaling, or with ``calibrate --method temperature``); ten-crop falls back to plain."""
+    before vector scaling, or with ``calibrate --method temperature``); ten-crop falls back to plain.
+    A damaged entry is a ModelFileError naming ``source`` (a hand-edited file gave tracebacks)."""
     suffix = "_tta" if tta else ""
-    if "scale" in entry:
-        scale = entry.get("scale" + suffix, entry["scale"])
-        bias = entry.get("bias" + suffix, entry["bias"])
-    else:
-        t = float(entry.get("temperature" + suffix, entry.get("temperature", 1.0)))
-        scale, bias = [1.0 / t] * classes, [0.0] * classes
-    scale, bias = np.asarray(scale, np.float32), np.asarray(bias, np.float32)
-    if scale.shape != (classes,) or bias.shape != (classes,):
-        raise ModelFileError(f"calibration: {scale.size} scales and {bias.size} biases for {classes} classes")
+    if not isinstance(entry, dict):
+        raise ModelFileError(f"{source}: damaged calibration (not a JSON object)")
+    try:
+        if "scale" in entry:
+            scale = entry.get("scale" + suffix, entry["scale"])
+            bias = entry.get("bias" + suffix, entry["bias"])
+        else:
+            t = float(entry.get("temperature" + suffix, entry.get("temperature", 1.0)))
+            if not 0 < t < np.inf:  # 0 divided by zero; one below 0 turned every ranking round
+                raise ValueError(f"temperature {t}: it must be a positive number")
+            scale, bias = [1.0 / t] * classes, [0.0] * classes
+        scale, bias = np.asarray(scale, np.float32), np.asarray(bias, np.float32)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{source}: damaged calibration ({type(e).__name__}: {e})") from None
+    if scale.shape != (classes,) or bias.shape != (classes,) or not np.isfinite([scale, bias]).all():
+        raise ModelFileError(
+            f"{source}: damaged calibration: its scale and bias must be {classes} finite numbers each, one "
+            f"per class (they are shaped {list(scale.shape)} and {list(bias.shape)})"
+        )
     return scale, bias
 
 
@@ -100,9 +113,15 @@ class EmotionClassifier:
         # bias = 0), and parameters of their own for ten-crop TTA; faces whose top probability is under
         # ``uncertain_below`` are flagged uncertain. A model without calibration: scale 1, bias 0, no flag.
         calibration = self.metadata.get(CALIBRATION_KEY) or {}
-        self.calibration = calibration_parameters(calibration, len(self.classes), tta=False)
-        self.calibration_tta = calibration_parameters(calibration, len(self.classes), tta=True)
-        self.uncertain_below = float(calibration.get("uncertain_below", 0.0))
+        n, source = len(self.classes), str(self.path)
+        self.calibration = calibration_parameters(calibration, n, tta=False, source=source)
+        self.calibration_tta = calibration_parameters(calibration, n, tta=True, source=source)
+        try:
+            self.uncertain_below = float(calibration.get("uncertain_below", 0.0))
+        except (TypeError, ValueError):
+            raise ModelFileError(
+                f"{source}: damaged calibration: 'uncertain_below' is not a number"
+            ) from None
 
     def _check_graph_fits_metadata(self) -> None:
         """The graph takes N x 1 x crop x crop faces for any N and gives N x classes: checked on its

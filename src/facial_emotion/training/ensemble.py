@@ -117,6 +117,19 @@ def build_ensemble(members: list[Path], out: Path) -> dict[str, Any]:
     (calibrate the ensemble itself)."""
     if len(members) < 2:
         raise CheckpointError("an ensemble needs at least two model files")
+    from facial_emotion.inference.classifier import EmotionClassifier
+    from facial_emotion.model_file import ModelFileError
+
+    seen: dict[str, Path] = {}
+    for path in members:
+        try:  # the classifier's checks, graph against description: a member whose graph gives 8
+            EmotionClassifier(path, threads=1)  # outputs for 7 classes failed as "does not load"
+        except ModelFileError as e:
+            raise CheckpointError(str(e)) from None
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        if digest in seen:  # one net twice weighs it double, and is no ensemble
+            raise CheckpointError(f"{path} is the same model file as {seen[digest]}")
+        seen[digest] = path
     loaded = [read_onnx_model(p) for p in members]
     first = loaded[0][1]
     for path, (_, meta) in zip(members, loaded, strict=True):
@@ -140,5 +153,10 @@ def build_ensemble(members: list[Path], out: Path) -> dict[str, Any]:
         date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
     meta.pop(CALIBRATION_KEY, None)
+    quantized = [
+        s["file"] for s, (_, m) in zip(summaries, loaded, strict=True) if m.get("quantized", "none") != "none"
+    ]
+    if quantized:  # so that `quantize` refuses it (quantizing int8 parts again makes a broken graph)
+        meta["quantized"] = {"scheme": f"int8 members ({', '.join(quantized)})"}
     write_model(out, ensemble_bytes([model for model, _ in loaded]), meta)
     return meta

@@ -136,6 +136,17 @@ def accuracy_before_after(data: str | Path, before: Path, after: Path, split: st
     return result
 
 
+MIN_OPSET = 13  # DequantizeLinear's per-channel axis
+
+
+def graph_opset(path: Path) -> int:
+    """The ONNX (default domain) opset ``path``'s graph is written in."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
 def quantize_model(
     model: str | Path | None,
     out: Path,
@@ -163,6 +174,12 @@ def quantize_model(
         raise ModelFileError(
             f"{source.path}: already quantized ({done.get('scheme') if isinstance(done, dict) else done})"
         )
+    opset = graph_opset(source.path)
+    if opset < MIN_OPSET:  # per-channel int8 weights need it: an older graph came out unloadable
+        raise ModelFileError(
+            f"{source.path}: ONNX opset {opset}; int8 per-channel quantization needs opset {MIN_OPSET} or "
+            "later (export the graph again with a newer opset_version)"
+        )
     ds = load_dataset(data)
     split = calibration_split(ds.splits, split)
     if eval_split is None:
@@ -184,11 +201,16 @@ def quantize_model(
                 f"({e}): give the FER-2013 csv with its votes, or --eval-split none"
             ) from None
     part = ds.select_split(split)
-    if part.images.shape[1] != source.face_size:
-        raise DatasetError(f"faces are {part.images.shape[1]} px, the model wants {source.face_size}")
+    part.check_face_size(source.face_size, str(source.path))
     crops = calibration_crops(part.images, source.crop, faces, seed)
     reader = CalibrationFaces(crops, source.input_name)
     onnx_bytes = quantize_onnx(source.path, reader, method, activations, reduce_range)
+    try:  # never write a model that does not load, whatever the source held
+        ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's own exception types
+        raise ModelFileError(
+            f"{source.path}: the quantized graph does not load ({str(e).splitlines()[0]})"
+        ) from None
     meta["quantized"] = {
         "scheme": "int8 static, onnxruntime QDQ",
         "weights": f"int8 per output channel, {7 if reduce_range else 8}-bit range",

@@ -43,6 +43,11 @@ def test_metadata_that_is_not_an_object_is_refused_by_the_command_line(tmp_path:
     assert f"{path}: damaged metadata (not a JSON object)" in proc.stderr
 
 
+def test_a_folder_given_as_the_model_is_named_as_one(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match="a folder, not a model file"):  # it said "not found"
+        EmotionClassifier(tmp_path)
+
+
 def test_a_model_for_other_face_sizes_is_refused_by_evaluate_and_calibrate(tmp_path: Path) -> None:
     """evaluate and calibrate fed the dataset's 48 px faces to a 64 px model: a ValueError traceback."""
     images, labels = synthetic_faces(70)

@@ -93,6 +93,8 @@ class EmotionClassifier:
     ):
         threads = None if threads is None else whole_number("threads (0 or None: all cores)", threads, 0)
         self.path = resolve_model_path(model)
+        if self.path.is_dir():
+            raise ModelFileError(f"{self.path}: a folder, not a model file (give the .onnx file in it)")
         if not self.path.is_file():
             raise ModelFileError(f"model file not found: {self.path}")
         try:

@@ -6,6 +6,7 @@ on."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -193,3 +194,33 @@ def test_csv_booleans_are_spelled_as_the_ray_engines(tmp_path):
     assert run_cli(str(media), "--out", str(out), "--format", "csv").returncode == 0
     rows = list(read_table(out, "faces"))
     assert rows and {r["uncertain"] for r in rows} <= {"true", "false"}
+
+
+def test_linked_folders_are_followed_and_a_link_to_nothing_is_reported(tmp_path):
+    """A linked folder inside an input folder was skipped, and a link to a deleted photo vanished,
+    both without a word (`analyze` alike); a link back up the tree must not loop."""
+    media = photos(tmp_path, "justin.jpg")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(need_shared("media", "two_people.jpg"), elsewhere / "two.jpg")
+    (media / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (media / "loop").symlink_to(media, target_is_directory=True)
+    (media / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    out = tmp_path / "out"
+    proc = run_cli(str(media), "--out", str(out), "--format", "csv")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    done = sorted(Path(r["source"]).name for r in read_table(out, "sources"))
+    assert done == ["justin.jpg", "two.jpg"]
+    assert [r["source"] for r in read_table(out, "errors")] == [str(media / "gone.jpg")]
+    analyzed = subprocess.run(
+        [sys.executable, "-m", "facial_emotion", "analyze", str(media), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert analyzed.returncode == 1 and "gone.jpg" in analyzed.stderr
+    assert sorted(Path(r["path"]).name for r in json.loads(analyzed.stdout)) == [
+        "gone.jpg",
+        "justin.jpg",
+        "two.jpg",
+    ]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from facial_emotion.data.readers import IMAGE_SUFFIXES
-from facial_emotion.inference.decode import VIDEO_SUFFIXES
+from facial_emotion.inference.decode import VIDEO_SUFFIXES, media_files
 
 MANIFEST_SUFFIXES = {".txt", ".csv"}
 MANIFEST_COLUMNS = ("path", "source", "uri")
@@ -59,9 +59,8 @@ def source_name(item: str) -> str:
 
 
 def media_in(folder: Path) -> list[str]:
-    """The photos and videos in ``folder`` and its subfolders, by name."""
-    media = IMAGE_SUFFIXES | VIDEO_SUFFIXES
-    return sorted(str(f) for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in media)
+    """The photos and videos in ``folder`` and its subfolders, by name (``media_files``)."""
+    return media_files(folder, IMAGE_SUFFIXES | VIDEO_SUFFIXES)
 
 
 def expand_inputs(items: list[str]) -> tuple[list[str], list[str]]:

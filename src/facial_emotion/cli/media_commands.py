@@ -28,15 +28,14 @@ def _expand_inputs(items: list[str]) -> tuple[list[str], list[str]]:
     """(image paths, folders among the inputs that hold no image: reported, not dropped)."""
     import glob
 
-    from facial_emotion.data.readers import IMAGE_SUFFIXES
+    from facial_emotion.inference.decode import IMAGE_SUFFIXES, media_files
 
     out: list[str] = []
     empty: list[str] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            # is_file(): regular files only (a FIFO in a folder is not opened)
-            found = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            found = media_files(p, IMAGE_SUFFIXES)
             out += found
             if not found:
                 empty.append(item)

@@ -53,6 +53,27 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".t
 # its name: batch units, the hand-labelled media, and the message for a video given as a photo.
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 
+
+def media_files(folder: Path, suffixes: frozenset[str]) -> list[str]:
+    """The files named with one of ``suffixes`` in ``folder`` and its subfolders, sorted. Linked
+    folders are followed (each real folder once, so a link loop ends: they were skipped without a
+    word), a link to nothing is listed (to be reported missing, not dropped), and FIFOs, devices and
+    sockets are left out (opening a FIFO blocks)."""
+    found: list[str] = []
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        for name in files:
+            path = os.path.join(root, name)
+            if Path(name).suffix.lower() in suffixes and (os.path.isfile(path) or not os.path.exists(path)):
+                found.append(path)
+    return sorted(found)
+
+
 # What detection needs (see the module docstring); the service decodes uploads at this size.
 DETECTION_MAX_SIDE = 2048
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from conftest import need_shared, run_cli
 
@@ -257,3 +258,30 @@ def test_a_video_over_http_is_timed_by_its_frames_and_outputs_need_files_of_thei
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--summary" in proc.stderr and "--timeline" in proc.stderr and "name the same file" in proc.stderr
     assert not same.exists()
+
+
+def test_a_damaged_stretch_is_skipped_and_the_frames_after_it_keep_their_times(tmp_path: Path) -> None:
+    """Reading stopped at the first frame that did not decode: a tenth of woman2.mp4 overwritten in
+    the middle lost the second half (209 of 464 frames). Now the stretch is skipped, a hole in the
+    timeline, and the frames after it are timed by their place in the file; the shortfall is still
+    said. batch reads the same way."""
+    from facial_emotion.batch.job import run_batch
+    from facial_emotion.results.tables import read_table
+
+    data = bytearray(need_shared("media", "woman2.mp4").read_bytes())
+    a, b = int(len(data) * 0.45), int(len(data) * 0.55)
+    data[a:b] = bytes(b - a)
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    proc = run_cli("video", str(damaged), "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert 400 < doc["frames_read"] < 464 and "damaged or truncated" in proc.stderr
+    times = [row["time_s"] for row in doc["timeline"]]
+    assert times[-1] == pytest.approx(463 / 29.97, abs=0.05)  # the last frame, at its own time
+    assert max(np.diff(times)) > 1.0  # the stretch: a gap, not squeezed out
+    (person,) = doc["faces"]
+    assert len(person["timeline"]) >= 2 and person["timeline"][-1]["end_s"] == pytest.approx(15.48, abs=0.05)
+    run_batch([str(damaged)], tmp_path / "batch")
+    frames = sorted(int(r["frame"]) for r in read_table(tmp_path / "batch", "faces"))
+    assert frames[-1] == 463 and len(frames) == len(times)

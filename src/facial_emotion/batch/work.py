@@ -113,7 +113,7 @@ class Analyzer:
         import cv2
 
         from facial_emotion.inference.stream import FaceStream
-        from facial_emotion.inference.video import VideoError, frames, open_capture, video_fps
+        from facial_emotion.inference.video import VideoError, numbered_frames, open_capture, video_fps
 
         opts, classes = self.options, self.recognizer.classes
         cap = open_capture(unit.source)
@@ -125,7 +125,7 @@ class Analyzer:
             stream = FaceStream(self.recognizer, detect_every=opts.detect_every, smoothing=opts.smoothing)
             rows: list[dict[str, Any]] = []
             analysed = 0
-            for index, frame in enumerate(frames(cap), start=first):
+            for index, frame in numbered_frames(cap, fps, start=first):
                 if unit.stop is not None and index >= unit.stop:
                     break
                 if index % opts.every:

@@ -111,6 +111,36 @@ def frames(cap: cv2.VideoCapture) -> Iterator[np.ndarray]:
         yield frame
 
 
+# Undecodable frames in a row skipped in a damaged file before it is taken as ended (10 s at 30 fps).
+MAX_BAD_FRAMES = 300
+
+
+def numbered_frames(cap: cv2.VideoCapture, fps: float, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, frame) for each frame of a file read from frame ``start`` on. A damaged stretch (frames
+    that do not decode, before the count the container announces) is skipped, up to MAX_BAD_FRAMES
+    in a row: reading stopped at the first one, and the rest of the video was lost. From there on a
+    frame's index comes from its timestamp, so the frames after the stretch keep their times."""
+    expected = expected_frames(cap)
+    index, damaged = start, False
+    while True:
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            if expected is None or index >= expected - 1:
+                return  # the end
+            for _ in range(MAX_BAD_FRAMES):
+                ok, frame = cap.read()
+                if ok and frame is not None:
+                    break
+            else:
+                return
+            damaged = True
+        if damaged:  # the decoder may give a frame or two from before the stretch, then jump
+            ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+            index = max(index, round(ms / 1000 * fps)) if ms > 0 else index
+        yield index, frame
+        index += 1
+
+
 # A file that gives fewer frames than its container announces by more than this is damaged or cut.
 SHORTFALL_WARNING = 0.02
 
@@ -184,6 +214,7 @@ def analyze_video(
         stream.session.expect_frame_interval(every / result.fps)  # file times are index / fps
     bar = None
     faces: list[Face] = []
+    end = 0
     t0 = time.perf_counter()
     try:  # from here on the capture is released whatever happens (a camera stays busy otherwise)
         if on_open is not None:
@@ -194,8 +225,10 @@ def analyze_video(
             total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             bar = tqdm(total=total or None, unit="frame", desc=Path(str(source)).name)
         try:
-            for index, frame in enumerate(frames(cap)):
+            numbered = enumerate(frames(cap)) if live else numbered_frames(cap, result.fps)
+            for index, frame in numbered:
                 result.frames_read += 1
+                end = index + 1  # frames in the file up to this one, a damaged stretch included
                 if index % every == 0:
                     t = time.perf_counter() - t0 if live else index / result.fps
                     faces = stream.process(frame, t)
@@ -225,6 +258,6 @@ def analyze_video(
         raise VideoError(f"{source}: no frame could be decoded (corrupt or unsupported video)")
     result.seconds = time.perf_counter() - t0
     # a file ends with its last frame read; a camera or stream has no end to cut at
-    result.summary = stream.summary(None if live else result.frames_read / result.fps)
+    result.summary = stream.summary(None if live else end / result.fps)
     result.events = stream.session.events
     return result

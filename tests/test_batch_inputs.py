@@ -60,6 +60,16 @@ def test_one_file_has_one_name_whatever_the_spelling_or_the_folder_the_job_start
     store.commit(store.new_commit(), [row], [])
     again = run_cli("data/media", "--out", str(legacy), "--format", "csv", cwd=tmp_path)
     assert "1 units analysed (1 already done)" in again.stdout, again.stdout
+    # ... as typed, "./" and ".." included (from a manifest in another folder)
+    typed = tmp_path / "typed"
+    store = Store(typed, "csv")
+    rows = [
+        {**row, "source": "./data/media/justin.jpg"},
+        {**row, "source": "lists/../data/media/two_people.jpg"},
+    ]
+    store.commit(store.new_commit(), rows, [])
+    again = run_cli("data/media", "--out", str(typed), cwd=tmp_path)
+    assert "0 units analysed (2 already done)" in again.stdout, again.stdout
 
 
 def test_a_second_job_on_a_folder_in_use_is_refused(tmp_path):
@@ -118,22 +128,32 @@ def test_the_workers_end_with_a_killed_job(tmp_path):
     for i in range(6):
         shutil.copy(need_shared("media", "woman2.mp4"), videos / f"clip{i}.mp4")
     cmd = [sys.executable, "-m", "facial_emotion", "batch", str(videos), "--out", str(tmp_path / "out")]
-    job = subprocess.Popen([*cmd, "--workers", "2", "--quiet"], stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 90
-        while len(workers := children(job.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert len(workers) == 2, "the job did not start its two workers"
-        job.send_signal(signal.SIGKILL)
-        job.wait(30)
-        deadline = time.monotonic() + 15
-        while any(alive(w) for w in workers) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not any(alive(w) for w in workers)
-    finally:
-        job.kill()
-        for w in children(job.pid):
-            os.kill(w, signal.SIGKILL)
+    seen: list[int] = []
+    # SIGKILL: the workers notice their job is gone. SIGTERM (docker stop, a scheduler): the job
+    # stops them and ends at once, where it waited for the units running (minutes for long videos).
+    for sig in (signal.SIGKILL, signal.SIGTERM):
+        job = subprocess.Popen([*cmd, "--workers", "2", "--quiet"], stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 90
+            while len(workers := children(job.pid)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            seen += workers
+            assert len(workers) == 2, "the job did not start its two workers"
+            time.sleep(1.0)  # the workers are analysing
+            job.send_signal(sig)
+            started = time.monotonic()
+            job.wait(30)
+            if sig == signal.SIGTERM:
+                assert job.returncode == 128 + signal.SIGTERM and time.monotonic() - started < 5
+            deadline = time.monotonic() + 15
+            while any(alive(w) for w in workers) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not any(alive(w) for w in workers)
+        finally:
+            job.kill()
+            for w in seen:  # never leave this test's processes behind, whatever failed
+                if alive(w):
+                    os.kill(w, signal.SIGKILL)
 
 
 def test_the_errors_table_holds_each_sources_latest_failure_until_it_is_done(tmp_path):
@@ -173,6 +193,11 @@ def test_quoted_globs_empty_folders_and_spreadsheet_manifests(tmp_path):
     ]
     assert list(read_table(out, "errors")) == []
 
+    from facial_emotion.batch.sources import read_manifest
+
+    urls = tmp_path / "urls.csv"  # no header: a first row with a scheme is a source, not a title
+    urls.write_text("https://example.com/photos/123\nhttps://example.com/photos/124\n")
+    assert read_manifest(urls) == ["https://example.com/photos/123", "https://example.com/photos/124"]
     excel = tmp_path / "excel.csv"
     excel.write_bytes("\ufeffpath,label\r\ndata/media/justin.jpg,happy\r\n".encode())
     other = tmp_path / "other.csv"  # a header of another name; a file whose name starts with "#"

@@ -30,9 +30,16 @@ def test_a_damaged_description_is_one_error_naming_the_file(tmp_path: Path, what
     """Hand-edited or damaged metadata gave TypeErrors, KeyErrors and a ZeroDivisionError (exit 1,
     a traceback), and a negative temperature silently turned every ranking round."""
     key = what.split(":")[0]
-    path = model_with_description(tmp_path, "damaged", **{key: DAMAGED[what]})
-    with pytest.raises(ModelFileError, match="damaged"):
+    path = model_with_description(tmp_path, "edited", **{key: DAMAGED[what]})
+    with pytest.raises(ModelFileError) as refused:
         EmotionClassifier(path)
+    said = str(refused.value)
+    assert said.startswith(f"{path}: ")
+    assert (
+        "damaged calibration" in said
+        if key == "calibration"
+        else "'format_version' must be a whole number" in said
+    )
 
 
 def test_metadata_that_is_not_an_object_is_refused_by_the_command_line(tmp_path: Path) -> None:

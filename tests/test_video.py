@@ -253,6 +253,15 @@ def test_a_video_over_http_is_timed_by_its_frames_and_outputs_need_files_of_thei
     (person,) = result.summary
     assert person.seconds == pytest.approx(6.0)
 
+    from facial_emotion.inference.video import is_live
+
+    # A URL naming a video file is a file; an IP camera's MJPEG, rtsp:// and HLS are live.
+    assert not is_live("http://host/talk.mp4?token=1") and not is_live("https://host/a/clip.AVI")
+    assert (
+        is_live("http://cam.local/video.mjpg")
+        and is_live("rtsp://cam/stream")
+        and is_live("https://h/live.m3u8")
+    )
     same = tmp_path / "same.csv"
     proc = run_cli("video", str(clip), "--timeline", str(same), "--summary", str(same))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facial_emotion.batch.sources import Unit, expand_inputs, plan_units
+from facial_emotion.batch.sources import Unit, expand_inputs, plan_units, source_name
 from facial_emotion.batch.work import AnalyzerOptions
 from facial_emotion.extras import install_hint
 from facial_emotion.results.files import atomic_write_text
@@ -208,6 +208,9 @@ def run_batch(
     units = plan_units(sources, chunk_frames, overlap, max_frames)
     out.mkdir(parents=True, exist_ok=True)
     with job_lock(out):
+        # Again under the lock: a job that ended meanwhile may have recorded the folder's options.
+        recorded = recorded_options(out)
+        check_options(out, recorded, asked)
         record_options(out, recorded, asked)
         try:
             store = open_store(out, fmt)
@@ -216,7 +219,10 @@ def run_batch(
             raise BatchError(
                 f"{out}: a committed table cannot be read ({why}): restore it, or choose a new --out"
             ) from None
-        pending = [u for u in units if not is_done(u, store.done)]
+        store.prune_errors(canonical_name)
+        done = {(canonical_name(name), chunk) for name, chunk in store.done}
+        legacy = any("\ufffd" in name for name, _ in store.done)
+        pending = [u for u in units if not is_done(u, done, legacy)]
         report = JobReport(out, len(units), len(units) - len(pending), empty=empty)
         if pending:
             _run(
@@ -232,23 +238,24 @@ def run_batch(
                 commit_every,
                 progress,
             )
-            store.prune_errors()  # a source that failed before and is done now has no error left
+            store.prune_errors(canonical_name)  # a source that failed before and is done now: no error
         return report
 
 
-def is_done(unit: Unit, done: set[tuple[str, int]]) -> bool:
-    """Whether ``unit`` is among the committed ``done`` (source, chunk) pairs, under its name or, in a
-    folder from before it, a former spelling of that name."""
-    names = [safe_name(unit.source)]
-    if any("\ufffd" in name for name, _ in done):
-        # a folder from before names kept their bytes names some sources with U+FFFD: there, and only
-        # there (the former spelling merges names), a source may be done under its former name
-        names.append(former_safe_name(unit.source))
-    if "://" not in unit.source and any("://" not in name and not os.path.isabs(name) for name, _ in done):
-        # a folder from before sources were named by absolute path: relative names, as a re-run
-        # from the same folder spells them
-        names.append(safe_name(os.path.relpath(unit.source)))
-    return any((name, unit.chunk) in done for name in names)
+def canonical_name(name: str) -> str:
+    """A committed source name as this version names sources: a folder from before names were
+    absolute holds them as typed (``./a.jpg``, ``lists/../a.jpg``), relative to the folder the job
+    ran in, which a re-run from there is taken to be."""
+    return name if "://" in name or os.path.isabs(name) else source_name(name)
+
+
+def is_done(unit: Unit, done: set[tuple[str, int]], legacy: bool) -> bool:
+    """Whether ``unit`` is among the committed ``done`` (canonical source, chunk) pairs, under its
+    name or, where ``legacy`` (a folder from before names kept their bytes, which named some sources
+    with U+FFFD: there, and only there, since that spelling merges names), its former name."""
+    if (safe_name(unit.source), unit.chunk) in done:
+        return True
+    return legacy and (former_safe_name(unit.source), unit.chunk) in done
 
 
 def _run(
@@ -299,11 +306,14 @@ def _run(
                     store.commit(store.new_commit(), sources_rows, errors, rows, columns)
                     report.errors += errors
             except BrokenProcessPool:
+                local.close(now=True)
                 raise BatchError(
                     "a worker process died (out of memory?); what was committed is kept: run again to go on"
                 ) from None
-            finally:
-                local.close()
+            except BaseException:  # Ctrl-C, SIGTERM, an error: nothing running would be committed
+                local.close(now=True)
+                raise
+            local.close()
         else:
             from facial_emotion.batch.ray_engine import RayEngine, RayUnavailable
 

@@ -67,6 +67,12 @@ class LocalEngine:
             for future in as_completed([self.pool.submit(_analyze, u) for u in units]):
                 yield future.result()
 
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, now: bool = False) -> None:
+        """``now``: interrupted (Ctrl-C, SIGTERM): the units running would not be committed, so they
+        are stopped, not waited for (a long video held a terminated job past `docker stop`'s grace)."""
+        if self.pool is None:
+            return
+        if now:
+            for child in multiprocessing.active_children():  # this job's workers
+                child.terminate()
+        self.pool.shutdown(wait=not now, cancel_futures=True)

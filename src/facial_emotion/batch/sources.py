@@ -1,7 +1,7 @@
 """What a batch job reads: inputs (files, folders, globs, manifests) -> sources -> units of work.
 
 A manifest is a ``.txt`` (one path or URI a line, ``#`` comments) or a ``.csv`` (the column ``path``,
-``source`` or ``uri``, else the first one, under a header row if the first names no photo or video)
+``source`` or ``uri``, else the first one, under a header row if the first is a bare word)
 list; relative paths in it are relative to the manifest.
 A unit of work is a photo, a whole video, or (``chunk_frames``) a frame range of a video.
 
@@ -41,11 +41,12 @@ def read_manifest(path: Path) -> list[str]:
             return []
         header = [h.strip().lower() for h in rows[0]]
         col = next((header.index(c) for c in MANIFEST_COLUMNS if c in header), None)
-        # No known header: the first column, every row but a first one that names no photo or video
-        # (a header of another name, "filename": it was reported as a missing file on every run).
+        # No known header: the first column, every row but a first that is a bare word ("filename",
+        # a header of another name, was reported as a missing file on every run): with a suffix,
+        # a folder or a scheme it is a source (a URL, a photo of any type).
         first = rows[0][0].strip() if rows[0] else ""
-        named_media = Path(first.split("?", 1)[0]).suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
-        body = rows[1:] if col is not None or not named_media else rows
+        titled = not any(ch in first for ch in "./\\:") and first != ""
+        body = rows[1:] if col is not None or titled else rows
         items = [r[col or 0].strip() for r in body if r and len(r) > (col or 0)]
     else:  # a .txt: "#" starts a comment line (a CSV's cells are names, "#1.jpg" one of them)
         items = [line.strip() for line in text.splitlines() if not line.strip().startswith("#")]
@@ -54,8 +55,15 @@ def read_manifest(path: Path) -> list[str]:
 
 
 def source_name(item: str) -> str:
-    """A source's one name: a URI as given, a local path absolute and normalised (module docstring)."""
-    return item if "://" in item else os.path.abspath(item)
+    """A source's one name: a URI as given, a local path absolute and normalised (module docstring).
+    Where ``..`` follows a linked folder, taking it out by the letters names another file: then the
+    link is resolved instead."""
+    if "://" in item:
+        return item
+    name = os.path.abspath(item)
+    if ".." not in Path(item).parts or not os.path.exists(item):
+        return name
+    return name if os.path.exists(name) and os.path.samefile(name, item) else os.path.realpath(item)
 
 
 def media_in(folder: Path) -> list[str]:

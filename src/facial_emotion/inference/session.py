@@ -46,6 +46,15 @@ from facial_emotion.inference.pipeline import Face
 DEFAULT_MIN_DURATION_S = 1.0
 DEFAULT_HOLD_S = 10.0
 DEFAULT_MAX_GAP_S = 1.0
+# Where frames come further apart than a second (video --every 30), a gap is this many intervals.
+GAP_INTERVALS = 2.5
+
+
+def gap_limit(usual_interval: float, max_gap_s: float = DEFAULT_MAX_GAP_S) -> float:
+    """How long a person may go unseen and still be there: the gap rule (module docstring)."""
+    return max(max_gap_s, GAP_INTERVALS * usual_interval)
+
+
 SWITCH_SHARE = 0.6  # share of the window's frames an emotion needs to become the current one
 
 
@@ -180,8 +189,8 @@ class Session:
     def _fit_to_intervals(self) -> None:
         if self.intervals:
             usual = float(np.median(self.intervals))
-            self.gap_limit = max(self.max_gap_s, 2.5 * usual)
-            self.window_s = max(self.min_duration_s, 2.5 * usual) if self.min_duration_s else 0.0
+            self.gap_limit = gap_limit(usual, self.max_gap_s)
+            self.window_s = max(self.min_duration_s, GAP_INTERVALS * usual) if self.min_duration_s else 0.0
 
     def update(self, time_s: float, faces: list[Face]) -> list[EmotionEvent]:
         """The faces of the frame at ``time_s`` (tracked: ``track_id`` set) -> the events they fire."""

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from facial_emotion.arguments import whole_number
-from facial_emotion.inference.decode import IMAGE_SUFFIXES, ImageError, check_regular_file
+from facial_emotion.inference.decode import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageError, check_regular_file
 from facial_emotion.inference.pipeline import EmotionRecognizer, Face
 from facial_emotion.inference.session import DEFAULT_HOLD_S, EmotionEvent, PersonSummary
 from facial_emotion.inference.stream import FaceStream
@@ -87,20 +87,15 @@ def open_capture(source: str | int) -> cv2.VideoCapture:
     return cap
 
 
-# Network sources that give frames as they happen: their frames are timed by the clock. A file
-# fetched over http(s) has its own times, as on disk (it was timed by how fast it was analysed).
-LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "rtp", "srt", "udp", "tcp"})
-LIVE_PLAYLISTS = (".m3u8", ".mpd")  # HLS and DASH: live streams served over http(s)
-
-
 def is_live(source: str | int) -> bool:
-    """A camera or a live stream (timed by the clock, no end), not a file (timed by its frames)."""
+    """A camera or a live stream, timed by the clock and without an end: a camera index, or a URL
+    but one naming a video file (``http://host/talk.mp4``: timed by its frames as on disk; it was
+    timed by how fast it was analysed). An IP camera's ``http://host/video.mjpg``, rtsp://, HLS
+    playlists and the like are live."""
     if is_camera(source):
         return True
-    scheme, sep, rest = str(source).partition("://")
-    return bool(sep) and (
-        scheme.lower() in LIVE_SCHEMES or rest.split("?", 1)[0].lower().endswith(LIVE_PLAYLISTS)
-    )
+    _, sep, rest = str(source).partition("://")
+    return bool(sep) and Path(rest.split("?", 1)[0]).suffix.lower() not in VIDEO_SUFFIXES
 
 
 def frames(cap: cv2.VideoCapture) -> Iterator[np.ndarray]:

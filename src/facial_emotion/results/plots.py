@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facial_emotion.inference.session import PersonSummary
+from facial_emotion.inference.session import PersonSummary, gap_limit
 from facial_emotion.inference.video import VideoResult
 from facial_emotion.labels import color_rgb
 from facial_emotion.results.files import atomic_write_bytes
@@ -24,9 +24,10 @@ def plot_timeline(result: VideoResult, path: Path, classes: list[str]) -> None:
     ids = sorted({r.face.track_id or 0 for r in result.timeline})
     n = max(1, len(ids))
     fig, axes = plt.subplots(n, 1, figsize=(10, 2.4 * n), squeeze=False, sharex=True)
-    # A face away for longer than a few analysed frames is a gap in its lines, not a slope across it.
+    # A face away for longer than the timeline's gap rule is a gap in its lines, not a slope across it
+    # (the usual interval from the frames with faces: the result keeps no others).
     times = np.unique([r.time_s for r in result.timeline])
-    gap = max(1.0, 2.5 * float(np.median(np.diff(times)))) if len(times) > 1 else np.inf
+    gap = gap_limit(float(np.median(np.diff(times)))) if len(times) > 1 else np.inf
     for ax, tid in zip(axes[:, 0], ids, strict=False):
         rows = [r for r in result.timeline if (r.face.track_id or 0) == tid]
         t = np.array([r.time_s for r in rows])

@@ -23,7 +23,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -116,17 +116,18 @@ class Store:
         atomic_write_text(self.out / "commits" / f"{commit}.json", json.dumps(marker) + "\n")
         self.done.update((s["source"], int(s["chunk"])) for s in sources)
 
-    def prune_errors(self) -> None:
+    def prune_errors(self, name: Callable[[str], str] = str) -> None:
         """``errors/`` as it stands: a unit's latest failure, none for a unit done since (a file fixed
         and run again). Each run added its failures, so a unit failed twice had two rows, and one
         fixed kept its old error beside its new rows. Each file is rewritten whole (atomically) or
-        removed: a kill half-way leaves some pruned and the rest to the next run."""
+        removed: a kill half-way leaves some pruned and the rest to the next run. ``name``: a source's
+        name as the job compares them (older folders' relative names made absolute)."""
         files = table_files(self.out, "errors")  # in commit order: the names start with the time
-        later: set[tuple[str, int]] = set(self.done)  # a unit failed in a later commit, or done
+        later = {(name(s), c) for s, c in self.done}  # a unit failed in a later commit, or done
         for path in reversed(files):
             rows = list(_read_rows(path))
-            keep = [r for r in rows if (r["source"], int(r["chunk"])) not in later]
-            later.update((r["source"], int(r["chunk"])) for r in rows)
+            keep = [r for r in rows if (name(r["source"]), int(r["chunk"])) not in later]
+            later.update((name(r["source"]), int(r["chunk"])) for r in rows)
             if not keep:
                 path.unlink()
             elif len(keep) < len(rows):
@@ -148,7 +149,6 @@ def open_store(out: Path, fmt: str) -> Store:
     store = Store(out, fmt)
     for row in read_table(out, "sources"):
         store.done.add((row["source"], int(row["chunk"])))
-    store.prune_errors()
     return store
 
 

@@ -104,8 +104,11 @@ def job_lock(out: Path) -> Iterator[None]:
     """One job at a time per folder: two at once each took the other's units (rows twice) and each
     one's start cleared the other's commit in progress. The lock dies with its process: a killed
     job leaves none behind."""
-    import fcntl
-
+    try:
+        import fcntl
+    except ImportError:  # not POSIX (Windows): one job at a time is the user's to keep
+        yield
+        return
     with (out / LOCK_FILE).open("a") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -119,3 +119,16 @@ def model_with_description(tmp_path: Path, name: str, **changes: object) -> Path
     out = tmp_path / f"{name}.onnx"
     write_model(out, source.read_bytes(), {**EmotionClassifier(source).metadata, **changes})
     return out
+
+
+def poll(check, timeout_s: float = 10.0) -> bool:
+    """True once ``check()`` is; False after ``timeout_s``. (Playwright's wait_for_function evaluates
+    a string in the page, which the page's CSP forbids; a child process is watched the same way.)"""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True

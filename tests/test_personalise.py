@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the service needs the [serve] extra")
 import httpx  # noqa: E402
-from conftest import MEDIA, model_with_description, need_shared  # noqa: E402
+from conftest import MEDIA, model_with_description, need_shared, poll  # noqa: E402
 
 from facial_emotion.cli import main  # noqa: E402
 from facial_emotion.feedback import FeedbackError, count_corrections, load_feedback  # noqa: E402
@@ -27,17 +26,6 @@ PHOTOS = ["two_people.jpg", "justin.jpg", "obama-720p.jpg", "32bit.png", "obama_
 def post_photo(url: str, path: Path, **params: str) -> httpx.Response:
     with path.open("rb") as f:
         return httpx.post(url, params=params, files={"file": (path.name, f)}, timeout=60)
-
-
-def poll(check, timeout_s: float = 10.0) -> bool:
-    """True once ``check()`` is; False after ``timeout_s``. (Playwright's wait_for_function evaluates
-    a string in the page, which the page's CSP forbids.)"""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def test_feedback_is_off_by_default_and_refuses_bad_corrections(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import need_shared, run_cli
+from conftest import need_shared, poll, run_cli
 
 from facial_emotion import EmotionRecognizer
 from facial_emotion.inference.video import VideoError, analyze_video
@@ -164,17 +164,6 @@ def test_time_seen_never_runs_past_the_end_of_the_file() -> None:
     assert every.seconds == pytest.approx(60 / sparse.fps, abs=1e-6)
 
 
-def _wait_for(check, timeout_s: float = 120.0) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
 def test_ctrl_c_stops_a_windowless_webcam_with_its_summary_and_sigterm_leaves_no_temp_file(
     tmp_path: Path,
 ) -> None:
@@ -195,7 +184,7 @@ def test_ctrl_c_stops_a_windowless_webcam_with_its_summary_and_sigterm_leaves_no
         text=True,
     )
     # Interrupted once it runs (the model loaded: frames are being analysed, the file lasts 15 s).
-    assert _wait_for(lambda: webcam.poll() is not None or _children_cpu(webcam.pid) > 3.0)
+    assert poll(lambda: webcam.poll() is not None or _children_cpu(webcam.pid) > 3.0, 120)
     webcam.send_signal(signal.SIGINT)
     out, err = webcam.communicate(timeout=60)
     assert webcam.returncode == 0, err
@@ -209,7 +198,7 @@ def test_ctrl_c_stops_a_windowless_webcam_with_its_summary_and_sigterm_leaves_no
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert _wait_for(lambda: video_job.poll() is not None or any(tmp_path.glob(".annotated.mp4.*")))
+    assert poll(lambda: video_job.poll() is not None or any(tmp_path.glob(".annotated.mp4.*")), 120)
     video_job.send_signal(signal.SIGTERM)
     _, err = video_job.communicate(timeout=60)
     assert video_job.returncode == 128 + signal.SIGTERM and "terminated" in err and "Traceback" not in err

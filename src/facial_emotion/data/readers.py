@@ -349,6 +349,10 @@ def ignored_folders(path: Path, layout: str) -> list[Path]:
 # --- entry point --------------------------------------------------------------------------------
 
 
+# (file, labels, rows skipped) already warned about in this process: see load_dataset.
+_SAID_SKIPPED: set[tuple[str, str, int]] = set()
+
+
 def load_dataset(
     path: str | Path,
     labels: str = "fer2013",
@@ -407,7 +411,9 @@ def load_dataset(
         ds = apply_ferplus(ds, votes, classes=ferplus_classes)
     if len(ds) == 0:
         raise DatasetError(f"{path}: dataset is empty")
-    if ds.skipped:
+    said = (str(path), labels, ds.skipped)
+    if ds.skipped and said not in _SAID_SKIPPED:
+        _SAID_SKIPPED.add(said)  # once a process: `quantize` read one file five times, and said it five
         shown = "; ".join(ds.warnings[:3])
         log.warning(
             "%s: skipped %d unusable row(s) or file(s)%s",

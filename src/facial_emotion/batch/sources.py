@@ -6,8 +6,8 @@ list; relative paths in it are relative to the manifest.
 A unit of work is a photo, a whole video, or (``chunk_frames``) a frame range of a video.
 
 A local source is named by its absolute path, ``..`` and ``.`` taken out (links kept as named): the
-name is the job's key for what is done, so one file must have one name whatever folder the job was
-started from and however it was spelled.
+name is the job's key for what is done, so one file has one name whatever folder the job was started
+from and however ``./`` and ``..`` spell it (a path through a link is a name of its own).
 """
 
 from __future__ import annotations
@@ -66,9 +66,10 @@ def source_name(item: str) -> str:
     return name if os.path.exists(name) and os.path.samefile(name, item) else os.path.realpath(item)
 
 
-def media_in(folder: Path) -> list[str]:
-    """The photos and videos in ``folder`` and its subfolders, by name (``media_files``)."""
-    return media_files(folder, IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+def media_in(folder: Path, seen: set[str]) -> list[str]:
+    """The photos and videos in ``folder`` and its subfolders, by name (``media_files``; ``seen``:
+    the real folders the inputs walked already)."""
+    return media_files(folder, IMAGE_SUFFIXES | VIDEO_SUFFIXES, seen)
 
 
 def expand_inputs(items: list[str]) -> tuple[list[str], list[str]]:
@@ -78,14 +79,16 @@ def expand_inputs(items: list[str]) -> tuple[list[str], list[str]]:
     folder would: the photos and videos it matches and those in the folders it matches."""
     out: list[str] = []
     empty: list[str] = []
+    walked: set[str] = set()  # real folders, once for all the inputs (a glob's matches too)
     for item in items:
         p = Path(item)
         if "://" in item:
             out.append(item)
         elif p.is_dir():
-            found = media_in(p)
+            again = os.path.realpath(p) in walked  # named twice, or inside a folder named before
+            found = media_in(p, walked)
             out += found
-            if not found:
+            if not found and not again:
                 empty.append(item)
         elif p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES:
             out += read_manifest(p)
@@ -94,7 +97,11 @@ def expand_inputs(items: list[str]) -> tuple[list[str], list[str]]:
             media = IMAGE_SUFFIXES | VIDEO_SUFFIXES
             for m in matches:
                 out += (
-                    media_in(Path(m)) if Path(m).is_dir() else [m] if Path(m).suffix.lower() in media else []
+                    media_in(Path(m), walked)
+                    if Path(m).is_dir()
+                    else [m]
+                    if Path(m).suffix.lower() in media
+                    else []
                 )
             if not matches:
                 out.append(item)  # reported as not found

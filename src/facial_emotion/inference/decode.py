@@ -54,13 +54,14 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".t
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 
 
-def media_files(folder: Path, suffixes: frozenset[str]) -> list[str]:
+def media_files(folder: Path, suffixes: frozenset[str], seen: set[str] | None = None) -> list[str]:
     """The files named with one of ``suffixes`` in ``folder`` and its subfolders, sorted. Linked
     folders are followed (each real folder once, so a link loop ends: they were skipped without a
-    word), a link to nothing is listed (to be reported missing, not dropped), and FIFOs, devices and
-    sockets are left out (opening a FIFO blocks)."""
+    word; ``seen``: the real folders walked already, shared by the calls for one list of inputs), a
+    link to nothing is listed (to be reported missing, not dropped), and FIFOs, devices and sockets
+    are left out (opening a FIFO blocks)."""
     found: list[str] = []
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
     for root, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
         if real in seen:

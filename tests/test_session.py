@@ -274,3 +274,9 @@ def test_an_absence_before_the_first_emotion_is_a_hole_too() -> None:
     sampled.update(1.0, [face("happy", track_id=2)])
     first, second = sampled.summary(end_s=2.0)
     assert first.seconds == second.seconds == 1.0
+    live = Session(list(EMOTIONS))  # a camera: no interval known ahead
+    live.update(0.0, [face("fear", track_id=1)])
+    for i in range(1, 10):
+        live.update(i / FPS, [face("happy", track_id=2)])
+    first, _ = live.summary()
+    assert first.seconds == pytest.approx(1 / FPS)

@@ -287,7 +287,10 @@ class Session:
             out = []
             for tid in sorted(self.people):
                 p = self.people[tid]
-                last = p.step if end_s is None else min(p.step, max(0.0, end_s - p.last_t))
+                # one seen in a live stream's first frame alone has no interval of their own: the
+                # stream's (0 s before)
+                step = p.step or self.step
+                last = step if end_s is None else min(step, max(0.0, end_s - p.last_t))
                 seconds = p.seconds.copy()
                 seconds[self.index[p.last_label]] += last  # the last frame counts one interval
                 total = float(seconds.sum())

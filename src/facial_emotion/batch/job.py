@@ -92,7 +92,7 @@ def is_foreign_folder(out: Path) -> bool:
     folders are never touched, and a job's own (commit-stamped) files are its to clear, the hidden
     temp files of a commit that was being written when the job was killed among them."""
     return any(
-        not COMMIT_NAME.match(entry.name[1:] if entry.name.startswith(".") else entry.name)
+        not COMMIT_NAME.match(entry.name.removeprefix("."))
         for table in TABLES
         if (out / table).is_dir()
         for entry in (out / table).iterdir()
@@ -308,13 +308,12 @@ def _run(
                         advance(1, result.frames, len(result.rows))
                     store.commit(store.new_commit(), sources_rows, errors, rows, columns)
                     report.errors += errors
-            except BrokenProcessPool:
+            except BaseException as e:  # Ctrl-C, SIGTERM, a dead worker: nothing running would be committed
                 local.close(now=True)
-                raise BatchError(
-                    "a worker process died (out of memory?); what was committed is kept: run again to go on"
-                ) from None
-            except BaseException:  # Ctrl-C, SIGTERM, an error: nothing running would be committed
-                local.close(now=True)
+                if isinstance(e, BrokenProcessPool):
+                    raise BatchError(
+                        "a worker process died (out of memory?); what was committed is kept: run again to go on"
+                    ) from None
                 raise
             local.close()
         else:

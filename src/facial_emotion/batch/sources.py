@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from facial_emotion.data.readers import IMAGE_SUFFIXES
-from facial_emotion.inference.decode import VIDEO_SUFFIXES, media_files
+from facial_emotion.inference.decode import IMAGE_SUFFIXES, VIDEO_SUFFIXES, media_files
 
+MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES  # what a batch analyses
 MANIFEST_SUFFIXES = {".txt", ".csv"}
 MANIFEST_COLUMNS = ("path", "source", "uri")
 
@@ -69,7 +69,7 @@ def source_name(item: str) -> str:
 def media_in(folder: Path, seen: set[str]) -> list[str]:
     """The photos and videos in ``folder`` and its subfolders, by name (``media_files``; ``seen``:
     the real folders the inputs walked already)."""
-    return media_files(folder, IMAGE_SUFFIXES | VIDEO_SUFFIXES, seen)
+    return media_files(folder, MEDIA_SUFFIXES, seen)
 
 
 def expand_inputs(items: list[str]) -> tuple[list[str], list[str]]:
@@ -94,15 +94,11 @@ def expand_inputs(items: list[str]) -> tuple[list[str], list[str]]:
             out += read_manifest(p)
         elif any(ch in item for ch in "*?[") and not p.exists():
             matches = sorted(glob.glob(item, recursive=True))
-            media = IMAGE_SUFFIXES | VIDEO_SUFFIXES
             for m in matches:
-                out += (
-                    media_in(Path(m), walked)
-                    if Path(m).is_dir()
-                    else [m]
-                    if Path(m).suffix.lower() in media
-                    else []
-                )
+                if Path(m).is_dir():
+                    out += media_in(Path(m), walked)
+                elif Path(m).suffix.lower() in MEDIA_SUFFIXES:
+                    out.append(m)
             if not matches:
                 out.append(item)  # reported as not found
         else:

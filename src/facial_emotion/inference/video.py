@@ -44,6 +44,7 @@ class VideoResult:
     frames_read: int = 0
     frames_analyzed: int = 0
     frames_expected: int | None = None  # from the container (frame count, or duration x fps); files only
+    end_s: float | None = None  # a file: where its last frame read ends (a damaged stretch counted)
     seconds: float = 0.0
     timeline: list[TimelineRow] = field(default_factory=list)
     summary: list[PersonSummary] = field(default_factory=list)  # per person: see inference.session
@@ -253,6 +254,7 @@ def analyze_video(
         raise VideoError(f"{source}: no frame could be decoded (corrupt or unsupported video)")
     result.seconds = time.perf_counter() - t0
     # a file ends with its last frame read; a camera or stream has no end to cut at
-    result.summary = stream.summary(None if live else end / result.fps)
+    result.end_s = None if live else end / result.fps
+    result.summary = stream.summary(result.end_s)
     result.events = stream.session.events
     return result

@@ -38,8 +38,7 @@ def plot_timeline(result: VideoResult, path: Path, classes: list[str]) -> None:
             ax.plot(np.insert(t, breaks, np.nan), np.insert(scores, breaks, np.nan), label=c, color=color)
         ax.set(ylabel=f"face #{tid}", ylim=(0, 1))
     # The whole video's time: a face seen once, or none, drew on a made-up axis (with a warning).
-    end = result.frames_read / result.fps if result.fps else 0.0
-    axes[-1, 0].set_xlim(0, max(end, float(times.max()) if len(times) else 0.0, 1e-3))
+    axes[-1, 0].set_xlim(0, max(result.end_s or 0.0, float(times.max()) if len(times) else 0.0, 1e-3))
     if ids:
         axes[0, 0].legend(ncol=7, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 1.35))
     else:

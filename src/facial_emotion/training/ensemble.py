@@ -23,7 +23,7 @@ INPUT, OUTPUT = "pixels", "logits"  # the names training/export.py gives every m
 PROB_FLOOR = 1e-30  # log(0) would put -inf in the logits
 
 
-def _member_summary(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+def _member_summary(path: Path, meta: dict[str, Any], digest: str) -> dict[str, Any]:
     keys = (
         "arch",
         "parameters",
@@ -36,7 +36,7 @@ def _member_summary(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
     )
     return {
         "file": path.name,
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "sha256": digest,
         **{k: meta[k] for k in keys if k in meta},
     }
 
@@ -120,7 +120,7 @@ def build_ensemble(members: list[Path], out: Path) -> dict[str, Any]:
     from facial_emotion.inference.classifier import EmotionClassifier
     from facial_emotion.model_file import ModelFileError
 
-    seen: dict[str, Path] = {}
+    seen: dict[str, Path] = {}  # each member's SHA-256 -> its file
     for path in members:
         try:  # the classifier's checks, graph against description: a member whose graph gives 8
             EmotionClassifier(path, threads=1)  # outputs for 7 classes failed as "does not load"
@@ -138,7 +138,7 @@ def build_ensemble(members: list[Path], out: Path) -> dict[str, Any]:
                 raise CheckpointError(
                     f"{path}: {key} {meta.get(key)} differs from {members[0]}'s {first.get(key)}"
                 )
-    summaries = [_member_summary(p, m) for p, (_, m) in zip(members, loaded, strict=True)]
+    summaries = [_member_summary(p, m, d) for p, (_, m), d in zip(members, loaded, seen, strict=True)]
     meta = make_metadata(
         classes=first["classes"],
         face_size=first["face_size"],

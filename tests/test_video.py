@@ -283,3 +283,54 @@ def test_a_damaged_stretch_is_skipped_and_the_frames_after_it_keep_their_times(t
     run_batch([str(damaged)], tmp_path / "batch")
     frames = sorted(int(r["frame"]) for r in read_table(tmp_path / "batch", "faces"))
     assert frames[-1] == 463 and len(frames) == len(times)
+
+
+def write_variable_rate_video(path: Path, frame: np.ndarray, times: list[float]) -> None:
+    """An H.264 MP4 whose frames carry the given timestamps (OpenCV's writer makes constant-rate
+    files only)."""
+    import fractions
+
+    import av
+
+    height, width = frame.shape[0] // 2 * 2, frame.shape[1] // 2 * 2  # yuv420p wants even sizes
+    frame = np.ascontiguousarray(frame[:height, :width])
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for t in times:
+            picture = av.VideoFrame.from_ndarray(frame, format="bgr24")
+            picture.pts, picture.time_base = round(t * 1000), fractions.Fraction(1, 1000)
+            for packet in stream.encode(picture):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def test_a_variable_frame_rate_video_is_timed_by_its_frames_own_timestamps(tmp_path: Path) -> None:
+    """Phones lower the frame rate in dim light. Frames were timed index / fps (the container's
+    average rate): in this clip (2 s at 30 fps, then 4 s at 5 fps) up to 2.1 s off, and the person
+    was seen 5.5 of its 5.9 s. Each frame now has its own time, in ``video`` and in ``batch`` (whose
+    frame ranges agree on the frames at their edges), and ``every`` samples by time."""
+    from facial_emotion.batch.job import run_batch
+    from facial_emotion.results.tables import read_table
+
+    photo = cv2.imread(str(need_shared("media", "justin.jpg")))
+    times = [i / 30 for i in range(60)] + [2 + i / 5 for i in range(20)]
+    clip = tmp_path / "phone.mp4"
+    write_variable_rate_video(clip, cv2.resize(photo, None, fx=0.5, fy=0.5), times)
+    recognizer = EmotionRecognizer()
+    result = analyze_video(recognizer, clip)
+    assert result.frames_read == 80 and result.fps < 20  # the average rate
+    assert [row.time_s for row in result.timeline] == pytest.approx(times, abs=1e-3)
+    assert [row.frame for row in result.timeline] == sorted({row.frame for row in result.timeline})
+    (person,) = result.summary
+    assert person.seconds == pytest.approx(5.8 + 1 / result.fps, abs=0.01)
+
+    sampled = [row.time_s for row in analyze_video(recognizer, clip, every=3).timeline]
+    # one frame in each stretch of 3 intervals at the average rate (0.21 s): at most two apart
+    assert 25 <= len(sampled) <= 32 and max(np.diff(sampled)) < 2 * 3 / result.fps
+
+    run_batch([str(clip)], tmp_path / "batch", chunk_frames=25, overlap=5)
+    rows = sorted(read_table(tmp_path / "batch", "faces"), key=lambda r: float(r["time_s"]))
+    assert [float(r["time_s"]) for r in rows] == pytest.approx(times, abs=1e-3)
+    assert len({int(r["frame"]) for r in rows}) == 80  # no frame twice or lost at a range's edge

@@ -113,7 +113,13 @@ class Analyzer:
         import cv2
 
         from facial_emotion.inference.stream import FaceStream
-        from facial_emotion.inference.video import VideoError, numbered_frames, open_capture, video_fps
+        from facial_emotion.inference.video import (
+            EveryNth,
+            VideoError,
+            numbered_frames,
+            open_capture,
+            video_fps,
+        )
 
         opts, classes = self.options, self.recognizer.classes
         cap = open_capture(unit.source)
@@ -123,19 +129,23 @@ class Analyzer:
             if first:
                 cap.set(cv2.CAP_PROP_POS_FRAMES, first)  # frame-exact in OpenCV's FFmpeg backend
             stream = FaceStream(self.recognizer, detect_every=opts.detect_every, smoothing=opts.smoothing)
+            take = EveryNth(opts.every, fps)
             rows: list[dict[str, Any]] = []
             analysed = 0
-            for index, frame in numbered_frames(cap, fps, start=first):
-                if unit.stop is not None and index >= unit.stop:
+            for index, time_s, frame in numbered_frames(cap, fps, start=first):
+                # A frame's range is decided by its time alone (its place at the container's rate,
+                # as OpenCV seeks), so neighbouring ranges of a variable-rate video agree on it.
+                place = round(time_s * fps)
+                if unit.stop is not None and place >= unit.stop:
                     break
-                if index % opts.every:
+                if not take(index, time_s):
                     continue
-                faces = stream.process(frame)
-                if index < unit.start:
+                faces = stream.process(frame, time_s)
+                if place < unit.start:
                     continue  # warm-up: state only
                 analysed += 1
                 for face in faces:
-                    row = batch_row(unit.source, index, index / fps, face, classes, self.model)
+                    row = batch_row(unit.source, index, time_s, face, classes, self.model)
                     if row["track_id"] is not None:  # the tracker's own Face objects stay as they are
                         row["track_id"] += unit.chunk * TRACK_ID_STRIDE
                     rows.append(row)

@@ -111,13 +111,21 @@ def frames(cap: cv2.VideoCapture) -> Iterator[np.ndarray]:
 MAX_BAD_FRAMES = 300
 
 
-def numbered_frames(cap: cv2.VideoCapture, fps: float, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-    """(index, frame) for each frame of a file read from frame ``start`` on. A damaged stretch (frames
-    that do not decode, before the count the container announces) is skipped, up to MAX_BAD_FRAMES
-    in a row: reading stopped at the first one, and the rest of the video was lost. From there on a
-    frame's index comes from its timestamp, so the frames after the stretch keep their times."""
+def numbered_frames(
+    cap: cv2.VideoCapture, fps: float, start: int = 0
+) -> Iterator[tuple[int, float, np.ndarray]]:
+    """(index, time_s, frame) for each frame of a file read from frame ``start`` on.
+
+    The time is the frame's own timestamp. Phones record at a variable rate (fewer frames a second
+    in dim light), and index / fps (the container's average rate) put such a video's frames off by
+    up to a fifth of their time. The index is the frame's place at that rate (time x fps, rounded;
+    one past the last where frames come faster): its number in a constant-rate file, and what
+    ``CAP_PROP_POS_FRAMES`` seeks to in any (OpenCV seeks by time). A file without timestamps is
+    counted. A damaged stretch (frames that do not decode, before the count the container
+    announces) is skipped, up to MAX_BAD_FRAMES in a row (reading stopped at the first, and the rest
+    of the video was lost); the frames after it keep their own times."""
     expected = expected_frames(cap)
-    index, damaged = start, False
+    index, time_s = start - 1, 0.0
     while True:
         ok, frame = cap.read()
         if not ok or frame is None:
@@ -129,12 +137,41 @@ def numbered_frames(cap: cv2.VideoCapture, fps: float, start: int = 0) -> Iterat
                     break
             else:
                 return
-            damaged = True
-        if damaged:  # the decoder may give a frame or two from before the stretch, then jump
-            ms = cap.get(cv2.CAP_PROP_POS_MSEC)
-            index = max(index, round(ms / 1000 * fps)) if ms > 0 else index
-        yield index, frame
-        index += 1
+        index, time_s = _place(cap.get(cv2.CAP_PROP_POS_MSEC), fps, index + 1, time_s)
+        yield index, time_s, frame
+
+
+def _place(ms: float, fps: float, next_index: int, last_t: float) -> tuple[int, float]:
+    """A frame's (index, time) from its timestamp in ms (0: none, or the first frame)."""
+    if ms <= 0:
+        return next_index, max(last_t, next_index / fps)
+    time_s = max(last_t, ms / 1000)  # never backwards: the session needs times in order
+    index = max(next_index, round(time_s * fps))
+    if abs(time_s * fps - index) < 0.01:  # on the rate's grid: the grid's time, as exact as before
+        time_s = max(last_t, index / fps)
+    return index, time_s
+
+
+class EveryNth:
+    """Which frames ``every`` = N analyses. A file's: the first in each stretch of N frame intervals
+    at the container's rate, so a variable-rate video is sampled by time (index % N missed every
+    frame of a stretch whose places skip a number). A live stream's (no time given): every N-th
+    frame read. N = 1: every frame."""
+
+    def __init__(self, every: int, fps: float) -> None:
+        self.every, self.fps = every, fps
+        self.last: int | None = None
+
+    def __call__(self, index: int, time_s: float | None) -> bool:
+        if self.every == 1:
+            return True
+        if time_s is None:
+            return index % self.every == 0
+        stretch = round(time_s * self.fps) // self.every
+        if stretch == self.last:
+            return False
+        self.last = stretch
+        return True
 
 
 # A file that gives fewer frames than its container announces by more than this is damaged or cut.
@@ -186,9 +223,9 @@ def analyze_video(
     photo's file name (.jpg, .png...), bytes and "" are refused (``VideoError``).
     ``on_open(fps)`` is called once the source is open; ``on_frame`` for every frame read, and may
     return False to stop (the webcam quits on 'q'). ``keep_timeline=False`` keeps only the per-person
-    summary and the events (a camera runs for hours). Frame times are index / fps for a file (on
-    disk or over http) and the clock for a camera or live stream (``is_live``), in the timeline and
-    the summary alike; ``on_event`` gets each
+    summary and the events (a camera runs for hours). Frame times are a file's own timestamps (on
+    disk or over http; see ``numbered_frames``) and the clock for a camera or live stream
+    (``is_live``), in the timeline and the summary alike; ``on_event`` gets each
     ``EmotionEvent`` as it fires. ``interrupt_stops``: Ctrl-C ends the reading as 'q' does and the
     result holds what came before (a camera without a window has no other way to stop); otherwise
     KeyboardInterrupt goes up. Bad arguments raise ValueError before the source is opened."""
@@ -207,10 +244,10 @@ def analyze_video(
     live = is_live(source)
     if not live:
         result.frames_expected = expected_frames(cap)
-        stream.session.expect_frame_interval(every / result.fps)  # file times are index / fps
+        stream.session.expect_frame_interval(every / result.fps)  # until the file's own intervals are seen
     bar = None
     faces: list[Face] = []
-    end = 0
+    end_s = 0.0
     t0 = time.perf_counter()
     try:  # from here on the capture is released whatever happens (a camera stays busy otherwise)
         if on_open is not None:
@@ -221,12 +258,18 @@ def analyze_video(
             total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             bar = tqdm(total=total or None, unit="frame", desc=Path(str(source)).name)
         try:
-            numbered = enumerate(frames(cap)) if live else numbered_frames(cap, result.fps)
-            for index, frame in numbered:
+            numbered: Iterator[tuple[int, float | None, np.ndarray]] = (
+                ((i, None, frame) for i, frame in enumerate(frames(cap)))  # live: timed by the clock
+                if live
+                else numbered_frames(cap, result.fps)
+            )
+            take = EveryNth(every, result.fps)
+            for index, time_s, frame in numbered:
                 result.frames_read += 1
-                end = index + 1  # frames in the file up to this one, a damaged stretch included
-                if index % every == 0:
-                    t = time.perf_counter() - t0 if live else index / result.fps
+                if time_s is not None:
+                    end_s = time_s + 1 / result.fps  # the file up to the end of this frame
+                if take(index, time_s):
+                    t = time.perf_counter() - t0 if time_s is None else time_s
                     faces = stream.process(frame, t)
                     result.frames_analyzed += 1
                     if keep_timeline:
@@ -254,7 +297,7 @@ def analyze_video(
         raise VideoError(f"{source}: no frame could be decoded (corrupt or unsupported video)")
     result.seconds = time.perf_counter() - t0
     # a file ends with its last frame read; a camera or stream has no end to cut at
-    result.end_s = None if live else end / result.fps
+    result.end_s = None if live else end_s
     result.summary = stream.summary(result.end_s)
     result.events = stream.session.events
     return result

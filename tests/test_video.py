@@ -308,29 +308,51 @@ def write_variable_rate_video(path: Path, frame: np.ndarray, times: list[float])
 
 def test_a_variable_frame_rate_video_is_timed_by_its_frames_own_timestamps(tmp_path: Path) -> None:
     """Phones lower the frame rate in dim light. Frames were timed index / fps (the container's
-    average rate): in this clip (2 s at 30 fps, then 4 s at 5 fps) up to 2.1 s off, and the person
-    was seen 5.5 of its 5.9 s. Each frame now has its own time, in ``video`` and in ``batch`` (whose
-    frame ranges agree on the frames at their edges), and ``every`` samples by time."""
+    average rate): in a clip of 2 s at 30 fps, then 4 s at 5 fps, up to 2.1 s off, and the person was
+    seen 5.5 of its 5.9 s. Each frame now has its own time, in ``video`` and in ``batch``, and
+    ``every`` samples by time. A batch range of a clip slow at first was reached by seeking past its
+    first frames (OpenCV counts frames): 45 rows of 80. Ranges now give the whole file's rows."""
     from facial_emotion.batch.job import run_batch
+    from facial_emotion.batch.work import AnalyzerOptions
     from facial_emotion.results.tables import read_table
 
-    photo = cv2.imread(str(need_shared("media", "justin.jpg")))
+    face = cv2.resize(cv2.imread(str(need_shared("media", "justin.jpg"))), None, fx=0.5, fy=0.5)
     times = [i / 30 for i in range(60)] + [2 + i / 5 for i in range(20)]
     clip = tmp_path / "phone.mp4"
-    write_variable_rate_video(clip, cv2.resize(photo, None, fx=0.5, fy=0.5), times)
+    write_variable_rate_video(clip, face, times)
     recognizer = EmotionRecognizer()
     result = analyze_video(recognizer, clip)
     assert result.frames_read == 80 and result.fps < 20  # the average rate
     assert [row.time_s for row in result.timeline] == pytest.approx(times, abs=1e-3)
-    assert [row.frame for row in result.timeline] == sorted({row.frame for row in result.timeline})
+    assert [row.frame for row in result.timeline] == list(range(80))  # numbers are counted
     (person,) = result.summary
     assert person.seconds == pytest.approx(5.8 + 1 / result.fps, abs=0.01)
-
     sampled = [row.time_s for row in analyze_video(recognizer, clip, every=3).timeline]
     # one frame in each stretch of 3 intervals at the average rate (0.21 s): at most two apart
     assert 25 <= len(sampled) <= 32 and max(np.diff(sampled)) < 2 * 3 / result.fps
 
-    run_batch([str(clip)], tmp_path / "batch", chunk_frames=25, overlap=5)
-    rows = sorted(read_table(tmp_path / "batch", "faces"), key=lambda r: float(r["time_s"]))
-    assert [float(r["time_s"]) for r in rows] == pytest.approx(times, abs=1e-3)
-    assert len({int(r["frame"]) for r in rows}) == 80  # no frame twice or lost at a range's edge
+    slow_first = tmp_path / "slow_first.mp4"
+    times = [i / 5 for i in range(10)] + [2 + i / 30 for i in range(60)] + [4 + i / 5 for i in range(10)]
+    write_variable_rate_video(slow_first, face, times)
+    for every in (1, 4):
+        options = AnalyzerOptions(every=every)
+        run_batch([str(slow_first)], tmp_path / f"whole{every}", options=options)
+        run_batch([str(slow_first)], tmp_path / f"ranges{every}", options=options, chunk_frames=25, overlap=5)
+        whole, ranges = (
+            sorted(float(r["time_s"]) for r in read_table(tmp_path / f"{name}{every}", "faces"))
+            for name in ("whole", "ranges")
+        )
+        assert ranges == whole and len(whole) == (80 if every == 1 else len(set(whole)))
+    assert whole == pytest.approx(sorted(set(whole))) and 20 <= len(whole) <= 35  # every=4: by time
+
+
+def test_the_frame_clock_goes_on_where_timestamps_start_over() -> None:
+    """Two recordings joined into one .ts: the second half's frames all had the first half's last
+    time, and --every analysed none of them. Small steps back (a damaged file's stray frame) hold."""
+    from facial_emotion.inference.video import FrameClock
+
+    clock = FrameClock(fps=10.0)
+    ms = [0, 1000, 2000, 3000, 50, 1050, 2050, 2000, 3050]
+    times = [clock.place(m)[1] for m in ms]
+    assert times == pytest.approx([0, 1, 2, 3, 3.1, 4.1, 5.1, 5.1, 6.1])
+    assert clock.index == 8  # counted

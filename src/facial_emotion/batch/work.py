@@ -110,7 +110,6 @@ class Analyzer:
         return [batch_row(source, 0, 0.0, f, classes, self.model) for f in faces], 1, 0.0
 
     def _video(self, unit: Unit) -> tuple[list[dict[str, Any]], int, float]:
-        import cv2
 
         from facial_emotion.inference.stream import FaceStream
         from facial_emotion.inference.video import (
@@ -118,6 +117,7 @@ class Analyzer:
             VideoError,
             numbered_frames,
             open_capture,
+            seek_before,
             video_fps,
         )
 
@@ -126,19 +126,19 @@ class Analyzer:
         try:
             fps = video_fps(cap)
             first = unit.start - unit.warmup
-            if first:
-                cap.set(cv2.CAP_PROP_POS_FRAMES, first)  # frame-exact in OpenCV's FFmpeg backend
+            # From a frame before the range: ``every`` then takes the frames a whole-file read takes.
+            landed = seek_before(cap, fps, first - 1) if first else 0
             stream = FaceStream(self.recognizer, detect_every=opts.detect_every, smoothing=opts.smoothing)
             take = EveryNth(opts.every, fps)
             rows: list[dict[str, Any]] = []
             analysed = 0
-            for index, time_s, frame in numbered_frames(cap, fps, start=first):
-                # A frame's range is decided by its time alone (its place at the container's rate,
-                # as OpenCV seeks), so neighbouring ranges of a variable-rate video agree on it.
+            for index, time_s, frame in numbered_frames(cap, fps, start=landed):
+                # A frame's range is decided by its time alone (its place at the container's rate),
+                # so neighbouring ranges of a variable-rate video agree on it.
                 place = round(time_s * fps)
                 if unit.stop is not None and place >= unit.stop:
                     break
-                if not take(index, time_s):
+                if not take(index, time_s) or place < first:
                     continue
                 faces = stream.process(frame, time_s)
                 if place < unit.start:

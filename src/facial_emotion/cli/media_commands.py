@@ -560,7 +560,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_DETECT_EVERY,
         help="full face search every N frames",
     )
-    p.add_argument("--max-frames", type=at_least(1), help="first N frames of each video only")
+    p.add_argument(
+        "--max-frames",
+        type=at_least(1),
+        help="first N frames of each video only (N frame intervals at its frame rate: a variable-rate video is cut by time)",
+    )
     p.add_argument(
         "--chunk-frames",
         type=at_least(0),

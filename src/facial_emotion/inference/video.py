@@ -114,22 +114,16 @@ MAX_BAD_FRAMES = 300
 def numbered_frames(
     cap: cv2.VideoCapture, fps: float, start: int = 0
 ) -> Iterator[tuple[int, float, np.ndarray]]:
-    """(index, time_s, frame) for each frame of a file read from frame ``start`` on.
-
-    The time is the frame's own timestamp. Phones record at a variable rate (fewer frames a second
-    in dim light), and index / fps (the container's average rate) put such a video's frames off by
-    up to a fifth of their time. The index is the frame's place at that rate (time x fps, rounded;
-    one past the last where frames come faster): its number in a constant-rate file, and what
-    ``CAP_PROP_POS_FRAMES`` seeks to in any (OpenCV seeks by time). A file without timestamps is
-    counted. A damaged stretch (frames that do not decode, before the count the container
-    announces) is skipped, up to MAX_BAD_FRAMES in a row (reading stopped at the first, and the rest
-    of the video was lost); the frames after it keep their own times."""
+    """(index, time_s, frame) for each frame of a file read from frame ``start`` on (see
+    ``FrameClock`` for both numbers). A damaged stretch (frames that do not decode, before the count
+    the container announces) is skipped, up to MAX_BAD_FRAMES in a row (reading stopped at the
+    first, and the rest of the video was lost); the frames after it keep their own times."""
     expected = expected_frames(cap)
-    index, time_s = start - 1, 0.0
+    clock = FrameClock(fps, start)
     while True:
         ok, frame = cap.read()
         if not ok or frame is None:
-            if expected is None or index >= expected - 1:
+            if expected is None or clock.index >= expected - 1:
                 return  # the end
             for _ in range(MAX_BAD_FRAMES):
                 ok, frame = cap.read()
@@ -137,26 +131,73 @@ def numbered_frames(
                     break
             else:
                 return
-        index, time_s = _place(cap.get(cv2.CAP_PROP_POS_MSEC), fps, index + 1, time_s)
+            clock.skipped = True  # the decoder may give a frame or two from before the stretch, then jump
+        index, time_s = clock.place(cap.get(cv2.CAP_PROP_POS_MSEC))
         yield index, time_s, frame
 
 
-def _place(ms: float, fps: float, next_index: int, last_t: float) -> tuple[int, float]:
-    """A frame's (index, time) from its timestamp in ms (0: none, or the first frame)."""
-    if ms <= 0:
-        return next_index, max(last_t, next_index / fps)
-    time_s = max(last_t, ms / 1000)  # never backwards: the session needs times in order
-    index = max(next_index, round(time_s * fps))
-    if abs(time_s * fps - index) < 0.01:  # on the rate's grid: the grid's time, as exact as before
-        time_s = max(last_t, index / fps)
-    return index, time_s
+# Timestamps going back further than this start over (recordings joined into one .ts file); less is a
+# decoder's stray frame from before a damaged stretch.
+RESTART_S = 1.0
+
+
+class FrameClock:
+    """A file's frame -> (index, time). The time is the frame's own timestamp: phones record at a
+    variable rate (fewer frames a second in dim light), and index / fps (the container's average
+    rate) put such a video's frames off by up to a fifth of their time. The index is the frame's
+    number, counted; after a damaged stretch (``skipped``), and from a ``start`` reached by seeking,
+    it comes from the time (time x fps, rounded; one past the last where frames come faster), exact
+    in a constant-rate file. A file without timestamps is timed by its count; where its timestamps
+    start over, the time goes on from the frame before."""
+
+    def __init__(self, fps: float, start: int = 0) -> None:
+        self.fps, self.index, self.time_s, self.offset = fps, start - 1, 0.0, 0.0
+        self.skipped = start > 0  # numbers come from times: the frames before were not counted
+
+    def place(self, ms: float) -> tuple[int, float]:
+        """The next frame's (index, time) from its timestamp in ms (0: none, or the first frame)."""
+        fps, last_t = self.fps, self.time_s
+        if ms <= 0:
+            time_s = max(last_t, (self.index + 1) / fps)
+        else:
+            time_s = ms / 1000 + self.offset
+            if time_s < last_t - RESTART_S:
+                self.offset += last_t + 1 / fps - time_s
+                time_s = last_t + 1 / fps
+            time_s = max(last_t, time_s)  # never backwards: the session needs times in order
+        index = max(self.index + 1, round(time_s * fps)) if self.skipped else self.index + 1
+        if abs(time_s - index / fps) < 0.001:  # on the rate's grid (to a container's 1 ms): as before
+            time_s = max(last_t, index / fps)
+        self.index, self.time_s = index, time_s
+        return index, time_s
+
+
+def seek_before(cap: cv2.VideoCapture, fps: float, place: int) -> int:
+    """Put ``cap`` where the next frame read is at or before ``place`` (time x fps, as
+    ``FrameClock``) and return that frame's place. OpenCV's ``CAP_PROP_POS_FRAMES`` counts frames
+    from a key frame: in a variable-rate video it overshot, and a batch range lost the frames in
+    between (45 rows of 80). So an overshoot is tried again from further back."""
+    target = place
+    for _ in range(16):
+        cap.set(cv2.CAP_PROP_POS_FRAMES, target)
+        if target == 0:
+            return 0
+        ok = cap.grab()
+        ms = cap.get(cv2.CAP_PROP_POS_MSEC) if ok else 0.0
+        landed = round(ms / 1000 * fps) if ms > 0 else target
+        if ok and landed <= place:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, target)  # that frame is read again
+            return landed
+        target = max(0, (target - max(1, landed - place)) if ok else target // 2)
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+    return 0
 
 
 class EveryNth:
-    """Which frames ``every`` = N analyses. A file's: the first in each stretch of N frame intervals
-    at the container's rate, so a variable-rate video is sampled by time (index % N missed every
-    frame of a stretch whose places skip a number). A live stream's (no time given): every N-th
-    frame read. N = 1: every frame."""
+    """Which frames ``every`` = N analyses. A file's: a frame whose stretch of N frame intervals at
+    the container's rate (time x fps // N) is not the frame before's, so a variable-rate video is
+    sampled by its time, and a batch range read from one frame before its start takes the frames a
+    whole-file read takes. A live stream's (no time given): every N-th frame read. N = 1: all."""
 
     def __init__(self, every: int, fps: float) -> None:
         self.every, self.fps = every, fps
@@ -168,10 +209,8 @@ class EveryNth:
         if time_s is None:
             return index % self.every == 0
         stretch = round(time_s * self.fps) // self.every
-        if stretch == self.last:
-            return False
-        self.last = stretch
-        return True
+        previous, self.last = self.last, stretch  # every frame read moves it: a range read from
+        return stretch != previous  # one frame before its start decides as a whole-file read
 
 
 # A file that gives fewer frames than its container announces by more than this is damaged or cut.

@@ -45,6 +45,10 @@ class VideoResult:
     frames_analyzed: int = 0
     frames_expected: int | None = None  # from the container (frame count, or duration x fps); files only
     end_s: float | None = None  # a file: where its last frame read ends (a damaged stretch counted)
+    # A file whose frames span its container's duration with no damaged stretch and no gap over
+    # MAX_GAP_S: fewer frames than announced is then a variable rate (the count of a Matroska or WebM
+    # file is duration x a nominal rate), not lost frames.
+    spans_duration: bool = False
     seconds: float = 0.0
     timeline: list[TimelineRow] = field(default_factory=list)
     summary: list[PersonSummary] = field(default_factory=list)  # per person: see inference.session
@@ -112,14 +116,14 @@ MAX_BAD_FRAMES = 300
 
 
 def numbered_frames(
-    cap: cv2.VideoCapture, fps: float, start: int = 0
+    cap: cv2.VideoCapture, fps: float, start: int = 0, clock: FrameClock | None = None
 ) -> Iterator[tuple[int, float, np.ndarray]]:
     """(index, time_s, frame) for each frame of a file read from frame ``start`` on (see
-    ``FrameClock`` for both numbers). A damaged stretch (frames that do not decode, before the count
+    ``FrameClock`` for both numbers; pass one to see its ``skipped`` and ``largest_gap`` after). A damaged stretch (frames that do not decode, before the count
     the container announces) is skipped, up to MAX_BAD_FRAMES in a row (reading stopped at the
     first, and the rest of the video was lost); the frames after it keep their own times."""
     expected = expected_frames(cap)
-    clock = FrameClock(fps, start)
+    clock = clock or FrameClock(fps, start)
     while True:
         ok, frame = cap.read()
         if not ok or frame is None:
@@ -153,6 +157,7 @@ class FrameClock:
     def __init__(self, fps: float, start: int = 0) -> None:
         self.fps, self.index, self.time_s, self.offset = fps, start - 1, 0.0, 0.0
         self.skipped = start > 0  # numbers come from times: the frames before were not counted
+        self.largest_gap = 0.0  # seconds between two frames read
 
     def place(self, ms: float) -> tuple[int, float]:
         """The next frame's (index, time) from its timestamp in ms (0: none, or the first frame)."""
@@ -168,6 +173,7 @@ class FrameClock:
         index = max(self.index + 1, round(time_s * fps)) if self.skipped else self.index + 1
         if abs(time_s - index / fps) < 0.001:  # on the rate's grid (to a container's 1 ms): as before
             time_s = max(last_t, index / fps)
+        self.largest_gap = max(self.largest_gap, time_s - last_t)
         self.index, self.time_s = index, time_s
         return index, time_s
 
@@ -224,10 +230,15 @@ def expected_frames(cap: cv2.VideoCapture) -> int | None:
     return int(count) if 0 < count < 1e9 else None
 
 
+# Frames further apart than this in a file with fewer frames than announced: frames were lost.
+MAX_GAP_S = 1.0
+
+
 def shortfall(result: VideoResult) -> str | None:
-    """A warning naming the file when it gave over 2 % fewer frames than its container announces."""
+    """A warning naming the file when it gave over 2 % fewer frames than its container announces,
+    unless those frames span the file's duration (``spans_duration``)."""
     expected = result.frames_expected
-    if not expected or result.frames_read >= expected * (1 - SHORTFALL_WARNING):
+    if not expected or result.spans_duration or result.frames_read >= expected * (1 - SHORTFALL_WARNING):
         return None
     missing = 1 - result.frames_read / expected
     return (
@@ -297,10 +308,11 @@ def analyze_video(
             total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             bar = tqdm(total=total or None, unit="frame", desc=Path(str(source)).name)
         try:
+            clock = FrameClock(result.fps)
             numbered: Iterator[tuple[int, float | None, np.ndarray]] = (
                 ((i, None, frame) for i, frame in enumerate(frames(cap)))  # live: timed by the clock
                 if live
-                else numbered_frames(cap, result.fps)
+                else numbered_frames(cap, result.fps, clock=clock)
             )
             take = EveryNth(every, result.fps)
             for index, time_s, frame in numbered:
@@ -337,6 +349,15 @@ def analyze_video(
     result.seconds = time.perf_counter() - t0
     # a file ends with its last frame read; a camera or stream has no end to cut at
     result.end_s = None if live else end_s
+    duration = (
+        result.frames_expected or 0
+    ) / result.fps  # the frame count is duration x fps or the other way
+    result.spans_duration = (
+        not live
+        and not clock.skipped
+        and clock.largest_gap <= MAX_GAP_S
+        and abs(end_s - duration) <= SHORTFALL_WARNING * duration
+    )
     result.summary = stream.summary(result.end_s)
     result.events = stream.session.events
     return result

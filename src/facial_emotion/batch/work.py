@@ -114,6 +114,7 @@ class Analyzer:
         from facial_emotion.inference.stream import FaceStream
         from facial_emotion.inference.video import (
             EveryNth,
+            FrameClock,
             VideoError,
             numbered_frames,
             open_capture,
@@ -127,12 +128,12 @@ class Analyzer:
             fps = video_fps(cap)
             first = unit.start - unit.warmup
             # From a frame before the range: ``every`` then takes the frames a whole-file read takes.
-            landed = seek_before(cap, fps, first - 1) if first else 0
+            clock = seek_before(cap, fps, first - 1) if first else FrameClock(fps)
             stream = FaceStream(self.recognizer, detect_every=opts.detect_every, smoothing=opts.smoothing)
             take = EveryNth(opts.every, fps)
             rows: list[dict[str, Any]] = []
             analysed = 0
-            for index, time_s, frame in numbered_frames(cap, fps, start=landed):
+            for index, time_s, frame in numbered_frames(cap, clock):
                 # A frame's range is decided by its time alone (its place at the container's rate),
                 # so neighbouring ranges of a variable-rate video agree on it.
                 place = round(time_s * fps)

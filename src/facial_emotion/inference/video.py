@@ -115,15 +115,13 @@ def frames(cap: cv2.VideoCapture) -> Iterator[np.ndarray]:
 MAX_BAD_FRAMES = 300
 
 
-def numbered_frames(
-    cap: cv2.VideoCapture, fps: float, start: int = 0, clock: FrameClock | None = None
-) -> Iterator[tuple[int, float, np.ndarray]]:
-    """(index, time_s, frame) for each frame of a file read from frame ``start`` on (see
-    ``FrameClock`` for both numbers; pass one to see its ``skipped`` and ``largest_gap`` after). A damaged stretch (frames that do not decode, before the count
-    the container announces) is skipped, up to MAX_BAD_FRAMES in a row (reading stopped at the
-    first, and the rest of the video was lost); the frames after it keep their own times."""
+def numbered_frames(cap: cv2.VideoCapture, clock: FrameClock) -> Iterator[tuple[int, float, np.ndarray]]:
+    """(index, time_s, frame) for each frame of a file read on from where ``cap`` is, numbered and
+    timed by ``clock`` (``FrameClock(fps)`` from the start, or ``seek_before``'s). A damaged stretch
+    (frames that do not decode, before the count the container announces) is skipped, up to
+    MAX_BAD_FRAMES in a row (reading stopped at the first, and the rest of the video was lost); the
+    frames after it keep their own times."""
     expected = expected_frames(cap)
-    clock = clock or FrameClock(fps, start)
     while True:
         ok, frame = cap.read()
         if not ok or frame is None:
@@ -146,26 +144,33 @@ RESTART_S = 1.0
 
 
 class FrameClock:
-    """A file's frame -> (index, time). The time is the frame's own timestamp: phones record at a
-    variable rate (fewer frames a second in dim light), and index / fps (the container's average
-    rate) put such a video's frames off by up to a fifth of their time. The index is the frame's
-    number, counted; after a damaged stretch (``skipped``), and from a ``start`` reached by seeking,
-    it comes from the time (time x fps, rounded; one past the last where frames come faster), exact
-    in a constant-rate file. A file without timestamps is timed by its count; where its timestamps
-    start over, the time goes on from the frame before."""
+    """A file's frame -> (index, time). The time is the frame's own timestamp, from the file's first
+    frame's (which B-frames put a frame or two in, in some files): phones record at a variable rate
+    (fewer frames a second in dim light), and index / fps (the container's average rate) put such a
+    video's frames off by up to a fifth of their time. The index is the frame's number, counted;
+    after a damaged stretch (``skipped``), and from a ``start`` reached by seeking, it comes from the
+    time (time x fps, rounded; one past the last where frames come faster): exact in a constant-rate
+    file, an estimate in a variable-rate one. A file without timestamps is timed by its count; where
+    its timestamps start over, the time goes on from the frame before."""
 
-    def __init__(self, fps: float, start: int = 0) -> None:
+    def __init__(self, fps: float, start: int = 0, origin_ms: float | None = None) -> None:
         self.fps, self.index, self.time_s, self.offset = fps, start - 1, 0.0, 0.0
+        self.origin_ms = origin_ms  # the first frame's timestamp; None: the next frame read is the first
+        self.timed = False  # a timestamp seen: frames without one then follow it
         self.skipped = start > 0  # numbers come from times: the frames before were not counted
+        self.frames = 0
         self.largest_gap = 0.0  # seconds between two frames read
 
     def place(self, ms: float) -> tuple[int, float]:
         """The next frame's (index, time) from its timestamp in ms (0: none, or the first frame)."""
         fps, last_t = self.fps, self.time_s
-        if ms <= 0:
-            time_s = max(last_t, (self.index + 1) / fps)
+        if self.origin_ms is None:
+            self.origin_ms = max(0.0, ms)
+        if ms <= 0:  # none: counted, or one interval on (B-frames flushed at a file's end have none)
+            time_s = last_t + 1 / fps if self.timed else max(last_t, (self.index + 1) / fps)
         else:
-            time_s = ms / 1000 + self.offset
+            self.timed = True
+            time_s = (ms - self.origin_ms) / 1000 + self.offset
             if time_s < last_t - RESTART_S:
                 self.offset += last_t + 1 / fps - time_s
                 time_s = last_t + 1 / fps
@@ -173,30 +178,33 @@ class FrameClock:
         index = max(self.index + 1, round(time_s * fps)) if self.skipped else self.index + 1
         if abs(time_s - index / fps) < 0.001:  # on the rate's grid (to a container's 1 ms): as before
             time_s = max(last_t, index / fps)
-        self.largest_gap = max(self.largest_gap, time_s - last_t)
+        if self.frames:
+            self.largest_gap = max(self.largest_gap, time_s - last_t)
+        self.frames += 1
         self.index, self.time_s = index, time_s
         return index, time_s
 
 
-def seek_before(cap: cv2.VideoCapture, fps: float, place: int) -> int:
-    """Put ``cap`` where the next frame read is at or before ``place`` (time x fps, as
-    ``FrameClock``) and return that frame's place. OpenCV's ``CAP_PROP_POS_FRAMES`` counts frames
-    from a key frame: in a variable-rate video it overshot, and a batch range lost the frames in
-    between (45 rows of 80). So an overshoot is tried again from further back."""
+def seek_before(cap: cv2.VideoCapture, fps: float, place: int) -> FrameClock:
+    """Put ``cap`` (at the file's start) where the next frame read is at or before ``place`` (time x
+    fps, as ``FrameClock``), and return the clock to read on with. OpenCV's ``CAP_PROP_POS_FRAMES``
+    counts frames from a key frame: in a variable-rate video it overshot, and a batch range lost
+    the frames in between (45 rows of 80). So an overshoot is tried again from further back."""
+    origin = cap.get(cv2.CAP_PROP_POS_MSEC) if cap.grab() else 0.0  # the first frame's: times count from it
     target = place
     for _ in range(16):
         cap.set(cv2.CAP_PROP_POS_FRAMES, target)
         if target == 0:
-            return 0
+            break
         ok = cap.grab()
         ms = cap.get(cv2.CAP_PROP_POS_MSEC) if ok else 0.0
-        landed = round(ms / 1000 * fps) if ms > 0 else target
+        landed = round((ms - origin) / 1000 * fps) if ms > 0 else target
         if ok and landed <= place:
             cap.set(cv2.CAP_PROP_POS_FRAMES, target)  # that frame is read again
-            return landed
+            return FrameClock(fps, start=landed, origin_ms=origin)
         target = max(0, (target - max(1, landed - place)) if ok else target // 2)
     cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-    return 0
+    return FrameClock(fps)
 
 
 class EveryNth:
@@ -312,7 +320,7 @@ def analyze_video(
             numbered: Iterator[tuple[int, float | None, np.ndarray]] = (
                 ((i, None, frame) for i, frame in enumerate(frames(cap)))  # live: timed by the clock
                 if live
-                else numbered_frames(cap, result.fps, clock=clock)
+                else numbered_frames(cap, clock)
             )
             take = EveryNth(every, result.fps)
             for index, time_s, frame in numbered:

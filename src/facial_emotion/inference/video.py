@@ -357,9 +357,8 @@ def analyze_video(
     result.seconds = time.perf_counter() - t0
     # a file ends with its last frame read; a camera or stream has no end to cut at
     result.end_s = None if live else end_s
-    duration = (
-        result.frames_expected or 0
-    ) / result.fps  # the frame count is duration x fps or the other way
+    # The container's frame count is its duration x fps, or the other way round.
+    duration = (result.frames_expected or 0) / result.fps
     result.spans_duration = (
         not live
         and not clock.skipped

@@ -273,7 +273,8 @@ def test_a_damaged_stretch_is_skipped_and_the_frames_after_it_keep_their_times(t
     """Reading stopped at the first frame that did not decode: a tenth of woman2.mp4 overwritten in
     the middle lost the second half (209 of 464 frames). Now the stretch is skipped, a hole in the
     timeline, and the frames after it are timed by their place in the file; the shortfall is still
-    said. batch reads the same way."""
+    said. batch reads the same way. The annotated copy left the stretch out, and ran ahead of the
+    original after it: the stretch now holds its last good frame."""
     from facial_emotion.batch.job import run_batch
     from facial_emotion.results.tables import read_table
 
@@ -282,10 +283,13 @@ def test_a_damaged_stretch_is_skipped_and_the_frames_after_it_keep_their_times(t
     data[a:b] = bytes(b - a)
     damaged = tmp_path / "damaged.mp4"
     damaged.write_bytes(bytes(data))
-    proc = run_cli("video", str(damaged), "--json")
+    annotated = tmp_path / "annotated.avi"
+    proc = run_cli("video", str(damaged), "--json", "--out", str(annotated))
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert 400 < doc["frames_read"] < 464 and "damaged or truncated" in proc.stderr
+    copy = cv2.VideoCapture(str(annotated))  # the stretch holds its last good frame: in time, not short
+    assert sum(1 for _ in read_frames(copy)) == 464
     times = [row["time_s"] for row in doc["timeline"]]
     assert times[-1] == pytest.approx(463 / 29.97, abs=0.05)  # the last frame, at its own time
     assert max(np.diff(times)) > 1.0  # the stretch: a gap, not squeezed out

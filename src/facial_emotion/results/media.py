@@ -58,7 +58,9 @@ class AnnotatedVideo:
     """An annotated copy of a video: ``write(frame, faces)`` per frame, inside a ``with`` block. The
     file appears under its name only when the block ends without an error; otherwise nothing is left.
     ``ANNOTATED_VIDEO_SUFFIXES``: MPEG-4 in .mp4, .m4v and .mov, Motion JPEG in .avi and .mkv. The
-    frame rate may be set after the source is opened (``set_fps``), before the first frame."""
+    frame rate may be set after the source is opened (``set_fps``), before the first frame. Given
+    each frame's ``index``, frames the source skipped (a damaged stretch) are filled with the last
+    one written, so the copy stays in time with the original (it was shorter, and ran ahead)."""
 
     def __init__(self, path: Path, fps: float = 30.0):
         self.path = Path(path)
@@ -66,6 +68,8 @@ class AnnotatedVideo:
         self._atomic = atomic_path(self.path, suffix=self.path.suffix or ".mp4")
         self._tmp: Path | None = None
         self._writer: cv2.VideoWriter | None = None
+        self._written = 0
+        self._last: np.ndarray | None = None
 
     def __enter__(self) -> AnnotatedVideo:
         self._tmp = self._atomic.__enter__()
@@ -74,7 +78,7 @@ class AnnotatedVideo:
     def set_fps(self, fps: float) -> None:
         self.fps = fps
 
-    def write(self, frame: np.ndarray, faces: list[Face]) -> None:
+    def write(self, frame: np.ndarray, faces: list[Face], index: int | None = None) -> None:
         if self._writer is None:  # the frame size is known from the first frame
             assert self._tmp is not None, "use AnnotatedVideo inside a with block"
             mp4 = self.path.suffix.lower() in MPEG4_SUFFIXES
@@ -83,7 +87,13 @@ class AnnotatedVideo:
             self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, size)
             if not self._writer.isOpened():
                 raise MediaError(f"{self.path}: cannot write a video here")
-        self._writer.write(annotate(frame, faces))
+        if index is not None and self._last is not None:
+            for _ in range(index - self._written):  # the frames a damaged stretch took away
+                self._writer.write(self._last)
+                self._written += 1
+        self._last = annotate(frame, faces)
+        self._writer.write(self._last)
+        self._written += 1
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -13,6 +13,7 @@ from conftest import need_shared, poll, run_cli
 
 from facial_emotion import EmotionRecognizer
 from facial_emotion.inference.video import VideoError, analyze_video
+from facial_emotion.inference.video import frames as read_frames
 
 
 def test_video_timeline_summary_and_annotated_copy(tmp_path: Path) -> None:
@@ -182,6 +183,9 @@ def test_ctrl_c_stops_a_windowless_webcam_with_its_summary_and_sigterm_leaves_no
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as a terminal sends it, also where the tests run in the background: a shell starts
+        # background jobs with SIGINT ignored, Python keeps it so, and the interrupt was lost.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # Interrupted once it runs (the model loaded: frames are being analysed, the file lasts 15 s).
     assert poll(lambda: webcam.poll() is not None or _children_cpu(webcam.pid) > 3.0, 120)

@@ -110,7 +110,9 @@ def expand_inputs(items: list[str]) -> tuple[list[str], list[str]]:
 class Unit:
     """One unit of work: frames ``start`` .. ``stop`` (None: to the end) of ``source``, after
     ``warmup`` frames before ``start`` that are analysed but not written (they bring the tracker
-    and the smoothing to the state the frames before would have left them in)."""
+    and the smoothing to the state the frames before would have left them in). Counted in frame
+    intervals at the container's rate (a frame's time x fps, as ``video.FrameClock``): frame numbers
+    in a constant-rate file, a cut by time in a variable-rate one."""
 
     source: str
     kind: str

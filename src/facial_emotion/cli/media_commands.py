@@ -475,7 +475,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("video", help="analyse a video: tracked faces, timeline, summary, annotated copy")
     p.add_argument("file")
     _common_inference(p)
-    p.add_argument("--every", type=at_least(1), default=1, help="analyse every N-th frame")
+    p.add_argument(
+        "--every",
+        type=at_least(1),
+        default=1,
+        help="analyse one frame in each N frame intervals at the file's frame rate (every N-th frame of a "
+        "constant-rate file)",
+    )
     p.add_argument(
         "--smoothing",
         type=finite_float,
@@ -496,8 +502,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--strict",
         action="store_true",
-        help="a video that gives over 2%% fewer frames than it announces (damaged, truncated) is an "
-        "error (exit 2) instead of a warning; the outputs are still written",
+        help="a video that gives over 2%% fewer frames than it announces (damaged, truncated), unless "
+        "they span its duration with no damaged stretch and no gap over 1 s, is an error (exit 2) "
+        "instead of a warning; the outputs are still written",
     )
     _summary_option(p)
     p.set_defaults(func=cmd_video)
@@ -547,7 +554,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--address", help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: start Ray here)"
     )
     p.add_argument("--format", choices=["parquet", "csv"], help="default parquet (csv without pyarrow)")
-    p.add_argument("--every", type=at_least(1), default=1, help="analyse every N-th video frame")
+    p.add_argument(
+        "--every",
+        type=at_least(1),
+        default=1,
+        help="analyse one video frame in each N frame intervals at its frame rate (every N-th frame of a "
+        "constant-rate video)",
+    )
     p.add_argument(
         "--smoothing",
         type=finite_float,
@@ -569,13 +582,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--chunk-frames",
         type=at_least(0),
         default=0,
-        help="split videos into ranges of N frames (0: whole files)",
+        help="split videos into ranges of N frame intervals at their frame rate, cut by time (0: whole files)",
     )
     p.add_argument(
         "--overlap",
         type=at_least(0),
         default=30,
-        help="warm-up frames replayed before each range (with --chunk-frames)",
+        help="warm-up frame intervals replayed before each range (with --chunk-frames)",
     )
     p.add_argument(
         "--commit-every", type=at_least(1), default=64, help="units of work per commit (resume granularity)"

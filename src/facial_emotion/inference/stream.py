@@ -69,7 +69,8 @@ class FaceStream:
 
     def process(self, bgr: np.ndarray, time_s: float | None = None) -> list[Face]:
         """The next frame (BGR uint8; gray, BGRA and float arrays are converted) -> its faces, each with ``track_id`` and smoothed scores.
-        ``time_s``: the frame's time in seconds (a video's frame index / fps); default: the clock,
+        ``time_s``: the frame's time in seconds (a video file's timestamp, ``CAP_PROP_POS_MSEC`` / 1000;
+        index / fps in a constant-rate file); default: the clock,
         counted from the first frame (a live camera)."""
         if time_s is None:
             now = time.monotonic()

@@ -276,7 +276,8 @@ def analyze_video(
     hold_s: float | None = DEFAULT_HOLD_S,
     interrupt_stops: bool = False,
 ) -> VideoResult:
-    """Analyse every ``every``-th frame of a file, URL or camera through one ``FaceStream``. A camera
+    """Analyse one frame in each ``every`` frame intervals (``EveryNth``) of a file, URL or camera
+    through one ``FaceStream``. A camera
     is an int (numpy ints too) or a string of digits; a ``Path`` is always a file, even ``Path("0")``; a
     photo's file name (.jpg, .png...), bytes and "" are refused (``VideoError``).
     ``on_open(fps)`` is called once the source is open; ``on_frame`` for every frame read, and may

@@ -60,7 +60,8 @@ class AnnotatedVideo:
     ``ANNOTATED_VIDEO_SUFFIXES``: MPEG-4 in .mp4, .m4v and .mov, Motion JPEG in .avi and .mkv. The
     frame rate may be set after the source is opened (``set_fps``), before the first frame. Given
     each frame's ``index``, frames the source skipped (a damaged stretch) are filled with the last
-    one written, so the copy stays in time with the original (it was shorter, and ran ahead)."""
+    one written, so the copy stays in time with the original in a constant-rate file (it was shorter,
+    and ran ahead)."""
 
     def __init__(self, path: Path, fps: float = 30.0):
         self.path = Path(path)

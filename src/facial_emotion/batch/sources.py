@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from facial_emotion.inference.decode import IMAGE_SUFFIXES, VIDEO_SUFFIXES, media_files
+from facial_emotion.inference.decode import IMAGE_SUFFIXES, VIDEO_SUFFIXES, media_files, names_video
 
 MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES  # what a batch analyses
 MANIFEST_SUFFIXES = {".txt", ".csv"}
@@ -28,8 +28,7 @@ MANIFEST_COLUMNS = ("path", "source", "uri")
 
 def kind_of(source: str) -> str:
     """ "video" or "photo", by the name's suffix (a URI's query string is ignored)."""
-    suffix = Path(source.split("?", 1)[0]).suffix.lower()
-    return "video" if suffix in VIDEO_SUFFIXES else "photo"
+    return "video" if names_video(source) else "photo"
 
 
 def read_manifest(path: Path) -> list[str]:

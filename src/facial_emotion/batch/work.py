@@ -110,7 +110,6 @@ class Analyzer:
         return [batch_row(source, 0, 0.0, f, classes, self.model) for f in faces], 1, 0.0
 
     def _video(self, unit: Unit) -> tuple[list[dict[str, Any]], int, float]:
-
         from facial_emotion.inference.stream import FaceStream
         from facial_emotion.inference.video import (
             EveryNth,

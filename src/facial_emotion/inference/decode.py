@@ -54,6 +54,11 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".t
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 
 
+def names_video(name: str) -> bool:
+    """A path or URL whose name ends in a video suffix (a URL's query string ignored)."""
+    return Path(name.split("?", 1)[0]).suffix.lower() in VIDEO_SUFFIXES
+
+
 def media_files(folder: Path, suffixes: frozenset[str], seen: set[str] | None = None) -> list[str]:
     """The files named with one of ``suffixes`` in ``folder`` and its subfolders, sorted. Linked
     folders are followed (each real folder once, so a link loop ends: they were skipped without a

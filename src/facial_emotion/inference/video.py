@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from facial_emotion.arguments import whole_number
-from facial_emotion.inference.decode import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageError, check_regular_file
+from facial_emotion.inference.decode import IMAGE_SUFFIXES, ImageError, check_regular_file, names_video
 from facial_emotion.inference.pipeline import EmotionRecognizer, Face
 from facial_emotion.inference.session import DEFAULT_HOLD_S, EmotionEvent, PersonSummary
 from facial_emotion.inference.stream import FaceStream
@@ -99,8 +99,7 @@ def is_live(source: str | int) -> bool:
     playlists and the like are live."""
     if is_camera(source):
         return True
-    _, sep, rest = str(source).partition("://")
-    return bool(sep) and Path(rest.split("?", 1)[0]).suffix.lower() not in VIDEO_SUFFIXES
+    return "://" in str(source) and not names_video(str(source))
 
 
 def frames(cap: cv2.VideoCapture) -> Iterator[np.ndarray]:
@@ -306,7 +305,6 @@ def analyze_video(
         stream.session.expect_frame_interval(every / result.fps)  # until the file's own intervals are seen
     bar = None
     faces: list[Face] = []
-    end_s = 0.0
     t0 = time.perf_counter()
     try:  # from here on the capture is released whatever happens (a camera stays busy otherwise)
         if on_open is not None:
@@ -326,8 +324,6 @@ def analyze_video(
             take = EveryNth(every, result.fps)
             for index, time_s, frame in numbered:
                 result.frames_read += 1
-                if time_s is not None:
-                    end_s = time_s + 1 / result.fps  # the file up to the end of this frame
                 if take(index, time_s):
                     t = time.perf_counter() - t0 if time_s is None else time_s
                     faces = stream.process(frame, t)
@@ -357,6 +353,7 @@ def analyze_video(
         raise VideoError(f"{source}: no frame could be decoded (corrupt or unsupported video)")
     result.seconds = time.perf_counter() - t0
     # a file ends with its last frame read; a camera or stream has no end to cut at
+    end_s = clock.time_s + 1 / result.fps  # a file up to the end of its last frame read
     result.end_s = None if live else end_s
     # The container's frame count is its duration x fps, or the other way round.
     duration = (result.frames_expected or 0) / result.fps

@@ -121,6 +121,7 @@ def build_ensemble(members: list[Path], out: Path) -> dict[str, Any]:
     from facial_emotion.model_file import ModelFileError
 
     seen: dict[str, Path] = {}  # each member's SHA-256 -> its file
+    digests: list[str] = []
     for path in members:
         try:  # the classifier's checks, graph against description: a member whose graph gives 8
             EmotionClassifier(path, threads=1)  # outputs for 7 classes failed as "does not load"
@@ -130,6 +131,7 @@ def build_ensemble(members: list[Path], out: Path) -> dict[str, Any]:
         if digest in seen:  # one net twice weighs it double, and is no ensemble
             raise CheckpointError(f"{path} is the same model file as {seen[digest]}")
         seen[digest] = path
+        digests.append(digest)
     loaded = [read_onnx_model(p) for p in members]
     first = loaded[0][1]
     for path, (_, meta) in zip(members, loaded, strict=True):
@@ -138,7 +140,7 @@ def build_ensemble(members: list[Path], out: Path) -> dict[str, Any]:
                 raise CheckpointError(
                     f"{path}: {key} {meta.get(key)} differs from {members[0]}'s {first.get(key)}"
                 )
-    summaries = [_member_summary(p, m, d) for p, (_, m), d in zip(members, loaded, seen, strict=True)]
+    summaries = [_member_summary(p, m, d) for p, (_, m), d in zip(members, loaded, digests, strict=True)]
     meta = make_metadata(
         classes=first["classes"],
         face_size=first["face_size"],

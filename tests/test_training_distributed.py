@@ -111,7 +111,16 @@ def test_two_ranks_average_to_the_single_process_gradient(tmp_path: Path) -> Non
     import torch.multiprocessing as mp
 
     out = tmp_path / "grads.pt"
-    mp.spawn(_rank, args=(free_port(), str(out)), nprocs=2)
+    try:
+        mp.spawn(_rank, args=(free_port(), str(out)), nprocs=2)
+    except mp.ProcessExitedException as e:
+        # the same gloo abort as under torchrun above (SIGABRT, "terminate called without an active
+        # exception"; seen once in CI, in the group's set-up or shutdown): tried once more, on a
+        # fresh port. An exception raised in a rank, or a second abort, fails the test.
+        if e.signal_name != "SIGABRT":
+            raise
+        out.unlink(missing_ok=True)
+        mp.spawn(_rank, args=(free_port(), str(out)), nprocs=2)
     ddp = torch.load(out)
     # BatchNorm on running statistics (eval mode): the averaged gradient is the 32-face gradient.
     model, x, y = batch_and_model(False)

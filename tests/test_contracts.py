@@ -149,6 +149,13 @@ def test_video_and_face_stream_give_the_same_faces() -> None:
     cap.release()
     assert len(seen) == len(by_hand) == 40
     assert sum(len(f) for f in seen) >= 35
+    timed: list[tuple[int, float | None]] = []  # the same frames, with each one's time in the file
+    result = analyze_video(
+        rec, str(video), max_frames=40, on_timed_frame=lambda i, t, f, faces, fps: timed.append((i, t))
+    )
+    assert timed == [(i, pytest.approx(i / result.fps, abs=1e-6)) for i in range(40)]
+    with pytest.raises(ValueError, match="not both"):
+        analyze_video(rec, str(video), on_frame=print, on_timed_frame=print)
     for a, b in zip(seen, by_hand, strict=True):
         assert [(f.track_id, f.box, f.emotion) for f in a] == [(f.track_id, f.box, f.emotion) for f in b]
         for fa, fb in zip(a, b, strict=True):

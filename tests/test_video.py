@@ -293,20 +293,20 @@ def test_a_damaged_stretch_is_skipped_and_the_frames_after_it_keep_their_times(t
     assert frames[-1] == 463 and len(frames) == len(times)
 
 
-def write_variable_rate_video(path: Path, frame: np.ndarray, times: list[float]) -> None:
-    """An H.264 MP4 whose frames carry the given timestamps (OpenCV's writer makes constant-rate
-    files only)."""
+def write_variable_rate_video(path: Path, frame: np.ndarray | list[np.ndarray], times: list[float]) -> None:
+    """An H.264 video (MP4 or Matroska, by the suffix) whose frames carry the given timestamps
+    (OpenCV's writer makes constant-rate files only): one frame shown throughout, or one per time."""
     import fractions
 
     import av
 
-    height, width = frame.shape[0] // 2 * 2, frame.shape[1] // 2 * 2  # yuv420p wants even sizes
-    frame = np.ascontiguousarray(frame[:height, :width])
+    shown = frame if isinstance(frame, list) else [frame] * len(times)
+    height, width = shown[0].shape[0] // 2 * 2, shown[0].shape[1] // 2 * 2  # yuv420p wants even sizes
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=30)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for t in times:
-            picture = av.VideoFrame.from_ndarray(frame, format="bgr24")
+        for t, image in zip(times, shown, strict=True):
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:height, :width]), format="bgr24")
             picture.pts, picture.time_base = round(t * 1000), fractions.Fraction(1, 1000)
             for packet in stream.encode(picture):
                 out.mux(packet)
@@ -360,6 +360,36 @@ def test_a_variable_frame_rate_video_is_timed_by_its_frames_own_timestamps(tmp_p
         )
         assert ranges == whole and whole == pytest.approx(times if every == 1 else by_time, abs=1e-3)
     assert len(by_time) != len(times[::4])  # sampling by index would be another set
+
+
+def number_shown(image: np.ndarray, bits: int) -> int:
+    return sum(int(image[:, 16 * b : 16 * b + 16].mean() > 128) << b for b in range(bits))
+
+
+def test_the_annotated_copy_of_a_variable_rate_video_keeps_the_original_s_time(tmp_path: Path) -> None:
+    """The copy is written at one rate, and its frames were written one after another: a clip of 2 s
+    at 30 fps then 4 s at 5 fps ran fast and slow by turns (its MP4 at the average rate), or 2.7 s
+    long in all (its Matroska file at the nominal 30 fps). Each frame now goes to its place in time:
+    a slow stretch holds its frames, a fast one leaves out those whose place is taken."""
+    times = [i / 30 for i in range(60)] + [2 + i / 5 for i in range(20)]
+    bits = 7  # frame k shows k in binary: 7 stripes 16 pixels wide, white for a 1 (compression keeps it)
+    rows = [np.repeat([(k >> b & 1) * 255 for b in range(bits)], 16).astype(np.uint8) for k in range(80)]
+    numbered = [np.ascontiguousarray(np.broadcast_to(row[None, :, None], (96, 16 * bits, 3))) for row in rows]
+    for suffix in (".mp4", ".mkv"):
+        clip, copy = tmp_path / f"phone{suffix}", tmp_path / f"copy{suffix}.avi"
+        write_variable_rate_video(clip, numbered, times)
+        proc = run_cli("video", str(clip), "--out", str(copy), "--json")
+        assert proc.returncode == 0, proc.stderr
+        capture = cv2.VideoCapture(str(copy))
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        assert fps == pytest.approx(cv2.VideoCapture(str(clip)).get(cv2.CAP_PROP_FPS), rel=1e-3)
+        shown = [number_shown(image, bits) for image in read_frames(capture)]
+        expected: list[int] = []  # place p: the first frame timed there, else the one before holds
+        for place in range(round(times[-1] * fps) + 1):
+            timed_here = [k for k, t in enumerate(times) if round(t * fps) == place]
+            expected.append(timed_here[0] if timed_here else expected[-1])
+        assert shown == expected, suffix
+        assert len(shown) / fps == pytest.approx(times[-1], abs=0.1)  # 6 s long, whatever the rate
 
 
 def test_the_frame_clock_counts_from_the_first_frame_and_goes_on_where_timestamps_start_over() -> None:

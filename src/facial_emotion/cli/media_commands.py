@@ -203,7 +203,9 @@ def cmd_video(args: argparse.Namespace) -> int:
             detect_every=args.detect_every,
             progress=not args.json and sys.stderr.isatty(),
             on_open=video.set_fps if video else None,
-            on_frame=(lambda i, frame, faces, _fps: video.write(frame, faces, i)) if video else None,
+            on_timed_frame=(lambda i, t, frame, faces, _fps: video.write(frame, faces, i, t))
+            if video
+            else None,
         )
     if args.timeline:
         writers.write_timeline_csv(result, Path(args.timeline), recognizer.classes, pose=args.landmarks)

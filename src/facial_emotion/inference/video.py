@@ -24,6 +24,10 @@ from facial_emotion.settings import DEFAULT_DETECT_EVERY, DEFAULT_SMOOTHING
 # on_frame(index, frame, faces, processing fps) -> False to stop. ``faces`` are the last analysed
 # frame's, so frames skipped by ``every`` keep the previous faces.
 FrameCallback = Callable[[int, np.ndarray, list[Face], float], bool | None]
+# on_timed_frame(index, time_s, frame, faces, processing fps): the same with the frame's time in a
+# file (its own timestamp, counted from the first frame; None for a camera or live stream), for what
+# places frames by time, as the annotated copy of a variable-rate file does.
+TimedFrameCallback = Callable[[int, "float | None", np.ndarray, list[Face], float], bool | None]
 
 
 class VideoError(Exception):
@@ -260,6 +264,10 @@ def video_fps(cap: cv2.VideoCapture) -> float:
     return fps if 0 < fps < 1000 else 30.0
 
 
+def _untimed(on_frame: FrameCallback) -> TimedFrameCallback:
+    return lambda index, _time_s, frame, faces, rate: on_frame(index, frame, faces, rate)
+
+
 def analyze_video(
     recognizer: EmotionRecognizer,
     source: str | int | os.PathLike,
@@ -274,13 +282,15 @@ def analyze_video(
     on_event: Callable[[EmotionEvent], object] | None = None,
     hold_s: float | None = DEFAULT_HOLD_S,
     interrupt_stops: bool = False,
+    on_timed_frame: TimedFrameCallback | None = None,
 ) -> VideoResult:
     """Analyse one frame in each ``every`` frame intervals (``EveryNth``) of a file, URL or camera
     through one ``FaceStream``. A camera
     is an int (numpy ints too) or a string of digits; a ``Path`` is always a file, even ``Path("0")``; a
     photo's file name (.jpg, .png...), bytes and "" are refused (``VideoError``).
-    ``on_open(fps)`` is called once the source is open; ``on_frame`` for every frame read, and may
-    return False to stop (the webcam quits on 'q'). ``keep_timeline=False`` keeps only the per-person
+    ``on_open(fps)`` is called once the source is open; ``on_frame`` (or ``on_timed_frame``, which
+    also gets the frame's time in a file) for every frame read, and may return False to stop (the
+    webcam quits on 'q'). ``keep_timeline=False`` keeps only the per-person
     summary and the events (a camera runs for hours). Frame times are a file's own timestamps (on
     disk or over http; see ``numbered_frames``) and the clock for a camera or live stream
     (``is_live``), in the timeline and the summary alike; ``on_event`` gets each
@@ -294,6 +304,9 @@ def analyze_video(
         source = os.path.join(".", name) if name.isdigit() else name
     every = whole_number("every", every)
     max_frames = None if max_frames is None else whole_number("max_frames", max_frames)
+    if on_frame is not None and on_timed_frame is not None:
+        raise ValueError("give on_frame or on_timed_frame, not both")
+    callback = on_timed_frame if on_frame is None else _untimed(on_frame)
     stream = FaceStream(recognizer, detect_every=detect_every, smoothing=smoothing, hold_s=hold_s)
     if on_event is not None:
         stream.on_change(on_event)
@@ -332,7 +345,7 @@ def analyze_video(
                         result.timeline += [TimelineRow(index, t, face) for face in faces]
                 elapsed = time.perf_counter() - t0
                 rate = result.frames_read / elapsed if elapsed > 0 else 0.0
-                if on_frame is not None and on_frame(index, frame, faces, rate) is False:
+                if callback is not None and callback(index, time_s, frame, faces, rate) is False:
                     result.frames_expected = None  # stopped on purpose: no shortfall to report
                     break
                 if bar is not None:

@@ -58,10 +58,13 @@ class AnnotatedVideo:
     """An annotated copy of a video: ``write(frame, faces)`` per frame, inside a ``with`` block. The
     file appears under its name only when the block ends without an error; otherwise nothing is left.
     ``ANNOTATED_VIDEO_SUFFIXES``: MPEG-4 in .mp4, .m4v and .mov, Motion JPEG in .avi and .mkv. The
-    frame rate may be set after the source is opened (``set_fps``), before the first frame. Given
-    each frame's ``index``, frames the source skipped (a damaged stretch) are filled with the last
-    one written, so the copy stays in time with the original in a constant-rate file (it was shorter,
-    and ran ahead)."""
+    frame rate may be set after the source is opened (``set_fps``), before the first frame. The copy
+    is written at that constant rate and kept in time with the original: each frame goes to its
+    place, ``time_s`` x fps (its ``index`` where there is no time), and the places before it that no
+    frame took (a damaged stretch, or a variable-rate file's slower stretch) hold the last frame
+    written; a frame whose place is taken already (a faster stretch) is left out. Without this a
+    damaged file's copy was short and ran ahead, and a variable-rate one's ran fast and slow by
+    turns (a Matroska file's at its nominal rate: 6 s played in 2.7)."""
 
     def __init__(self, path: Path, fps: float = 30.0):
         self.path = Path(path)
@@ -79,7 +82,9 @@ class AnnotatedVideo:
     def set_fps(self, fps: float) -> None:
         self.fps = fps
 
-    def write(self, frame: np.ndarray, faces: list[Face], index: int | None = None) -> None:
+    def write(
+        self, frame: np.ndarray, faces: list[Face], index: int | None = None, time_s: float | None = None
+    ) -> None:
         if self._writer is None:  # the frame size is known from the first frame
             assert self._tmp is not None, "use AnnotatedVideo inside a with block"
             mp4 = self.path.suffix.lower() in MPEG4_SUFFIXES
@@ -88,8 +93,11 @@ class AnnotatedVideo:
             self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, size)
             if not self._writer.isOpened():
                 raise MediaError(f"{self.path}: cannot write a video here")
-        if index is not None and self._last is not None:
-            for _ in range(index - self._written):  # the frames a damaged stretch took away
+        place = round(time_s * self.fps) if time_s is not None else index
+        if place is not None and self._last is not None:
+            if place < self._written:  # its place is taken: frames come faster than the copy's rate
+                return
+            for _ in range(place - self._written):  # places no frame took: hold the last one
                 self._writer.write(self._last)
                 self._written += 1
         self._last = annotate(frame, faces)

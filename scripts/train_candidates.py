@@ -14,7 +14,8 @@ The plan is a JSON list of {"name": ..., "options": {TrainConfig fields}, "teach
 "distill": w}. ``--epochs N`` overrides every candidate's epochs (a smoke run). At the deadline the
 runs still going are stopped and their best weights so far are packed, marked "cut".
 ``--pack-to`` writes candidates-K.pt (the best checkpoints, float weights in fp16, as few files of at
-most 15 MiB as they fit in) and summary.json; ``unpack`` turns a pack back into best.pt files.
+most 15 MiB as they fit in; a net too big for one file, as resnet18's 22 MB, in parts across files)
+and summary.json; ``unpack`` turns a pack back into best.pt files (given all its files).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from typing import Any
 SRC = Path(__file__).resolve().parents[1] / "src"
 sys.path.insert(0, str(SRC))  # runs from a checkout, uninstalled (the GPU machine has no registry)
 
-PACK_LIMIT = 15 * 2**20
+PACK_LIMIT = 15 * 2**20  # the device tool brings back files of at most 16 MiB
+PART = "#part"  # NAME#partK/N: the K-th of N parts of a checkpoint too big for one pack file
 
 
 def log(msg: str) -> None:
@@ -171,6 +173,35 @@ def read_history(runs: Path, name: str) -> list[dict[str, Any]]:
     return json.loads(metrics.read_text()) if metrics.exists() else []
 
 
+def saved_size(state: dict[str, Any]) -> int:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getbuffer().nbytes
+
+
+def parts(name: str, state: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``state`` as one entry, or, when it is too big for a pack file, its weights cut into parts
+    (NAME#partK/N; the first also holds the rest of the checkpoint) that each fit one."""
+    if saved_size(state) <= PACK_LIMIT:
+        return [(name, state)]
+    groups: list[dict[str, Any]] = [{}]
+    size = 0
+    for key, tensor in state["model"].items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if size + nbytes > PACK_LIMIT - 2**20 and groups[-1]:  # a MiB left for pickling's overhead
+            groups.append({})
+            size = 0
+        groups[-1][key] = tensor
+        size += nbytes
+    rest = {k: v for k, v in state.items() if k != "model"}
+    return [
+        (f"{name}{PART}{k}/{len(groups)}", {**(rest if k == 1 else {}), "model": group})
+        for k, group in enumerate(groups, 1)
+    ]
+
+
 def pack(plan: list[dict[str, Any]], histories: dict[str, list], runs: Path, out: Path) -> None:
     import torch
 
@@ -182,14 +213,13 @@ def pack(plan: list[dict[str, Any]], histories: dict[str, list], runs: Path, out
         if not best.exists():
             continue
         state = compact(best)
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        size = buf.getbuffer().nbytes
-        if sizes[-1] + size > PACK_LIMIT and files[-1]:
-            files.append({})
-            sizes.append(0)
-        files[-1][cand["name"]] = state
-        sizes[-1] += size
+        for entry, piece in parts(cand["name"], state):
+            size = saved_size(piece)
+            if sizes[-1] + size > PACK_LIMIT and files[-1]:
+                files.append({})
+                sizes.append(0)
+            files[-1][entry] = piece
+            sizes[-1] += size
         cand["best"] = state.get("best")
         cand["epochs_done"] = len(state.get("history", []))
     for i, group in enumerate(files, 1):
@@ -204,13 +234,35 @@ def pack(plan: list[dict[str, Any]], histories: dict[str, list], runs: Path, out
     log(f"packed {sum(len(g) for g in files)} candidates into {len([g for g in files if g])} file(s)")
 
 
-def unpack(pack_file: Path, runs: Path) -> None:
-    """candidates-K.pt -> RUNS/<name>/best.pt (fp32 weights), ready for `facial-emotion export`."""
+def unpack(pack_files: list[Path], runs: Path) -> None:
+    """candidates-*.pt -> RUNS/<name>/best.pt (fp32 weights), ready for `facial-emotion export`. A
+    checkpoint in parts is put together again; one whose parts are not all given is an error."""
     import torch
 
     from facial_emotion.training.checkpoint import save_checkpoint
 
-    for name, state in torch.load(pack_file, map_location="cpu", weights_only=False).items():
+    states: dict[str, dict[str, Any]] = {}
+    pieces: dict[str, dict[int, dict[str, Any]]] = {}
+    counts: dict[str, int] = {}
+    for pack_file in pack_files:
+        for entry, state in torch.load(pack_file, map_location="cpu", weights_only=False).items():
+            if PART not in entry:
+                states[entry] = state
+                continue
+            name, k_of_n = entry.split(PART)
+            k, n = map(int, k_of_n.split("/"))
+            pieces.setdefault(name, {})[k] = state
+            counts[name] = n
+    for name, got in pieces.items():
+        if sorted(got) != list(range(1, counts[name] + 1)):
+            raise SystemExit(
+                f"{name}: parts {sorted(got)} of {counts[name]} given; pass every candidates-*.pt"
+            )
+        states[name] = {
+            **got[1],
+            "model": {k: v for _, part in sorted(got.items()) for k, v in part["model"].items()},
+        }
+    for name, state in states.items():
         state["model"] = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
         state.pop("weights_dtype", None)
         (runs / name).mkdir(parents=True, exist_ok=True)
@@ -253,8 +305,7 @@ def main() -> None:
         ap.add_argument("packs", type=Path, nargs="+")
         ap.add_argument("--runs", type=Path, required=True)
         a = ap.parse_args()
-        for p in a.packs:
-            unpack(p, a.runs)
+        unpack(a.packs, a.runs)
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True)

@@ -159,6 +159,38 @@ def test_candidates_train_distil_pack_and_unpack(fer_with_votes: Path, tmp_path:
         assert mine.shape[1] == classes and np.abs(mine - runs_own).max() < 0.01  # fp16 weights
 
 
+def test_a_net_too_big_for_one_pack_file_comes_back_in_parts(fer_with_votes: Path, tmp_path: Path) -> None:
+    """resnet18's fp16 weights (22 MB) are over the 16 MiB a file the device tool brings back: they
+    travel in parts across pack files, and unpack puts them together (and refuses a missing part)."""
+    plan = [{"name": "big", "options": {"arch": "resnet18", "epochs": 1, "batch_size": 32, "mixup": 0.0}}]
+    plan_file, runs, back = tmp_path / "plan.json", tmp_path / "runs", tmp_path / "back"
+    plan_file.write_text(json.dumps(plan))
+    script = str(REPO / "scripts" / "train_candidates.py")
+    args = ["--data", str(fer_with_votes), "--plan", str(plan_file), "--runs", str(runs), "--device", "cpu"]
+    proc = subprocess.run(
+        [sys.executable, script, *args, "--pack-to", str(back)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    packs = sorted(back.glob("candidates-*.pt"))
+    assert len(packs) == 2 and all(p.stat().st_size < 15 * 2**20 for p in packs)
+    unpack = [sys.executable, script, "unpack"]
+    proc = subprocess.run(
+        [*unpack, str(packs[0]), "--runs", str(tmp_path / "half")], capture_output=True, text=True
+    )
+    assert proc.returncode != 0 and "parts [1] of 2 given" in proc.stderr
+    unpacked = tmp_path / "unpacked"
+    proc = subprocess.run(
+        [*unpack, *map(str, packs), "--runs", str(unpacked)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    weights = torch.load(unpacked / "big" / "best.pt", weights_only=False)["model"]
+    original = torch.load(runs / "big" / "best.pt", weights_only=False)["model"]
+    assert list(weights) == list(original)  # every tensor, in order
+    for name, tensor in original.items():
+        expected = tensor.half().float() if tensor.is_floating_point() else tensor
+        assert torch.equal(weights[name], expected), name
+
+
 @pytest.mark.parametrize("plan", sorted((REPO / "scripts").glob("candidates*.json")), ids=lambda p: p.name)
 def test_the_shipped_plans_are_valid_recipes(plan: Path, tmp_path: Path) -> None:
     """A typo in a plan would cost a lent GPU's whole call: every candidate must be a TrainConfig that

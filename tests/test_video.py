@@ -369,27 +369,35 @@ def number_shown(image: np.ndarray, bits: int) -> int:
 def test_the_annotated_copy_of_a_variable_rate_video_keeps_the_original_s_time(tmp_path: Path) -> None:
     """The copy is written at one rate, and its frames were written one after another: a clip of 2 s
     at 30 fps then 4 s at 5 fps ran fast and slow by turns (its MP4 at the average rate), or 2.7 s
-    long in all (its Matroska file at the nominal 30 fps). Each frame now goes to its place in time:
-    a slow stretch holds its frames, a fast one leaves out those whose place is taken."""
-    times = [i / 30 for i in range(60)] + [2 + i / 5 for i in range(20)]
+    long in all (its Matroska file at the nominal 30 fps). Each frame now shows from its place in
+    time to the next frame's: a slow stretch holds its frames; in a fast one, of frames that share a
+    place the last one shows (the first hid the 5 fps stretch's first frame, 0.2 s, in the MP4). A
+    pause over a minute (two recordings joined) is cut to one: the copy was 100 s long, mostly one
+    frame."""
     bits = 7  # frame k shows k in binary: 7 stripes 16 pixels wide, white for a 1 (compression keeps it)
     rows = [np.repeat([(k >> b & 1) * 255 for b in range(bits)], 16).astype(np.uint8) for k in range(80)]
     numbered = [np.ascontiguousarray(np.broadcast_to(row[None, :, None], (96, 16 * bits, 3))) for row in rows]
-    for suffix in (".mp4", ".mkv"):
-        clip, copy = tmp_path / f"phone{suffix}", tmp_path / f"copy{suffix}.avi"
-        write_variable_rate_video(clip, numbered, times)
+    phone = [i / 30 for i in range(60)] + [2 + i / 5 for i in range(20)]
+    joined = [i / 10 for i in range(10)] + [100 + i / 10 for i in range(10)]
+    for name, times in (("phone.mp4", phone), ("phone.mkv", phone), ("joined.mkv", joined)):
+        clip, copy = tmp_path / name, tmp_path / f"copy-{name}.avi"
+        write_variable_rate_video(clip, numbered[: len(times)], times)
         proc = run_cli("video", str(clip), "--out", str(copy), "--json")
         assert proc.returncode == 0, proc.stderr
         capture = cv2.VideoCapture(str(copy))
         fps = capture.get(cv2.CAP_PROP_FPS)
         assert fps == pytest.approx(cv2.VideoCapture(str(clip)).get(cv2.CAP_PROP_FPS), rel=1e-3)
         shown = [number_shown(image, bits) for image in read_frames(capture)]
-        expected: list[int] = []  # place p: the first frame timed there, else the one before holds
-        for place in range(round(times[-1] * fps) + 1):
-            timed_here = [k for k, t in enumerate(times) if round(t * fps) == place]
-            expected.append(timed_here[0] if timed_here else expected[-1])
-        assert shown == expected, suffix
-        assert len(shown) / fps == pytest.approx(times[-1], abs=0.1)  # 6 s long, whatever the rate
+        places = [round(t * fps) for t in times]
+        if name == "joined.mkv":  # the pause held for a minute, the rest of it cut
+            cut = places[10] - (places[9] + round(60 * fps))
+            places = places[:10] + [p - cut for p in places[10:]]
+        # place p shows the last frame placed at or before it
+        expected = [max(k for k, at in enumerate(places) if at <= p) for p in range(places[-1] + 1)]
+        assert shown == expected, name
+        if name != "joined.mkv":
+            assert len(shown) / fps == pytest.approx(times[-1], abs=0.1)  # 6 s long, whatever the rate
+    assert len(shown) / fps == pytest.approx(60 + 0.9 + 0.9, abs=0.1)
 
 
 def test_the_frame_clock_counts_from_the_first_frame_and_goes_on_where_timestamps_start_over() -> None:

@@ -54,17 +54,23 @@ MPEG4_SUFFIXES = (".mp4", ".m4v", ".mov")
 ANNOTATED_VIDEO_SUFFIXES = (*MPEG4_SUFFIXES, ".avi", ".mkv")  # Motion JPEG in the last two
 
 
+# Longest a frame is held in an annotated copy: a longer pause between two frames (two recordings
+# joined, one clock an hour on) is cut to this, so the copy cannot grow by thousands of frames.
+MAX_HOLD_S = 60.0
+
+
 class AnnotatedVideo:
     """An annotated copy of a video: ``write(frame, faces)`` per frame, inside a ``with`` block. The
     file appears under its name only when the block ends without an error; otherwise nothing is left.
     ``ANNOTATED_VIDEO_SUFFIXES``: MPEG-4 in .mp4, .m4v and .mov, Motion JPEG in .avi and .mkv. The
     frame rate may be set after the source is opened (``set_fps``), before the first frame. The copy
-    is written at that constant rate and kept in time with the original: each frame goes to its
-    place, ``time_s`` x fps (its ``index`` where there is no time), and the places before it that no
-    frame took (a damaged stretch, or a variable-rate file's slower stretch) hold the last frame
-    written; a frame whose place is taken already (a faster stretch) is left out. Without this a
-    damaged file's copy was short and ran ahead, and a variable-rate one's ran fast and slow by
-    turns (a Matroska file's at its nominal rate: 6 s played in 2.7)."""
+    is written at that constant rate and kept in time with the original: each frame has its place,
+    ``time_s`` x fps rounded (its ``index`` where there is no time), and is held until the next
+    frame's place (a damaged stretch, a variable-rate file's slow stretch; at most ``MAX_HOLD_S``);
+    of frames that share a place (a stretch faster than the copy's rate) the last one shows, as a
+    player would show it at that moment. Without this a damaged file's copy was short and ran ahead,
+    and a variable-rate one's ran fast and slow by turns (a Matroska file's at its nominal rate: 6 s
+    played in 2.7)."""
 
     def __init__(self, path: Path, fps: float = 30.0):
         self.path = Path(path)
@@ -72,8 +78,9 @@ class AnnotatedVideo:
         self._atomic = atomic_path(self.path, suffix=self.path.suffix or ".mp4")
         self._tmp: Path | None = None
         self._writer: cv2.VideoWriter | None = None
-        self._written = 0
-        self._last: np.ndarray | None = None
+        self._written = 0  # frames in the copy so far
+        self._pending: tuple[int, np.ndarray] | None = None  # the last frame and its place: held
+        self._cut = 0  # places left out of pauses over MAX_HOLD_S
 
     def __enter__(self) -> AnnotatedVideo:
         self._tmp = self._atomic.__enter__()
@@ -93,20 +100,36 @@ class AnnotatedVideo:
             self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, size)
             if not self._writer.isOpened():
                 raise MediaError(f"{self.path}: cannot write a video here")
-        place = round(time_s * self.fps) if time_s is not None else index
-        if place is not None and self._last is not None:
-            if place < self._written:  # its place is taken: frames come faster than the copy's rate
-                return
-            for _ in range(place - self._written):  # places no frame took: hold the last one
-                self._writer.write(self._last)
-                self._written += 1
-        self._last = annotate(frame, faces)
-        self._writer.write(self._last)
-        self._written += 1
+        image = annotate(frame, faces)
+        if self._pending is None:
+            self._pending = (0, image)  # the first frame: the copy's start
+            return
+        held, held_image = self._pending
+        if time_s is not None:
+            place = round(time_s * self.fps) - self._cut
+        else:
+            place = held + 1 if index is None else index - self._cut
+        if place <= held:  # the place is the frame before's: the later frame shows there
+            self._pending = (held, image)
+            return
+        longest = held + max(1, round(MAX_HOLD_S * self.fps))
+        if place > longest:
+            self._cut += place - longest
+            place = longest
+        self._emit(held_image, place - self._written)
+        self._pending = (place, image)
+
+    def _emit(self, image: np.ndarray, times: int) -> None:
+        assert self._writer is not None
+        for _ in range(times):
+            self._writer.write(image)
+            self._written += 1
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._writer is not None:
+            if self._pending is not None and kind is None:
+                self._emit(self._pending[1], 1)  # the last frame, once
             self._writer.release()
         self._atomic.__exit__(kind, exc, tb)

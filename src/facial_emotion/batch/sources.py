@@ -125,11 +125,14 @@ class Unit:
 
 
 def video_frame_count(source: str) -> int:
+    """The container's frame count (``expected_frames``), 0 where it has none."""
     import cv2
+
+    from facial_emotion.inference.video import expected_frames
 
     cap = cv2.VideoCapture(source)
     try:
-        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
+        return (expected_frames(cap) or 0) if cap.isOpened() else 0
     finally:
         cap.release()
 

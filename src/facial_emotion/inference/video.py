@@ -234,11 +234,16 @@ class EveryNth:
 SHORTFALL_WARNING = 0.02
 
 
+MAX_FPS = 1000.0  # a container's rate from here on is its clock's, not its frames'
+
+
 def expected_frames(cap: cv2.VideoCapture) -> int | None:
     """What the container announces, or None. OpenCV's FFmpeg backend gives the stream's frame count,
-    or its duration x fps where the container has no count."""
+    or its duration x fps where the container has no count: with no frame rate in the file (a
+    browser's WebM recording) fps is its clock's 1000, and that count no count ("97 % missing")."""
     count = cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0
-    return int(count) if 0 < count < 1e9 else None
+    rate = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    return int(count) if 0 < count < 1e9 and rate < MAX_FPS else None
 
 
 # Frames further apart than this in a file with fewer frames than announced: frames were lost.
@@ -261,7 +266,7 @@ def shortfall(result: VideoResult) -> str | None:
 def video_fps(cap: cv2.VideoCapture) -> float:
     """The container's frame rate, or 30 where it is missing or absurd (cameras, some streams)."""
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-    return fps if 0 < fps < 1000 else 30.0
+    return fps if 0 < fps < MAX_FPS else 30.0
 
 
 def _untimed(on_frame: FrameCallback) -> TimedFrameCallback:

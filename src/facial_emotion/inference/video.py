@@ -330,7 +330,7 @@ def analyze_video(
         if progress:
             from tqdm import tqdm  # progress bars only where a person watches
 
-            total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            total = expected_frames(cap) or 0
             bar = tqdm(total=total or None, unit="frame", desc=Path(str(source)).name)
         try:
             clock = FrameClock(result.fps)

@@ -64,11 +64,12 @@ class AnnotatedVideo:
     file appears under its name only when the block ends without an error; otherwise nothing is left.
     ``ANNOTATED_VIDEO_SUFFIXES``: MPEG-4 in .mp4, .m4v and .mov, Motion JPEG in .avi and .mkv. The
     frame rate may be set after the source is opened (``set_fps``), before the first frame. The copy
-    is written at that constant rate and kept in time with the original: each frame has its place,
-    ``time_s`` x fps rounded (its ``index`` where there is no time), and is held until the next
-    frame's place (a damaged stretch, a variable-rate file's slow stretch; at most ``MAX_HOLD_S``);
-    of frames that share a place (a stretch faster than the copy's rate) the last one shows, as a
-    player would show it at that moment. Without this a damaged file's copy was short and ran ahead,
+    is written at that constant rate and kept in time with the original: the first frame opens it
+    (place 0, as the frame clock counts from the first frame), each later one has its place,
+    ``time_s`` x fps rounded (its ``index`` where there is no time), and every frame is held until
+    the next one's place (a damaged stretch, a variable-rate file's slow stretch; at most
+    ``MAX_HOLD_S``); of frames that share a place (a stretch faster than the copy's rate) the last
+    one shows. Without this a damaged file's copy was short and ran ahead,
     and a variable-rate one's ran fast and slow by turns (a Matroska file's at its nominal rate: 6 s
     played in 2.7)."""
 
@@ -128,8 +129,10 @@ class AnnotatedVideo:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._writer is not None:
-            if self._pending is not None and kind is None:
-                self._emit(self._pending[1], 1)  # the last frame, once
-            self._writer.release()
-        self._atomic.__exit__(kind, exc, tb)
+        try:
+            if self._writer is not None:
+                if self._pending is not None and kind is None:
+                    self._emit(self._pending[1], 1)  # the last frame, once
+                self._writer.release()
+        finally:  # whatever happens, no temporary file is left behind
+            self._atomic.__exit__(kind, exc, tb)

@@ -181,13 +181,14 @@ def saved_size(state: dict[str, Any]) -> int:
     return buf.getbuffer().nbytes
 
 
-def parts(name: str, state: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def parts(name: str, state: dict[str, Any]) -> list[tuple[str, dict[str, Any], int]]:
     """``state`` as one entry, or, when it is too big for a pack file, its weights cut into parts
     (NAME#partK/N; the first also holds the rest of the checkpoint, a few kB) of up to 14 MiB of
     tensors each (a single tensor larger than that would make a part of its own, over the limit: no
-    net here has one; resnet18's largest is 4.7 MB)."""
-    if saved_size(state) <= PACK_LIMIT:
-        return [(name, state)]
+    net here has one; resnet18's largest is 4.7 MB). Each with its size saved."""
+    size = saved_size(state)
+    if size <= PACK_LIMIT:
+        return [(name, state, size)]
     groups: list[dict[str, Any]] = [{}]
     size = 0
     for key, tensor in state["model"].items():
@@ -198,10 +199,8 @@ def parts(name: str, state: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         groups[-1][key] = tensor
         size += nbytes
     rest = {k: v for k, v in state.items() if k != "model"}
-    return [
-        (f"{name}{PART}{k}/{len(groups)}", {**(rest if k == 1 else {}), "model": group})
-        for k, group in enumerate(groups, 1)
-    ]
+    pieces = [{**(rest if k == 1 else {}), "model": group} for k, group in enumerate(groups, 1)]
+    return [(f"{name}{PART}{k}/{len(pieces)}", p, saved_size(p)) for k, p in enumerate(pieces, 1)]
 
 
 def pack(plan: list[dict[str, Any]], histories: dict[str, list], runs: Path, out: Path) -> None:
@@ -215,8 +214,7 @@ def pack(plan: list[dict[str, Any]], histories: dict[str, list], runs: Path, out
         if not best.exists():
             continue
         state = compact(best)
-        for entry, piece in parts(cand["name"], state):
-            size = saved_size(piece)
+        for entry, piece, size in parts(cand["name"], state):
             if sizes[-1] + size > PACK_LIMIT and files[-1]:
                 files.append({})
                 sizes.append(0)

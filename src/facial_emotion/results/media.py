@@ -79,8 +79,8 @@ class AnnotatedVideo:
         self._atomic = atomic_path(self.path, suffix=self.path.suffix or ".mp4")
         self._tmp: Path | None = None
         self._writer: cv2.VideoWriter | None = None
-        self._written = 0  # frames in the copy so far
-        self._pending: tuple[int, np.ndarray] | None = None  # the last frame and its place: held
+        # the last frame and its place, held until the next frame's: the copy is written up to it
+        self._pending: tuple[int, np.ndarray] | None = None
         self._cut = 0  # places left out of pauses over MAX_HOLD_S
 
     def __enter__(self) -> AnnotatedVideo:
@@ -117,14 +117,13 @@ class AnnotatedVideo:
         if place > longest:
             self._cut += place - longest
             place = longest
-        self._emit(held_image, place - self._written)
+        self._emit(held_image, place - held)
         self._pending = (place, image)
 
     def _emit(self, image: np.ndarray, times: int) -> None:
         assert self._writer is not None
         for _ in range(times):
             self._writer.write(image)
-            self._written += 1
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

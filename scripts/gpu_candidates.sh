@@ -4,8 +4,9 @@
 # call (README, "Train your own model"). Steps:
 #
 #   bash scripts/gpu_candidates.sh pack     # here: FER-2013 Training + PublicTest -> gpu/ (48 MiB, in
-#                                           # .gitignore), and the built-in ensemble's ten-crop
-#                                           # probabilities on the training faces (the students' teacher)
+#                                           # .gitignore); TEACHER=1 adds the built-in ensemble's
+#                                           # ten-crop probabilities on the training faces, a --teacher
+#                                           # for a student of the ensemble (no plan uses it now; 9 min)
 #   bash scripts/gpu_candidates.sh lighten  # here: remove the emotion*.onnx weights (34 MB, committed)
 #                                           # from the working tree: the device tool carries at most
 #                                           # 64 MiB in all, and the training there does not read them
@@ -26,6 +27,7 @@ pack)
   .venv/bin/python scripts/pack_faces.py pack --data "$SHARED/datasets/fer2013/fer2013.csv.gz" \
     --splits Training,PublicTest --out gpu/fer2013.xz
   # about 9 minutes on 2 cores; the file holds the faces' SHA-256, so it teaches only these faces
+  [ "${TEACHER:-0}" = 1 ] || exit 0
   .venv/bin/python -c 'import sys; from pathlib import Path
 from facial_emotion.training.distill import write_teacher_probabilities as w
 w(sys.argv[1], sys.argv[2], Path(sys.argv[3]))' src/facial_emotion/weights/emotion-ensemble.onnx \

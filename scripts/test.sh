@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Install everything (package + train/serve/scale/dev extras, Debian's Chromium for the browser tests),
+# Install everything (package + train/serve/scale/video/dev extras, Debian's Chromium for the browser tests),
 # then lint, type-check and run every test.   usage: scripts/test.sh [PYTEST ARGS...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh "train,serve,scale,dev"
+bash scripts/install.sh "train,serve,scale,video,dev"
 if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   echo "installing Debian's chromium for the browser tests..."
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -439,3 +441,130 @@ def test_the_frame_clock_counts_from_the_first_frame_and_goes_on_where_timestamp
     assert clock.index == 10  # counted
     clock = FrameClock(fps=15.0)  # the last two frames without a timestamp: flushed B-frames
     assert [clock.place(m) for m in (66.7, 133.3, 200.0, 0, 0)] == [(i, i / 15) for i in range(5)]
+
+
+def write_clip_with_sound(
+    path: Path,
+    video_from_s: float,
+    tone_from_s: float,
+    seconds: float,
+    size=(96, 64),
+    sound_s: float | None = None,
+) -> None:
+    """A camera's kind of file: 25 fps H.264 and 48 kHz AAC, the sound starting at 0 and the first
+    video frame at ``video_from_s`` (as the test clip's, 0.85 s in), the last before ``seconds``;
+    silence, then a 1 kHz tone from ``tone_from_s`` on, to ``sound_s`` (default ``seconds``; times
+    on the file's clock)."""
+    import fractions
+
+    import av
+
+    rate = 48000
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = *size, "yuv444p"  # 4:4:4 takes odd sides
+        audio = out.add_stream("aac", rate=rate, layout="mono")
+        grey = np.full((size[1], size[0], 3), 128, np.uint8)
+        frames = [(video_from_s + i / 25, "v") for i in range(round((seconds - video_from_s) * 25))]
+        frames += [(i * 1024 / rate, "a") for i in range(int((sound_s or seconds) * rate / 1024))]
+        for t, kind in sorted(frames):  # interleaved by time, as a camera writes them
+            if kind == "v":
+                picture = av.VideoFrame.from_ndarray(grey, format="bgr24")
+                picture.pts, picture.time_base = round(t * 1000), fractions.Fraction(1, 1000)
+                out.mux(video.encode(picture))
+            else:
+                s = np.arange(round(t * rate), round(t * rate) + 1024) / rate
+                wave = np.where(s >= tone_from_s, 0.5 * np.sin(2 * np.pi * 1000 * s), 0.0).astype(np.float32)
+                sound = av.AudioFrame.from_ndarray(wave[None], format="fltp", layout="mono")
+                sound.sample_rate, sound.pts = rate, round(t * rate)
+                out.mux(audio.encode(sound))
+        out.mux(video.encode(None))
+        out.mux(audio.encode(None))
+
+
+def sound_of(path: Path) -> tuple[str, np.ndarray, int]:
+    """The codec, the samples (mono, float) and the rate of a file's first audio stream."""
+    import av
+
+    with av.open(str(path)) as f:
+        stream = f.streams.audio[0]
+        samples = [frame.to_ndarray().mean(axis=0) for frame in f.decode(stream)]
+        return stream.codec_context.name, np.concatenate(samples), stream.codec_context.sample_rate
+
+
+def codecs_of(path: Path) -> dict[str, str]:
+    import av
+
+    with av.open(str(path)) as f:
+        return {s.type: s.codec_context.name for s in f.streams}
+
+
+def test_the_annotated_copy_is_h264_with_the_original_s_sound_in_time(tmp_path: Path) -> None:
+    """OpenCV's MPEG-4 Part 2 copy played in no browser or phone, and had no sound. With PyAV it is
+    H.264 (Motion JPEG in .avi) with the sound re-encoded as AAC, starting where the copy starts: at
+    the original's first video frame, not at its first sound (a camera's file starts its sound first)."""
+    clip = tmp_path / "talk.mkv"
+    write_clip_with_sound(clip, video_from_s=0.6, tone_from_s=1.6, seconds=4.0, size=(95, 63))
+    for name, video_codec in (
+        ("copy.mp4", "h264"),
+        ("copy.mov", "h264"),
+        ("copy.mkv", "h264"),
+        ("copy.avi", "mjpeg"),
+    ):
+        copy = tmp_path / name
+        proc = run_cli("video", str(clip), "--out", str(copy), "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert "note:" not in proc.stderr
+        assert codecs_of(copy) == {"video": video_codec, "audio": "aac"}, name
+        capture = cv2.VideoCapture(str(copy))
+        shown = list(read_frames(capture))
+        assert len(shown) == 85 and shown[0].shape == (64, 96, 3), name  # odd sides padded for 4:2:0
+        _, samples, rate = sound_of(copy)
+        loud = np.flatnonzero(np.abs(samples) > 0.2)
+        assert loud[0] / rate == pytest.approx(1.0, abs=0.03), name  # the tone 1 s after the first frame
+        assert len(samples) / rate == pytest.approx(85 / 25, abs=0.05), name  # as long as the picture
+    # sound that runs on after the last frame is left out with it
+    clip, copy = tmp_path / "long-sound.mkv", tmp_path / "short-copy.mp4"
+    write_clip_with_sound(clip, video_from_s=0.0, tone_from_s=2.0, seconds=1.0, sound_s=3.0)
+    assert run_cli("video", str(clip), "--out", str(copy)).returncode == 0
+    _, samples, rate = sound_of(copy)
+    assert len(samples) / rate == pytest.approx(1.0, abs=0.05)
+    assert np.abs(samples).max() < 0.01  # the tone came after the last frame
+
+
+def test_without_pyav_the_copy_is_opencv_s_and_says_how_to_get_sound(tmp_path: Path) -> None:
+    clip, copy = tmp_path / "talk.mkv", tmp_path / "copy.mp4"
+    write_clip_with_sound(clip, video_from_s=0.0, tone_from_s=1.0, seconds=2.0)
+    code = "import sys; sys.modules['av'] = None; from facial_emotion.cli import main; sys.exit(main())"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "video", str(clip), "--out", str(copy), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "for H.264 with the original's sound: pip install 'facial-emotion[video]'" in proc.stderr
+    assert codecs_of(copy) == {"video": "mpeg4"}
+    assert len(list(read_frames(cv2.VideoCapture(str(copy))))) == 50
+
+
+def test_a_copy_whose_writing_fails_leaves_no_file_and_no_temp_file(tmp_path: Path) -> None:
+    from facial_emotion.results.media import AnnotatedVideo
+
+    clip = tmp_path / "talk.mkv"
+    write_clip_with_sound(clip, video_from_s=0.0, tone_from_s=0.5, seconds=1.0)
+    target = tmp_path / "out" / "copy.mp4"
+    frame = np.full((64, 96, 3), 100, np.uint8)
+    with (
+        pytest.raises(RuntimeError, match="stopped"),
+        AnnotatedVideo(target, fps=25, sound_from=str(clip)) as copy,
+    ):
+        for i in range(10):
+            copy.write(frame, [], i, i / 25)
+        raise RuntimeError("stopped")
+    assert list(target.parent.iterdir()) == []
+    with AnnotatedVideo(target, fps=25, sound_from=str(clip)) as copy:  # the same, finished
+        for i in range(10):
+            copy.write(frame, [], i, i / 25)
+    assert [p.name for p in target.parent.iterdir()] == ["copy.mp4"]
+    assert codecs_of(target) == {"video": "h264", "audio": "aac"}

@@ -122,7 +122,7 @@ _USER_ERRORS = {
     "facial_emotion.inference.detectors": ("DetectorError",),
     "facial_emotion.inference.video": ("VideoError",),
     "facial_emotion.model_file": ("ModelFileError",),
-    "facial_emotion.results.media": ("MediaError",),
+    "facial_emotion.results.video_encoders": ("MediaError",),
     "facial_emotion.training.config": ("ConfigError",),
     "facial_emotion.training.checkpoint": ("CheckpointError",),
     "facial_emotion.service.webhook": ("WebhookError",),

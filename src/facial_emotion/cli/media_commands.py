@@ -178,7 +178,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     from facial_emotion.inference.pipeline import EmotionRecognizer
     from facial_emotion.inference.video import analyze_video, shortfall
     from facial_emotion.results import writers
-    from facial_emotion.results.media import ANNOTATED_VIDEO_SUFFIXES, AnnotatedVideo
+    from facial_emotion.results.media import ANNOTATED_VIDEO_SUFFIXES, AnnotatedVideo, with_sound
 
     _check_video_args(args)
     for option in ("out", "timeline", "plot"):  # files (batch's --out is a folder: not checked there)
@@ -193,8 +193,20 @@ def cmd_video(args: argparse.Namespace) -> int:
     recognizer = EmotionRecognizer(
         args.model, detector=args.detector, tta=args.tta, threads=args.threads, landmarks=args.landmarks
     )
+    if args.out and not with_sound():
+        from facial_emotion.extras import install_hint
+
+        print(
+            "note: without PyAV the annotated copy is MPEG-4 Part 2 (or Motion JPEG) with no sound, which"
+            f" browsers and phones do not play; for H.264 with the original's sound: {install_hint('video')}",
+            file=sys.stderr,
+        )
+    # the sound comes from a file on disk (a URL would be downloaded twice, a camera has none)
+    sound_from = str(args.file) if Path(str(args.file)).is_file() else None
     with contextlib.ExitStack() as outputs:
-        video = outputs.enter_context(AnnotatedVideo(Path(args.out))) if args.out else None
+        video = (
+            outputs.enter_context(AnnotatedVideo(Path(args.out), sound_from=sound_from)) if args.out else None
+        )
         result = analyze_video(
             recognizer,
             args.file,
@@ -497,7 +509,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="full-frame face search every N analysed frames (default 1 = always; N > 1 follows faces "
         "in between: faster, may miss new faces for N frames)",
     )
-    p.add_argument("--out", help="annotated video (.mp4 / .avi)")
+    p.add_argument(
+        "--out",
+        help="annotated video (.mp4 .m4v .mov .mkv: H.264 with the sound where PyAV is installed; .avi)",
+    )
     p.add_argument("--timeline", help="CSV, one row per analysed frame and face")
     p.add_argument("--plot", help="PNG of each face's emotions over time")
     p.add_argument("--json", action="store_true", help="print one JSON document (summary and timeline)")

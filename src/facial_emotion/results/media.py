@@ -12,10 +12,14 @@ import numpy as np
 from facial_emotion.inference.pipeline import Face
 from facial_emotion.results.draw import annotate
 from facial_emotion.results.files import atomic_path, atomic_write_bytes
-
-
-class MediaError(Exception):
-    """An output file cannot be written in the requested format or place."""
+from facial_emotion.results.video_encoders import (  # noqa: F401  (re-exported: the CLI's names)
+    ANNOTATED_VIDEO_SUFFIXES,
+    MPEG4_SUFFIXES,
+    FrameWriter,
+    MediaError,
+    open_writer,
+    with_sound,
+)
 
 
 def encode_jpeg(bgr: np.ndarray, quality: int = 90) -> bytes:
@@ -48,12 +52,6 @@ class AnnotatedFolder:
         return out
 
 
-# The containers OpenCV's writer opens here, by the codec it writes into them.
-MPEG4_SUFFIXES = (".mp4", ".m4v", ".mov")
-# (what can be written, not what can be read: decode.VIDEO_SUFFIXES)
-ANNOTATED_VIDEO_SUFFIXES = (*MPEG4_SUFFIXES, ".avi", ".mkv")  # Motion JPEG in the last two
-
-
 # Longest a frame is held in an annotated copy: a longer pause between two frames (two recordings
 # joined, one clock an hour on) is cut to this, so the copy cannot grow by thousands of frames.
 MAX_HOLD_S = 60.0
@@ -62,7 +60,8 @@ MAX_HOLD_S = 60.0
 class AnnotatedVideo:
     """An annotated copy of a video: ``write(frame, faces)`` per frame, inside a ``with`` block. The
     file appears under its name only when the block ends without an error; otherwise nothing is left.
-    ``ANNOTATED_VIDEO_SUFFIXES``: MPEG-4 in .mp4, .m4v and .mov, Motion JPEG in .avi and .mkv. The
+    ``ANNOTATED_VIDEO_SUFFIXES``; the codecs are video_encoders' (H.264 with the sound of
+    ``sound_from``, a local file, where PyAV is installed). The
     frame rate may be set after the source is opened (``set_fps``), before the first frame. The copy
     is written at that constant rate and kept in time with the original: the first frame opens it
     (place 0, as the frame clock counts from the first frame), each later one has its place,
@@ -71,14 +70,15 @@ class AnnotatedVideo:
     ``MAX_HOLD_S``); of frames that share a place (a stretch faster than the copy's rate) the last
     one shows. Without this a damaged file's copy was short and ran ahead,
     and a variable-rate one's ran fast and slow by turns (a Matroska file's at its nominal rate: 6 s
-    played in 2.7)."""
+    played in 2.7). Where a pause is cut the sound stops: the copy's time has left the original's."""
 
-    def __init__(self, path: Path, fps: float = 30.0):
+    def __init__(self, path: Path, fps: float = 30.0, sound_from: str | None = None):
         self.path = Path(path)
         self.fps = fps
+        self.sound_from = sound_from
         self._atomic = atomic_path(self.path, suffix=self.path.suffix or ".mp4")
         self._tmp: Path | None = None
-        self._writer: cv2.VideoWriter | None = None
+        self._writer: FrameWriter | None = None
         # the last frame and its place, held until the next frame's: the copy is written up to it
         self._pending: tuple[int, np.ndarray] | None = None
         self._cut = 0  # places left out of pauses over MAX_HOLD_S
@@ -95,12 +95,12 @@ class AnnotatedVideo:
     ) -> None:
         if self._writer is None:  # the frame size is known from the first frame
             assert self._tmp is not None, "use AnnotatedVideo inside a with block"
-            mp4 = self.path.suffix.lower() in MPEG4_SUFFIXES
-            fourcc = cv2.VideoWriter.fourcc(*("mp4v" if mp4 else "MJPG"))
             size = (frame.shape[1], frame.shape[0])
-            self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, size)
-            if not self._writer.isOpened():
-                raise MediaError(f"{self.path}: cannot write a video here")
+            suffix = self.path.suffix.lower()
+            try:
+                self._writer = open_writer(self._tmp, suffix, self.fps, size, self.sound_from)
+            except MediaError as e:
+                raise MediaError(f"{self.path}: {e}") from None
         image = annotate(frame, faces)
         if self._pending is None:
             self._pending = (0, image)  # the first frame: the copy's start
@@ -117,6 +117,8 @@ class AnnotatedVideo:
         if place > longest:
             self._cut += place - longest
             place = longest
+            assert self._writer is not None
+            self._writer.stop_sound()
         self._emit(held_image, place - held)
         self._pending = (place, image)
 
@@ -130,8 +132,16 @@ class AnnotatedVideo:
     ) -> None:
         try:
             if self._writer is not None:
-                if self._pending is not None and kind is None:
-                    self._emit(self._pending[1], 1)  # the last frame, once
-                self._writer.release()
-        finally:  # whatever happens, no temporary file is left behind
-            self._atomic.__exit__(kind, exc, tb)
+                complete = kind is None
+                try:
+                    if complete and self._pending is not None:
+                        self._emit(self._pending[1], 1)  # the last frame, once
+                except BaseException:
+                    complete = False
+                    raise
+                finally:
+                    self._writer.close(complete)
+        except BaseException as e:  # a copy that could not be finished is not renamed into place
+            self._atomic.__exit__(type(e), e, e.__traceback__)
+            raise
+        self._atomic.__exit__(kind, exc, tb)  # renamed into place, or removed after the caller's error

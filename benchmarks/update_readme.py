@@ -161,6 +161,12 @@ def speed(s: dict) -> str:
         f"**{v['seconds']:.1f} s, "
         f"{v['x_realtime']:.1f}x faster than real time** ({v['fps']:.0f} fps, 1 thread).",
     ]
+    c = s.get("video_720p_60s_annotated_copy")
+    if c:
+        lines[-1] += (
+            f" With an annotated copy (`--out copy.mp4`, {c['codec']}, the encoder on its own threads): "
+            f"{c['seconds']:.1f} s, {c['x_realtime']:.1f}x real time, a {c['copy_mb']:.0f} MB file."
+        )
     det = RESULTS / "detectors.md"
     if det.exists():
         lines += [

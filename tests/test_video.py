@@ -449,12 +449,14 @@ def write_clip_with_sound(
     tone_from_s: float,
     seconds: float,
     size=(96, 64),
+    sound_from_s: float = 0.0,
     sound_s: float | None = None,
+    hole: tuple[float, float] | None = None,
 ) -> None:
-    """A camera's kind of file: 25 fps H.264 and 48 kHz AAC, the sound starting at 0 and the first
-    video frame at ``video_from_s`` (as the test clip's, 0.85 s in), the last before ``seconds``;
-    silence, then a 1 kHz tone from ``tone_from_s`` on, to ``sound_s`` (default ``seconds``; times
-    on the file's clock)."""
+    """A camera's kind of file: 25 fps H.264 and 48 kHz AAC, the first video frame at
+    ``video_from_s`` (as the test clip's, 0.85 s after its sound), the last before ``seconds``; sound
+    from ``sound_from_s`` to ``sound_s`` (default ``seconds``), none in ``hole``: silence, then a
+    1 kHz tone from ``tone_from_s`` on (times on the file's clock, which Matroska keeps in ms)."""
     import fractions
 
     import av
@@ -466,7 +468,10 @@ def write_clip_with_sound(
         audio = out.add_stream("aac", rate=rate, layout="mono")
         grey = np.full((size[1], size[0], 3), 128, np.uint8)
         frames = [(video_from_s + i / 25, "v") for i in range(round((seconds - video_from_s) * 25))]
-        frames += [(i * 1024 / rate, "a") for i in range(int((sound_s or seconds) * rate / 1024))]
+        first, last = round(sound_from_s * rate / 1024), int((sound_s or seconds) * rate / 1024)
+        frames += [(i * 1024 / rate, "a") for i in range(first, last)]
+        if hole:
+            frames = [(t, kind) for t, kind in frames if kind == "v" or not hole[0] <= t < hole[1]]
         for t, kind in sorted(frames):  # interleaved by time, as a camera writes them
             if kind == "v":
                 picture = av.VideoFrame.from_ndarray(grey, format="bgr24")
@@ -477,19 +482,30 @@ def write_clip_with_sound(
                 wave = np.where(s >= tone_from_s, 0.5 * np.sin(2 * np.pi * 1000 * s), 0.0).astype(np.float32)
                 sound = av.AudioFrame.from_ndarray(wave[None], format="fltp", layout="mono")
                 sound.sample_rate, sound.pts = rate, round(t * rate)
+                sound.time_base = fractions.Fraction(1, rate)
                 out.mux(audio.encode(sound))
         out.mux(video.encode(None))
         out.mux(audio.encode(None))
 
 
-def sound_of(path: Path) -> tuple[str, np.ndarray, int]:
-    """The codec, the samples (mono, float) and the rate of a file's first audio stream."""
+def sound_of(path: Path) -> tuple[np.ndarray, int, float]:
+    """A file's first audio stream as the player places it: each decoded piece at its own
+    timestamp, mono, in [-1, 1]; its rate, and the file's duration as the container gives it."""
     import av
 
     with av.open(str(path)) as f:
         stream = f.streams.audio[0]
-        samples = [frame.to_ndarray().mean(axis=0) for frame in f.decode(stream)]
-        return stream.codec_context.name, np.concatenate(samples), stream.codec_context.sample_rate
+        rate, channels = stream.codec_context.sample_rate, stream.codec_context.channels
+        pieces = []
+        for frame in f.decode(stream):
+            x = frame.to_ndarray()
+            if frame.format.is_packed:  # (1, n x channels) integers
+                x = x.reshape(-1, channels).T / 32768.0
+            pieces.append((max(0, round(frame.time * rate)), x.mean(axis=0)))
+        placed = np.zeros(max(at + len(x) for at, x in pieces))
+        for at, x in pieces:
+            placed[at : at + len(x)] = x
+        return placed, rate, f.duration / 1e6
 
 
 def codecs_of(path: Path) -> dict[str, str]:
@@ -499,36 +515,48 @@ def codecs_of(path: Path) -> dict[str, str]:
         return {s.type: s.codec_context.name for s in f.streams}
 
 
+def tone_starts(path: Path) -> float:
+    samples, rate, _ = sound_of(path)
+    return np.flatnonzero(np.abs(samples) > 0.2)[0] / rate
+
+
 def test_the_annotated_copy_is_h264_with_the_original_s_sound_in_time(tmp_path: Path) -> None:
     """OpenCV's MPEG-4 Part 2 copy played in no browser or phone, and had no sound. With PyAV it is
-    H.264 (Motion JPEG in .avi) with the sound re-encoded as AAC, starting where the copy starts: at
-    the original's first video frame, not at its first sound (a camera's file starts its sound first)."""
+    H.264 with the sound re-encoded as AAC (Motion JPEG and PCM in .avi), in time with the picture:
+    from the original's first video frame, not its first sound (a camera's file starts its sound
+    first), each piece of sound at its own time (Matroska's clock is in ms: the copy was 160 s long),
+    holes kept, a late start kept in AVI (which keeps no timestamps), nothing past the last frame."""
     clip = tmp_path / "talk.mkv"
     write_clip_with_sound(clip, video_from_s=0.6, tone_from_s=1.6, seconds=4.0, size=(95, 63))
-    for name, video_codec in (
-        ("copy.mp4", "h264"),
-        ("copy.mov", "h264"),
-        ("copy.mkv", "h264"),
-        ("copy.avi", "mjpeg"),
-    ):
-        copy = tmp_path / name
+    codecs = {".mp4": "h264", ".mov": "h264", ".mkv": "h264", ".avi": "mjpeg"}
+    for suffix, video_codec in codecs.items():
+        copy = tmp_path / f"copy{suffix}"
         proc = run_cli("video", str(clip), "--out", str(copy), "--json")
         assert proc.returncode == 0, proc.stderr
-        assert "note:" not in proc.stderr
-        assert codecs_of(copy) == {"video": video_codec, "audio": "aac"}, name
-        capture = cv2.VideoCapture(str(copy))
-        shown = list(read_frames(capture))
-        assert len(shown) == 85 and shown[0].shape == (64, 96, 3), name  # odd sides padded for 4:2:0
-        _, samples, rate = sound_of(copy)
-        loud = np.flatnonzero(np.abs(samples) > 0.2)
-        assert loud[0] / rate == pytest.approx(1.0, abs=0.03), name  # the tone 1 s after the first frame
-        assert len(samples) / rate == pytest.approx(85 / 25, abs=0.05), name  # as long as the picture
+        assert "note:" not in proc.stderr and "warning" not in proc.stderr.lower()
+        sound = "pcm_s16le" if suffix == ".avi" else "aac"
+        assert codecs_of(copy) == {"video": video_codec, "audio": sound}, suffix
+        shown = list(read_frames(cv2.VideoCapture(str(copy))))
+        assert len(shown) == 85 and shown[0].shape == (64, 96, 3), suffix  # odd sides padded for 4:2:0
+        samples, rate, duration = sound_of(copy)
+        assert duration == pytest.approx(85 / 25, abs=0.05), suffix
+        assert len(samples) / rate == pytest.approx(85 / 25, abs=0.03), suffix  # as long as the picture
+        assert tone_starts(copy) == pytest.approx(1.0, abs=0.005), suffix  # 1 s after the first frame
+    # a hole in the sound stays a hole: what follows keeps its time; a late start is silence first
+    clip = tmp_path / "hole.mkv"
+    write_clip_with_sound(clip, 0.0, tone_from_s=3.0, seconds=4.0, sound_from_s=0.5, hole=(1.5, 2.1))
+    for suffix in (".mp4", ".avi"):
+        copy = tmp_path / f"hole{suffix}"
+        assert run_cli("video", str(clip), "--out", str(copy)).returncode == 0
+        assert tone_starts(copy) == pytest.approx(3.0, abs=0.005), suffix
+        samples, rate, duration = sound_of(copy)
+        assert len(samples) / rate == pytest.approx(4.0, abs=0.03), suffix
     # sound that runs on after the last frame is left out with it
     clip, copy = tmp_path / "long-sound.mkv", tmp_path / "short-copy.mp4"
     write_clip_with_sound(clip, video_from_s=0.0, tone_from_s=2.0, seconds=1.0, sound_s=3.0)
     assert run_cli("video", str(clip), "--out", str(copy)).returncode == 0
-    _, samples, rate = sound_of(copy)
-    assert len(samples) / rate == pytest.approx(1.0, abs=0.05)
+    samples, rate, duration = sound_of(copy)
+    assert len(samples) / rate == pytest.approx(1.0, abs=0.03) and duration == pytest.approx(1.0, abs=0.05)
     assert np.abs(samples).max() < 0.01  # the tone came after the last frame
 
 

@@ -340,8 +340,11 @@ def analyze_video(
                 else numbered_frames(cap, clock)
             )
             take = EveryNth(every, result.fps)
+            lead_s = 0.0  # where the picture starts on the file's clock (after its sound, in some)
             for index, time_s, frame in numbered:
                 result.frames_read += 1
+                if result.frames_read == 1 and not live:  # OpenCV gives the first frame's time as 0
+                    lead_s = max(0.0, cap.get(cv2.CAP_PROP_PTS) / result.fps)
                 if take(index, time_s):
                     t = time.perf_counter() - t0 if time_s is None else time_s
                     faces = stream.process(frame, t)
@@ -373,13 +376,15 @@ def analyze_video(
     # a file ends with its last frame read; a camera or stream has no end to cut at
     end_s = clock.time_s + 1 / result.fps  # a file up to the end of its last frame read
     result.end_s = None if live else end_s
-    # The container's frame count is its duration x fps, or the other way round.
+    # The container's frame count is its duration x fps, or the other way round; the duration runs
+    # from the start of the file's clock, where its sound may start before its picture (a camera's
+    # Matroska file: 0.6 s, "15% missing").
     duration = (result.frames_expected or 0) / result.fps
     result.spans_duration = (
         not live
         and not clock.skipped
         and clock.largest_gap <= MAX_GAP_S
-        and abs(end_s - duration) <= SHORTFALL_WARNING * duration
+        and min(abs(end_s - duration), abs(lead_s + end_s - duration)) <= SHORTFALL_WARNING * duration
     )
     result.summary = stream.summary(result.end_s)
     result.events = stream.session.events

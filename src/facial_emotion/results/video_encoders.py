@@ -1,13 +1,12 @@
 """The encoders behind an annotated video copy (``media.AnnotatedVideo``). With PyAV installed (the
-``video`` extra): H.264 in .mp4, .m4v, .mov and .mkv (Motion JPEG in .avi) with the original's sound
-re-encoded as AAC. Without it: OpenCV's MPEG-4 Part 2 (Motion JPEG in .avi and .mkv) and no sound,
+``video`` extra): H.264 in .mp4, .m4v, .mov and .mkv with the original's sound re-encoded as AAC,
+Motion JPEG with PCM sound in .avi. Without it: OpenCV's MPEG-4 Part 2 (Motion JPEG in .avi and .mkv) and no sound,
 because OpenCV's pip wheels write no H.264 and no audio. Browsers, phones and QuickTime play H.264;
 none of them plays MPEG-4 Part 2."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,6 +30,11 @@ H264_OPTIONS = {"crf": "20", "preset": "veryfast"}  # visually lossless for draw
 MJPEG_QUALITY = 3  # FFmpeg's -q:v scale, 2 (best) to 31
 FF_QP2LAMBDA = 118  # FFmpeg's global_quality unit
 AAC_FRAME = 1024  # samples per AAC frame
+AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
+# The sound's codec by container: AAC, but PCM in AVI, whose muxer shifts the whole copy by AAC's
+# priming delay (the first frame showed twice) and loses a late start (AVI keeps no timestamps)
+SOUND_CODECS = {".avi": "pcm_s16le"}
+SOUND_FORMATS = {"aac": "fltp", "pcm_s16le": "s16"}  # the sample formats the encoders take
 
 
 class MediaError(Exception):
@@ -105,7 +109,8 @@ class PyAVWriter:
             self.stream.width, self.stream.height = self.size
         except (av.FFmpegError, ValueError) as e:
             raise MediaError(f"cannot write a video here ({e})") from None
-        self.sound = SoundTrack.open(sound_from, self.container) if sound_from else None
+        codec = SOUND_CODECS.get(suffix, "aac")
+        self.sound = SoundTrack.open(sound_from, self.container, codec) if sound_from else None
 
     def write(self, bgr: np.ndarray) -> None:
         pad_x, pad_y = self.size[0] - bgr.shape[1], self.size[1] - bgr.shape[0]
@@ -136,74 +141,177 @@ class PyAVWriter:
 
 
 class SoundTrack:
-    """The first audio stream of the original, re-encoded as AAC into the copy and placed as the
+    """The first audio stream of the original, re-encoded (AAC, PCM in AVI) into the copy and placed as the
     copy's frames are: the copy starts at the original's first video frame (the frame clock counts
-    from it), so the sound at the original's time t plays at t - that frame's time. Sound before the
-    first frame, and past the copy's end (``--max-frames``), is left out. A source without sound,
-    or one whose sound cannot be read, gives a copy without it (and a warning for the second)."""
+    from it), so the sound at the original's time t plays at t - that frame's time. Each decoded
+    piece of sound goes to its own time: a hole in the original's sound (or a damaged packet, which
+    is skipped) is silence in the copy, sound before the first video frame and past the copy's last
+    one is left out, and sound that starts late is preceded by silence (not by a timestamp, which
+    AVI does not keep). A source without sound gives a copy without it; one whose sound cannot be
+    read or encoded, too, with a warning."""
 
-    def __init__(self, source: Any, audio: Any, origin_s: float, out: Any):
+    def __init__(
+        self,
+        path: str,
+        source: Any,
+        audio: Any,
+        origin_s: float,
+        codec: str,
+        rate: int,
+        layout: str,
+        out: Any,
+    ):
+        self.path = path
         self.source = source
+        self.audio = audio
         self.origin_s = origin_s
-        rate = audio.codec_context.sample_rate or 48000
-        layout = "mono" if (audio.codec_context.channels or 2) == 1 else "stereo"
         self.rate = rate
-        self.stream = out.add_stream("aac", rate=rate, layout=layout)
+        self.channels = 1 if layout == "mono" else 2
+        self.layout = layout
+        self.format = SOUND_FORMATS[codec]
         self.out = out
-        self.resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate, frame_size=AAC_FRAME)
-        self.frames: Iterator[Any] = source.decode(audio)
-        self.pts: int | None = None  # the next sample's place in the copy, once the first is placed
+        self.stream = out.add_stream(codec, rate=rate, layout=layout)
+        self.resampler = av.AudioResampler(format=self.format, layout=layout, rate=rate)
+        self.fifo = av.AudioFifo()
+        self.packets = source.demux(audio)
+        self.placed = 0  # samples of the copy's sound put in the queue so far, silence included
+        self.encoded = 0  # of those, encoded
+        self.end = 0  # the copy's end, in samples, as far as it is known
+        self.held: tuple[int, list[Any]] | None = None  # decoded sound waiting for its place
+        self.pending: list[Any] = []  # decoded frames of the last packet not yet placed
         self.ended = False
+        self.damaged = 0
+        self.slack = rate // 100  # timestamps jitter (Matroska's are in ms): 10 ms either way is on time
 
     @classmethod
-    def open(cls, path: str, out: Any) -> SoundTrack | None:
+    def open(cls, path: str, out: Any, codec: str) -> SoundTrack | None:
         try:
             source = av.open(path)
         except (av.FFmpegError, OSError, ValueError) as e:
-            log.warning("%s: the copy has no sound (%s)", path, e)
+            log.warning("%s: the annotated copy has no sound (%s)", path, e)
             return None
         if not source.streams.audio:
             source.close()
             return None
+        audio = source.streams.audio[0]
         video = source.streams.video[0] if source.streams.video else None
         origin = 0.0
         if video is not None and video.start_time is not None and video.time_base is not None:
             origin = float(video.start_time * video.time_base)
-        return cls(source, source.streams.audio[0], origin, out)
+        rate = audio.codec_context.sample_rate or 48000
+        if codec == "aac" and rate not in AAC_RATES:  # AAC goes up to 96 kHz
+            rate = 48000
+        layout = "mono" if audio.codec_context.channels == 1 else "stereo"
+        try:  # the encoder opens with the file's header, where a failure would lose the picture too
+            probe: Any = av.CodecContext.create(codec, "w")
+            probe.sample_rate, probe.layout, probe.format = rate, layout, SOUND_FORMATS[codec]
+            probe.open()
+        except (av.FFmpegError, ValueError) as e:
+            log.warning("%s: the annotated copy has no sound (%s at %d Hz: %s)", path, codec, rate, e)
+            source.close()
+            return None
+        return cls(path, source, audio, origin, codec, rate, layout, out)
 
     def until(self, end_s: float) -> None:
-        """Encode the original's sound up to the copy's time ``end_s`` (or one frame of sound past it)."""
-        end = round(end_s * self.rate)
-        while not self.ended and (self.pts is None or self.pts < end):
+        """Encode the original's sound up to the copy's time ``end_s``."""
+        self.end = max(self.end, round(end_s * self.rate))
+        while self.placed < self.end:
+            if self.held is None and not self._decode():
+                break
+            assert self.held is not None
+            at, frames = self.held
+            if at > self.placed + self.slack:  # a hole, or sound that starts late: silence up to it
+                self._silence(min(at, self.end) - self.placed)
+                if at > self.end:
+                    break  # its place is past the copy's end so far: held for later
+            self.held = None
+            skip = self.placed - at  # sound before the first video frame, or overlapping the last piece
+            self._put(frames, skip if skip > self.slack or self.placed == 0 else 0)
+        self._encode(self.end)
+
+    def _decode(self) -> bool:
+        """The next decoded piece of sound into ``held``, at its place in the copy; False at the end."""
+        while not self.pending:
+            if self.ended:
+                return False
             try:
-                frame = next(self.frames)
+                packet = next(self.packets)
             except StopIteration:
                 self.ended = True
-                break
-            except av.FFmpegError as e:  # a damaged stretch of sound: the rest is left out
-                log.warning("the copy's sound stops at %.1f s: %s", (self.pts or 0) / self.rate, e)
+                self.pending = self.resampler.resample(None)  # what the resampler still holds
+                self.held = (self.placed, self.pending) if self.pending else None
+                self.pending = []
+                return self.held is not None
+            except av.FFmpegError:  # the container cannot be read on: the sound ends here
                 self.ended = True
-                break
-            if self.pts is None:
-                start_s = (frame.time or 0.0) - self.origin_s
-                if start_s + frame.samples / frame.sample_rate <= 0:
-                    continue  # before the first video frame
-                self.pts = max(0, round(start_s * self.rate))
-            frame.pts = None  # the resampler's frames follow one another from self.pts
-            self._encode(self.resampler.resample(frame))
+                self.damaged += 1
+                continue
+            try:
+                self.pending = packet.decode()
+            except av.FFmpegError:  # a damaged packet: left out, silence in its place
+                self.damaged += 1
+        frame = self.pending.pop(0)
+        at = self.placed if frame.time is None else round((frame.time - self.origin_s) * self.rate)
+        frame.pts = None
+        self.held = (at, self.resampler.resample(frame))
+        return True
 
-    def _encode(self, frames: list[Any]) -> None:
-        assert self.pts is not None
+    def _put(self, frames: list[Any], skip: int) -> None:
         for frame in frames:
-            frame.pts = self.pts
-            self.pts += frame.samples
+            if skip >= frame.samples:
+                skip -= frame.samples
+                continue
+            if skip > 0:  # planar samples are (channels, n), packed ones (1, n x channels)
+                packed = 1 if self.format == "fltp" else self.channels
+                frame = self._frame(frame.to_ndarray()[:, skip * packed :])
+                skip = 0
+            frame.pts = None
+            self.fifo.write(frame)
+            self.placed += frame.samples
+            self._encode(self.end)
+
+    def _silence(self, samples: int) -> None:
+        while samples > 0:
+            n = min(samples, self.rate)
+            zeros = (
+                np.zeros((self.channels, n), np.float32)
+                if self.format == "fltp"
+                else np.zeros((1, n * self.channels), np.int16)
+            )
+            self.fifo.write(self._frame(zeros))
+            self.placed += n
+            samples -= n
+            self._encode(self.end)
+
+    def _frame(self, samples: np.ndarray) -> Any:
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(samples), format=self.format, layout=self.layout
+        )
+        frame.sample_rate = self.rate
+        return frame
+
+    def _encode(self, end: int, last: bool = False) -> None:
+        """Encode whole AAC frames that end by ``end``; ``last``: the short one left too."""
+        while self.encoded < end:
+            n = min(AAC_FRAME, end - self.encoded)
+            if self.fifo.samples < n or (n < AAC_FRAME and not last):
+                return
+            frame: Any = self.fifo.read(n)
+            frame.pts, frame.time_base = self.encoded, Fraction(1, self.rate)
             self.out.mux(self.stream.encode(frame))
+            self.encoded += n
 
     def close(self, end_s: float | None = None) -> None:
-        """The sound up to the copy's end ``end_s`` (None: where it stopped), then the encoder's flush."""
+        """The sound up to the copy's end ``end_s`` (None: as far as it has gone), then the encoder's
+        flush; says so where damaged sound was left out."""
         if end_s is not None:
             self.until(end_s)
-        if self.pts is not None and (end_s is None or self.pts < round(end_s * self.rate)):
-            self._encode(self.resampler.resample(None))
+        self._encode(min(self.end, self.placed), last=True)
         self.out.mux(self.stream.encode(None))
         self.source.close()
+        if self.damaged:
+            log.warning(
+                "%s: %d damaged packet(s) of sound left out of the annotated copy (silence in their place)",
+                self.path,
+                self.damaged,
+            )

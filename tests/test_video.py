@@ -596,3 +596,20 @@ def test_a_copy_whose_writing_fails_leaves_no_file_and_no_temp_file(tmp_path: Pa
             copy.write(frame, [], i, i / 25)
     assert [p.name for p in target.parent.iterdir()] == ["copy.mp4"]
     assert codecs_of(target) == {"video": "h264", "audio": "aac"}
+
+
+def test_a_full_disk_while_writing_the_copy_is_one_error_naming_it_and_leaves_nothing(tmp_path: Path) -> None:
+    import resource
+
+    video, target = need_shared("media", "woman2.mp4"), tmp_path / "out" / "copy.mp4"
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))  # noqa: E731  (a disk that fills)
+    proc = subprocess.run(
+        [sys.executable, "-m", "facial_emotion", "video", str(video), "--out", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == f"facial-emotion video: error: {target}: File too large"
+    assert list(target.parent.iterdir()) == []

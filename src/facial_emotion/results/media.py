@@ -124,8 +124,15 @@ class AnnotatedVideo:
 
     def _emit(self, image: np.ndarray, times: int) -> None:
         assert self._writer is not None
-        for _ in range(times):
-            self._writer.write(image)
+        try:
+            for _ in range(times):
+                self._writer.write(image)
+        except OSError as e:
+            raise self._named(e) from None
+
+    def _named(self, e: OSError) -> OSError:
+        """A write error (a full disk) named by the copy, not by its hidden temp file."""
+        return OSError(e.errno, e.strerror or str(e), str(self.path))
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -143,5 +150,7 @@ class AnnotatedVideo:
                     self._writer.close(complete)
         except BaseException as e:  # a copy that could not be finished is not renamed into place
             self._atomic.__exit__(type(e), e, e.__traceback__)
+            if isinstance(e, OSError) and not isinstance(exc, OSError):
+                raise self._named(e) from None
             raise
         self._atomic.__exit__(kind, exc, tb)  # renamed into place, or removed after the caller's error

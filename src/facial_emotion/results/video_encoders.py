@@ -6,6 +6,7 @@ none of them plays MPEG-4 Part 2."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from fractions import Fraction
 from pathlib import Path
@@ -129,14 +130,22 @@ class PyAVWriter:
             self.sound = None
 
     def close(self, complete: bool) -> None:
-        try:
-            if complete:
+        if complete:
+            try:
                 self.container.mux(self.stream.encode(None))
                 if self.sound is not None:
                     self.sound.close(float(self.written / self.rate))
-        finally:
-            if not complete and self.sound is not None:
-                self.sound.source.close()
+                    self.sound = None
+            except BaseException:
+                self.close(complete=False)
+                raise
+            self.container.close()
+            return
+        # a copy thrown away: what is open is released, and errors writing its end (a full disk
+        # again) would only hide the one that stopped it
+        if self.sound is not None:
+            self.sound.source.close()
+        with contextlib.suppress(av.FFmpegError, OSError):
             self.container.close()
 
 

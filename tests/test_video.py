@@ -452,8 +452,10 @@ def write_clip_with_sound(
     sound_from_s: float = 0.0,
     sound_s: float | None = None,
     hole: tuple[float, float] | None = None,
+    rate: int = 48000,
+    layout: str = "mono",
 ) -> None:
-    """A camera's kind of file: 25 fps H.264 and 48 kHz AAC, the first video frame at
+    """A camera's kind of file: 25 fps H.264 and AAC (48 kHz mono unless said), the first video frame at
     ``video_from_s`` (as the test clip's, 0.85 s after its sound), the last before ``seconds``; sound
     from ``sound_from_s`` to ``sound_s`` (default ``seconds``), none in ``hole``: silence, then a
     1 kHz tone from ``tone_from_s`` on (times on the file's clock, which Matroska keeps in ms)."""
@@ -461,11 +463,10 @@ def write_clip_with_sound(
 
     import av
 
-    rate = 48000
     with av.open(str(path), "w") as out:
         video = out.add_stream("libx264", rate=25)
         video.width, video.height, video.pix_fmt = *size, "yuv444p"  # 4:4:4 takes odd sides
-        audio = out.add_stream("aac", rate=rate, layout="mono")
+        audio = out.add_stream("aac", rate=rate, layout=layout)
         grey = np.full((size[1], size[0], 3), 128, np.uint8)
         frames = [(video_from_s + i / 25, "v") for i in range(round((seconds - video_from_s) * 25))]
         first, last = round(sound_from_s * rate / 1024), int((sound_s or seconds) * rate / 1024)
@@ -480,7 +481,8 @@ def write_clip_with_sound(
             else:
                 s = np.arange(round(t * rate), round(t * rate) + 1024) / rate
                 wave = np.where(s >= tone_from_s, 0.5 * np.sin(2 * np.pi * 1000 * s), 0.0).astype(np.float32)
-                sound = av.AudioFrame.from_ndarray(wave[None], format="fltp", layout="mono")
+                channels = 1 if layout == "mono" else 2
+                sound = av.AudioFrame.from_ndarray(np.tile(wave, (channels, 1)), format="fltp", layout=layout)
                 sound.sample_rate, sound.pts = rate, round(t * rate)
                 sound.time_base = fractions.Fraction(1, rate)
                 out.mux(audio.encode(sound))
@@ -551,6 +553,18 @@ def test_the_annotated_copy_is_h264_with_the_original_s_sound_in_time(tmp_path: 
         assert tone_starts(copy) == pytest.approx(3.0, abs=0.005), suffix
         samples, rate, duration = sound_of(copy)
         assert len(samples) / rate == pytest.approx(4.0, abs=0.03), suffix
+    # two recordings joined into one TS file, the second one's sound in another layout and rate:
+    # the queue and the resampler took the first one's only (a crash, once a segfault)
+    # (from 0.2 s: no timestamp of the first one below 0, which the muxer would shift)
+    first, second, joined = tmp_path / "a.ts", tmp_path / "b.ts", tmp_path / "joined.ts"
+    write_clip_with_sound(first, 0.2, tone_from_s=99, seconds=2.0, sound_from_s=0.2, layout="stereo")
+    write_clip_with_sound(second, 2.0, tone_from_s=3.0, seconds=4.0, sound_from_s=2.0, rate=44100)
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    for suffix in (".mp4", ".avi"):
+        copy = tmp_path / f"joined{suffix}"
+        proc = run_cli("video", str(joined), "--out", str(copy))
+        assert proc.returncode == 0, proc.stderr
+        assert tone_starts(copy) == pytest.approx(2.8, abs=0.005), suffix
     # sound that runs on after the last frame is left out with it
     clip, copy = tmp_path / "long-sound.mkv", tmp_path / "short-copy.mp4"
     write_clip_with_sound(clip, video_from_s=0.0, tone_from_s=2.0, seconds=1.0, sound_s=3.0)
@@ -613,3 +627,23 @@ def test_a_full_disk_while_writing_the_copy_is_one_error_naming_it_and_leaves_no
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip() == f"facial-emotion video: error: {target}: File too large"
     assert list(target.parent.iterdir()) == []
+
+
+def test_sound_that_cannot_be_read_gives_a_silent_copy_and_a_short_clip_is_not_called_damaged(
+    tmp_path: Path,
+) -> None:
+    """A sound codec FFmpeg does not know was a traceback (no copy); a 3-frame Matroska clip, whose
+    last sound packet runs 20 ms past its picture, read "3 of 4 frames (25% missing)"."""
+    clip, unknown = tmp_path / "talk.mkv", tmp_path / "unknown-sound.mkv"
+    write_clip_with_sound(clip, 0.0, tone_from_s=0.5, seconds=1.0)
+    unknown.write_bytes(clip.read_bytes().replace(b"A_AAC", b"A_ZZZ"))
+    copy = tmp_path / "copy.mp4"
+    proc = run_cli("video", str(unknown), "--out", str(copy))
+    assert proc.returncode == 0, proc.stderr
+    assert "the annotated copy has no sound (its sound's codec cannot be read)" in proc.stderr
+    assert codecs_of(copy) == {"video": "h264"}
+    short = tmp_path / "three-frames.mkv"
+    write_clip_with_sound(short, 0.0, tone_from_s=99, seconds=0.12)
+    proc = run_cli("video", str(short), "--strict", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["frames_read"] == 3

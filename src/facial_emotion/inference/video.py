@@ -378,13 +378,15 @@ def analyze_video(
     result.end_s = None if live else end_s
     # The container's frame count is its duration x fps, or the other way round; the duration runs
     # from the start of the file's clock, where its sound may start before its picture (a camera's
-    # Matroska file: 0.6 s, "15% missing").
+    # Matroska file: 0.6 s, "15% missing"), and may run on a frame after it (a 3-frame clip's last
+    # sound packet: "25% missing").
     duration = (result.frames_expected or 0) / result.fps
     result.spans_duration = (
         not live
         and not clock.skipped
         and clock.largest_gap <= MAX_GAP_S
-        and min(abs(end_s - duration), abs(lead_s + end_s - duration)) <= SHORTFALL_WARNING * duration
+        and min(abs(end_s - duration), abs(lead_s + end_s - duration))
+        <= SHORTFALL_WARNING * duration + 1 / result.fps
     )
     result.summary = stream.summary(result.end_s)
     result.events = stream.session.events

@@ -149,6 +149,30 @@ class PyAVWriter:
             self.container.close()
 
 
+def first_picture_s(path: str) -> float:
+    """The time of the first frame that decodes, on the file's clock: where the copy starts (a file
+    cut in the middle of a group of pictures starts at its first key frame, half a second on, not at
+    its video stream's start)."""
+    try:
+        with av.open(path) as probe:
+            if not probe.streams.video:
+                return 0.0
+            video = probe.streams.video[0]
+            for packet in probe.demux(video):
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError:  # a damaged or headless start: decoding goes on after it
+                    continue
+                for frame in frames:
+                    if frame.time is not None:
+                        return float(frame.time)
+            if video.start_time is not None and video.time_base is not None:
+                return float(video.start_time * video.time_base)
+    except (av.FFmpegError, OSError, ValueError):
+        pass
+    return 0.0
+
+
 class SoundTrack:
     """The first audio stream of the original, re-encoded (AAC, PCM in AVI) into the copy and placed as the
     copy's frames are: the copy starts at the original's first video frame (the frame clock counts
@@ -189,6 +213,7 @@ class SoundTrack:
         self.held: tuple[int, list[Any]] | None = None  # decoded sound waiting for its place
         self.pending: list[Any] = []  # decoded frames of the last packet not yet placed
         self.ended = False
+        self.kind: tuple[str, str, int] | None = None  # the source sound's format, layout and rate
         self.damaged = 0
         self.slack = rate // 100  # timestamps jitter (Matroska's are in ms): 10 ms either way is on time
 
@@ -203,10 +228,11 @@ class SoundTrack:
             source.close()
             return None
         audio = source.streams.audio[0]
-        video = source.streams.video[0] if source.streams.video else None
-        origin = 0.0
-        if video is not None and video.start_time is not None and video.time_base is not None:
-            origin = float(video.start_time * video.time_base)
+        if audio.codec_context is None:  # a codec FFmpeg does not know
+            log.warning("%s: the annotated copy has no sound (its sound's codec cannot be read)", path)
+            source.close()
+            return None
+        origin = first_picture_s(path)
         rate = audio.codec_context.sample_rate or 48000
         if codec == "aac" and rate not in AAC_RATES:  # AAC goes up to 96 kHz
             rate = 48000
@@ -240,30 +266,39 @@ class SoundTrack:
 
     def _decode(self) -> bool:
         """The next decoded piece of sound into ``held``, at its place in the copy; False at the end."""
-        while not self.pending:
-            if self.ended:
-                return False
+        while True:
+            while not self.pending:
+                if self.ended:
+                    return False
+                try:
+                    packet = next(self.packets)
+                except StopIteration:
+                    self.ended = True
+                    rest = self.resampler.resample(None)  # what the resampler still holds
+                    self.held = (self.placed, rest) if rest else None
+                    return self.held is not None
+                except av.FFmpegError:  # the container cannot be read on: the sound ends here
+                    self.ended = True
+                    self.damaged += 1
+                    continue
+                try:
+                    self.pending = packet.decode()
+                except av.FFmpegError:  # a damaged packet: left out, silence in its place
+                    self.damaged += 1
+            frame = self.pending.pop(0)
+            at = self.placed if frame.time is None else round((frame.time - self.origin_s) * self.rate)
+            frame.pts = None
+            kind = (frame.format.name, frame.layout.name, frame.sample_rate)
+            if kind != self.kind:  # the sound changes format mid-file (joined recordings, broadcasts)
+                if self.kind is not None:
+                    self._put(self.resampler.resample(None), 0)  # the old format's last samples
+                self.kind = kind
+                self.resampler = av.AudioResampler(format=self.format, layout=self.layout, rate=self.rate)
             try:
-                packet = next(self.packets)
-            except StopIteration:
-                self.ended = True
-                self.pending = self.resampler.resample(None)  # what the resampler still holds
-                self.held = (self.placed, self.pending) if self.pending else None
-                self.pending = []
-                return self.held is not None
-            except av.FFmpegError:  # the container cannot be read on: the sound ends here
-                self.ended = True
+                self.held = (at, self.resampler.resample(frame))
+                return True
+            except (av.FFmpegError, ValueError):  # a frame the resampler cannot take: silence instead
                 self.damaged += 1
-                continue
-            try:
-                self.pending = packet.decode()
-            except av.FFmpegError:  # a damaged packet: left out, silence in its place
-                self.damaged += 1
-        frame = self.pending.pop(0)
-        at = self.placed if frame.time is None else round((frame.time - self.origin_s) * self.rate)
-        frame.pts = None
-        self.held = (at, self.resampler.resample(frame))
-        return True
 
     def _put(self, frames: list[Any], skip: int) -> None:
         for frame in frames:
@@ -274,7 +309,9 @@ class SoundTrack:
                 packed = 1 if self.format == "fltp" else self.channels
                 frame = self._frame(frame.to_ndarray()[:, skip * packed :])
                 skip = 0
-            frame.pts = None
+            # the queue takes frames of one kind; a resampler passes a frame it need not convert
+            # through with its source's time base (Matroska's ms, TS's 1/90000)
+            frame.pts, frame.time_base = None, Fraction(1, self.rate)
             self.fifo.write(frame)
             self.placed += frame.samples
             self._encode(self.end)
@@ -296,7 +333,7 @@ class SoundTrack:
         frame = av.AudioFrame.from_ndarray(
             np.ascontiguousarray(samples), format=self.format, layout=self.layout
         )
-        frame.sample_rate = self.rate
+        frame.sample_rate, frame.time_base = self.rate, Fraction(1, self.rate)
         return frame
 
     def _encode(self, end: int, last: bool = False) -> None:

@@ -26,8 +26,8 @@ pack)
   cp "$SHARED/datasets/fer2013/fer2013new.csv" gpu/
   .venv/bin/python scripts/pack_faces.py pack --data "$SHARED/datasets/fer2013/fer2013.csv.gz" \
     --splits Training,PublicTest --out gpu/fer2013.xz
-  # about 9 minutes on 2 cores; the file holds the faces' SHA-256, so it teaches only these faces
   [ "${TEACHER:-0}" = 1 ] || exit 0
+  # the teacher: about 9 minutes on 2 cores; the file holds the faces' SHA-256, so it teaches only these faces
   .venv/bin/python -c 'import sys; from pathlib import Path
 from facial_emotion.training.distill import write_teacher_probabilities as w
 w(sys.argv[1], sys.argv[2], Path(sys.argv[3]))' src/facial_emotion/weights/emotion-ensemble.onnx \

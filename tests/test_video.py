@@ -454,11 +454,13 @@ def write_clip_with_sound(
     hole: tuple[float, float] | None = None,
     rate: int = 48000,
     layout: str = "mono",
+    pause: tuple[float, float] | None = None,
 ) -> None:
     """A camera's kind of file: 25 fps H.264 and AAC (48 kHz mono unless said), the first video frame at
     ``video_from_s`` (as the test clip's, 0.85 s after its sound), the last before ``seconds``; sound
     from ``sound_from_s`` to ``sound_s`` (default ``seconds``), none in ``hole``: silence, then a
-    1 kHz tone from ``tone_from_s`` on (times on the file's clock, which Matroska keeps in ms)."""
+    1 kHz tone from ``tone_from_s`` on (times on the file's clock, which Matroska keeps in ms); no
+    picture in ``pause``."""
     import fractions
 
     import av
@@ -473,6 +475,8 @@ def write_clip_with_sound(
         frames += [(i * 1024 / rate, "a") for i in range(first, last)]
         if hole:
             frames = [(t, kind) for t, kind in frames if kind == "v" or not hole[0] <= t < hole[1]]
+        if pause:
+            frames = [(t, kind) for t, kind in frames if kind == "a" or not pause[0] <= t < pause[1]]
         for t, kind in sorted(frames):  # interleaved by time, as a camera writes them
             if kind == "v":
                 picture = av.VideoFrame.from_ndarray(grey, format="bgr24")
@@ -565,6 +569,23 @@ def test_the_annotated_copy_is_h264_with_the_original_s_sound_in_time(tmp_path: 
         proc = run_cli("video", str(joined), "--out", str(copy))
         assert proc.returncode == 0, proc.stderr
         assert tone_starts(copy) == pytest.approx(2.8, abs=0.005), suffix
+    # ... and joined where the second recording's clock starts over: its sound was all left out
+    second, joined = tmp_path / "b0.ts", tmp_path / "restarted.ts"
+    write_clip_with_sound(second, 0.2, tone_from_s=1.0, seconds=2.0, sound_from_s=0.2)
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    copy = tmp_path / "restarted.mp4"
+    assert run_cli("video", str(joined), "--out", str(copy)).returncode == 0
+    assert tone_starts(copy) == pytest.approx(1.8 + 0.8, abs=0.02)  # its picture goes on at 1.8 s too
+    # a pause over a minute (a still screen) is cut to a minute: the sound plays through that minute
+    clip, copy = tmp_path / "pause.mkv", tmp_path / "pause.mp4"
+    write_clip_with_sound(clip, 0.0, tone_from_s=30.0, seconds=72.0, pause=(1.0, 71.0))
+    assert run_cli("video", str(clip), "--out", str(copy)).returncode == 0
+    samples, rate, _ = sound_of(copy)
+    # 0-0.96 s, the last of them held for a minute, then 71-72 s: the sound to the minute's end
+    assert len(list(read_frames(cv2.VideoCapture(str(copy))))) == 24 + 1500 + 25
+    assert len(samples) / rate == pytest.approx((24 + 1500) / 25, abs=0.05) and tone_starts(
+        copy
+    ) == pytest.approx(30.0, abs=0.005)
     # sound that runs on after the last frame is left out with it
     clip, copy = tmp_path / "long-sound.mkv", tmp_path / "short-copy.mp4"
     write_clip_with_sound(clip, video_from_s=0.0, tone_from_s=2.0, seconds=1.0, sound_s=3.0)

@@ -236,6 +236,10 @@ SHORTFALL_WARNING = 0.02
 
 MAX_FPS = 1000.0  # a container's rate from here on is its clock's, not its frames'
 
+# Longest start of a file's sound before its picture (cameras: under a second) that explains why
+# fewer frames than announced were read; a later first frame may be a cut or damaged start.
+MAX_LEAD_S = 2.0
+
 
 def expected_frames(cap: cv2.VideoCapture) -> int | None:
     """What the container announces, or None. OpenCV's FFmpeg backend gives the stream's frame count,
@@ -344,7 +348,10 @@ def analyze_video(
             for index, time_s, frame in numbered:
                 result.frames_read += 1
                 if result.frames_read == 1 and not live:  # OpenCV gives the first frame's time as 0
-                    lead_s = max(0.0, cap.get(cv2.CAP_PROP_PTS) / result.fps)
+                    # (its CAP_PROP_PTS counts from the clock's 0, not from where the file starts it:
+                    # a TS file's 1.4 s; so only a camera's lead of up to MAX_LEAD_S is believed)
+                    lead_s = cap.get(cv2.CAP_PROP_PTS) / result.fps
+                    lead_s = lead_s if 0 < lead_s <= MAX_LEAD_S else 0.0
                 if take(index, time_s):
                     t = time.perf_counter() - t0 if time_s is None else time_s
                     faces = stream.process(frame, t)

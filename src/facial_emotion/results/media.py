@@ -96,7 +96,7 @@ class AnnotatedVideo:
         if self._writer is None:  # the frame size is known from the first frame
             assert self._tmp is not None, "use AnnotatedVideo inside a with block"
             size = (frame.shape[1], frame.shape[0])
-            suffix = self.path.suffix.lower()
+            suffix = self.path.suffix.lower() or ".mp4"  # as the temp file's (atomic_path)
             try:
                 self._writer = open_writer(self._tmp, suffix, self.fps, size, self.sound_from)
             except MediaError as e:
@@ -114,19 +114,20 @@ class AnnotatedVideo:
             self._pending = (held, image)
             return
         longest = held + max(1, round(MAX_HOLD_S * self.fps))
-        if place > longest:
+        cut = place > longest
+        if cut:
             self._cut += place - longest
             place = longest
-            assert self._writer is not None
-            self._writer.stop_sound()
-        self._emit(held_image, place - held)
+        self._emit(held_image, place - held, stop_sound=cut)  # the sound of the held minute, then no more
         self._pending = (place, image)
 
-    def _emit(self, image: np.ndarray, times: int) -> None:
+    def _emit(self, image: np.ndarray, times: int, stop_sound: bool = False) -> None:
         assert self._writer is not None
         try:
             for _ in range(times):
                 self._writer.write(image)
+            if stop_sound:
+                self._writer.stop_sound()
         except OSError as e:
             raise self._named(e) from None
 

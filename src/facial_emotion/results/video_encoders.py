@@ -15,10 +15,8 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-try:
-    import av
-except ImportError:  # the base install: OpenCV's encoders
-    av = None  # type: ignore[assignment]
+# PyAV, imported when a video is written (photos and the web service never load it): None until then
+av: Any = None
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +52,15 @@ class FrameWriter(Protocol):
 
 
 def with_sound() -> bool:
-    """Whether annotated copies are H.264 with sound (PyAV is installed)."""
-    return av is not None
+    """Whether annotated copies are H.264 with sound (PyAV is installed; imported here)."""
+    global av
+    if av is None:
+        try:
+            import av as pyav
+        except ImportError:  # the base install: OpenCV's encoders
+            return False
+        av = pyav
+    return True
 
 
 def open_writer(
@@ -64,7 +69,7 @@ def open_writer(
     """A writer of ``size`` (width, height) frames at ``fps`` into ``path`` (a temp file, so the
     format comes from ``suffix``, the target's); ``sound_from``: a local file whose first audio
     stream goes into the copy (PyAV only)."""
-    if av is not None:
+    if with_sound():
         return PyAVWriter(path, suffix, fps, size, sound_from)
     return OpenCVWriter(path, suffix, fps, size)
 
@@ -287,6 +292,11 @@ class SoundTrack:
                     self.damaged += 1
             frame = self.pending.pop(0)
             at = self.placed if frame.time is None else round((frame.time - self.origin_s) * self.rate)
+            if self.placed and at < self.placed - self.rate:
+                # the clock started over (recordings joined): the sound goes on from here, as the
+                # picture does (FrameClock); else every later piece lay before the copy's sound
+                self.origin_s -= (self.placed - at) / self.rate
+                at = self.placed
             frame.pts = None
             kind = (frame.format.name, frame.layout.name, frame.sample_rate)
             if kind != self.kind:  # the sound changes format mid-file (joined recordings, broadcasts)

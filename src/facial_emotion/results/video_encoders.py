@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
+import threading
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,6 +30,7 @@ AV_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", "
 H264_OPTIONS = {"crf": "20", "preset": "veryfast"}  # visually lossless for drawn boxes; ~real time at 720p
 MJPEG_QUALITY = 3  # FFmpeg's -q:v scale, 2 (best) to 31
 FF_QP2LAMBDA = 118  # FFmpeg's global_quality unit
+ENCODE_QUEUE = 4  # frames waiting for the encoder thread (a 720p frame is 2.7 MB)
 AAC_FRAME = 1024  # samples per AAC frame
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 # The sound's codec by container: AAC, but PCM in AVI, whose muxer shifts the whole copy by AAC's
@@ -117,8 +120,47 @@ class PyAVWriter:
             raise MediaError(f"cannot write a video here ({e})") from None
         codec = SOUND_CODECS.get(suffix, "aac")
         self.sound = SoundTrack.open(sound_from, self.container, codec) if sound_from else None
+        # Encoding runs on a thread of its own, a few frames behind the analysis: x264 at 720p takes
+        # about as long as the analysis of a frame, and the two overlap on a second core.
+        self._jobs: queue.Queue[tuple[str, np.ndarray | None]] = queue.Queue(maxsize=ENCODE_QUEUE)
+        self._error: BaseException | None = None
+        self._worker = threading.Thread(target=self._work, name="annotated-copy", daemon=True)
+        self._worker.start()
 
     def write(self, bgr: np.ndarray) -> None:
+        self._raise()
+        self._jobs.put(("frame", bgr))  # the caller does not change it afterwards (annotate's copy)
+
+    def stop_sound(self) -> None:
+        self._raise()
+        self._jobs.put(("stop sound", None))
+
+    def _raise(self) -> None:
+        """The encoder thread's error, in the caller's thread (a full disk ends the copy there)."""
+        if self._error is not None:
+            raise self._error
+
+    def _work(self) -> None:
+        while True:
+            job, bgr = self._jobs.get()
+            if job == "end":
+                return
+            if self._error is not None:
+                continue  # failed: the rest is only taken off the queue, so that no put blocks
+            try:
+                if job == "frame":
+                    assert bgr is not None
+                    self._encode(bgr)
+                else:
+                    self._stop_sound()
+            except BaseException as e:  # handed to the caller's thread
+                self._error = e
+
+    def _finish_work(self) -> None:
+        self._jobs.put(("end", None))
+        self._worker.join()
+
+    def _encode(self, bgr: np.ndarray) -> None:
         pad_x, pad_y = self.size[0] - bgr.shape[1], self.size[1] - bgr.shape[0]
         if pad_x or pad_y:
             bgr = cv2.copyMakeBorder(bgr, 0, pad_y, 0, pad_x, cv2.BORDER_CONSTANT, value=0)
@@ -129,12 +171,17 @@ class PyAVWriter:
         if self.sound is not None:  # interleaved: the sound of the frames written so far
             self.sound.until(float(self.written / self.rate))
 
-    def stop_sound(self) -> None:
+    def _stop_sound(self) -> None:
         if self.sound is not None:
             self.sound.close()
             self.sound = None
 
     def close(self, complete: bool) -> None:
+        if self._worker.is_alive():
+            self._finish_work()
+        if complete and self._error is not None:
+            self.close(complete=False)
+            raise self._error
         if complete:
             try:
                 self.container.mux(self.stream.encode(None))

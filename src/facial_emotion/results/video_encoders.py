@@ -232,8 +232,9 @@ class SoundTrack:
     piece of sound goes to its own time: a hole in the original's sound (or a damaged packet, which
     is skipped) is silence in the copy, sound before the first video frame and past the copy's last
     one is left out, and sound that starts late is preceded by silence (not by a timestamp, which
-    AVI does not keep). A source without sound gives a copy without it; one whose sound cannot be
-    read or encoded, too, with a warning."""
+    AVI does not keep); where the clock starts over (recordings joined) the sound goes on, as the
+    picture does. A source without sound gives a copy without it; one whose sound cannot be read or
+    encoded, too, with a warning."""
 
     def __init__(
         self,

@@ -12,9 +12,8 @@ import numpy as np
 from facial_emotion.inference.pipeline import Face
 from facial_emotion.results.draw import annotate
 from facial_emotion.results.files import atomic_path, atomic_write_bytes
-from facial_emotion.results.video_encoders import (  # noqa: F401  (re-exported: the CLI's names)
+from facial_emotion.results.video_encoders import (  # noqa: F401  (ANNOTATED_VIDEO_SUFFIXES, with_sound: the CLI's)
     ANNOTATED_VIDEO_SUFFIXES,
-    MPEG4_SUFFIXES,
     FrameWriter,
     MediaError,
     open_writer,

@@ -124,6 +124,8 @@ class PyAVWriter:
         # about as long as the analysis of a frame, and the two overlap on a second core.
         self._jobs: queue.Queue[tuple[str, np.ndarray | None]] = queue.Queue(maxsize=ENCODE_QUEUE)
         self._error: BaseException | None = None
+        self._last_image: np.ndarray | None = None  # the last frame given, and its VideoFrame
+        self._last_frame: Any = None
         self._worker = threading.Thread(target=self._work, name="annotated-copy", daemon=True)
         self._worker.start()
 
@@ -156,15 +158,14 @@ class PyAVWriter:
             except BaseException as e:  # handed to the caller's thread
                 self._error = e
 
-    def _finish_work(self) -> None:
-        self._jobs.put(("end", None))
-        self._worker.join()
-
     def _encode(self, bgr: np.ndarray) -> None:
-        pad_x, pad_y = self.size[0] - bgr.shape[1], self.size[1] - bgr.shape[0]
-        if pad_x or pad_y:
-            bgr = cv2.copyMakeBorder(bgr, 0, pad_y, 0, pad_x, cv2.BORDER_CONSTANT, value=0)
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24")
+        if bgr is not self._last_image:  # a held frame (a slow stretch) is converted once
+            self._last_image = bgr
+            pad_x, pad_y = self.size[0] - bgr.shape[1], self.size[1] - bgr.shape[0]
+            if pad_x or pad_y:
+                bgr = cv2.copyMakeBorder(bgr, 0, pad_y, 0, pad_x, cv2.BORDER_CONSTANT, value=0)
+            self._last_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24")
+        frame = self._last_frame  # the encoder keeps its own reference to what it was given
         frame.pts = self.written
         self.container.mux(self.stream.encode(frame))
         self.written += 1
@@ -178,7 +179,8 @@ class PyAVWriter:
 
     def close(self, complete: bool) -> None:
         if self._worker.is_alive():
-            self._finish_work()
+            self._jobs.put(("end", None))
+            self._worker.join()
         if complete and self._error is not None:
             self.close(complete=False)
             raise self._error
@@ -249,7 +251,6 @@ class SoundTrack:
     ):
         self.path = path
         self.source = source
-        self.audio = audio
         self.origin_s = origin_s
         self.rate = rate
         self.channels = 1 if layout == "mono" else 2

@@ -149,7 +149,7 @@ def test_video_and_face_stream_give_the_same_faces() -> None:
     cap.release()
     assert len(seen) == len(by_hand) == 40
     assert sum(len(f) for f in seen) >= 35
-    timed: list[tuple[int, float | None]] = []  # the same frames, with each one's time in the file
+    timed: list[tuple[int, float]] = []  # the same frames, with each one's time in the file
     result = analyze_video(
         rec, str(video), max_frames=40, on_timed_frame=lambda i, t, f, faces, fps: timed.append((i, t))
     )

@@ -264,6 +264,61 @@ def test_a_video_over_http_is_timed_by_its_frames_and_outputs_need_files_of_thei
     assert not same.exists()
 
 
+def test_a_live_stream_s_copy_plays_in_real_time_and_keeps_every_frame(tmp_path: Path) -> None:
+    """An IP camera's MJPEG stream (FFmpeg announces 25 frames/s for one) that delivers 5 a second,
+    as a camera does in dim light or where the analysis is slower than the camera: the annotated copy
+    had its 15 frames one after another at 25 frames/s, 0.6 s for 2.8 s of camera. Each frame is now
+    placed by the clock when it was read, no frame left out (a stream's burst after a stall is kept,
+    each a frame interval long); the API gives the same times to ``on_timed_frame`` (it gave None)."""
+    import http.server
+    import threading
+    import time
+
+    bits, count, interval = 4, 15, 0.2  # frame k shows k in binary stripes, as in the test above
+    stripes = [
+        np.repeat([(k >> b & 1) * 255 for b in range(bits)], 16).astype(np.uint8) for k in range(count)
+    ]
+    jpegs = [
+        cv2.imencode(".jpg", np.ascontiguousarray(np.broadcast_to(row[None, :, None], (96, 16 * bits, 3))))[1]
+        for row in stripes
+    ]
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            for jpeg in jpegs:
+                part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
+                self.wfile.write(part + jpeg.tobytes() + b"\r\n")
+                self.wfile.flush()
+                time.sleep(interval)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    copy, times = tmp_path / "camera.avi", []
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/video.mjpg"
+        proc = run_cli("video", url, "--out", str(copy), "--json")
+        result = analyze_video(
+            EmotionRecognizer(detector="haar"), url, on_timed_frame=lambda i, t, *_: times.append(t)
+        )
+        server.shutdown()
+    assert proc.returncode == 0, proc.stderr
+    capture = cv2.VideoCapture(str(copy))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    shown = [number_shown(image, bits) for image in read_frames(capture)]
+    assert fps == 25 and len(shown) / fps == pytest.approx((count - 1) * interval, abs=0.5)
+    assert sorted(set(shown)) == list(range(count))  # every frame
+    assert shown == sorted(shown)  # in order, each held until the next
+    assert result.frames_read == count and times[0] == 0
+    gaps = np.diff(times)
+    # the stream's first frames may come at once (FFmpeg reads ahead while it opens the stream)
+    assert gaps.min() >= 0 and np.median(gaps) == pytest.approx(interval, abs=0.05)
+
+
 def test_a_damaged_stretch_is_skipped_and_the_frames_after_it_keep_their_times(tmp_path: Path) -> None:
     """Reading stopped at the first frame that did not decode: a tenth of woman2.mp4 overwritten in
     the middle lost the second half (209 of 464 frames). Now the stretch is skipped, a hole in the

@@ -176,7 +176,7 @@ def _write_summaries(args: argparse.Namespace, result, classes: list[str]) -> No
 
 def cmd_video(args: argparse.Namespace) -> int:
     from facial_emotion.inference.pipeline import EmotionRecognizer
-    from facial_emotion.inference.video import analyze_video, shortfall
+    from facial_emotion.inference.video import analyze_video, is_live, shortfall
     from facial_emotion.results import writers
     from facial_emotion.results.media import ANNOTATED_VIDEO_SUFFIXES, AnnotatedVideo, with_sound
 
@@ -205,7 +205,11 @@ def cmd_video(args: argparse.Namespace) -> int:
     sound_from = str(args.file) if Path(str(args.file)).is_file() else None
     with contextlib.ExitStack() as outputs:
         video = (
-            outputs.enter_context(AnnotatedVideo(Path(args.out), sound_from=sound_from)) if args.out else None
+            outputs.enter_context(
+                AnnotatedVideo(Path(args.out), sound_from=sound_from, live=is_live(args.file))
+            )
+            if args.out
+            else None
         )
         result = analyze_video(
             recognizer,

@@ -24,10 +24,10 @@ from facial_emotion.settings import DEFAULT_DETECT_EVERY, DEFAULT_SMOOTHING
 # on_frame(index, frame, faces, processing fps) -> False to stop. ``faces`` are the last analysed
 # frame's, so frames skipped by ``every`` keep the previous faces.
 FrameCallback = Callable[[int, np.ndarray, list[Face], float], bool | None]
-# on_timed_frame(index, time_s, frame, faces, processing fps): the same with the frame's time in a
-# file (its own timestamp, counted from the first frame; None for a camera or live stream), for what
-# places frames by time, as the annotated copy of a variable-rate file does.
-TimedFrameCallback = Callable[[int, "float | None", np.ndarray, list[Face], float], bool | None]
+# on_timed_frame(index, time_s, frame, faces, processing fps): the same with the frame's time,
+# counted from the first frame: a file's own timestamp, the clock's for a camera or live stream (when
+# it was read), for what places frames by time, as the annotated copy does.
+TimedFrameCallback = Callable[[int, float, np.ndarray, list[Face], float], bool | None]
 
 
 class VideoError(Exception):
@@ -298,7 +298,7 @@ def analyze_video(
     is an int (numpy ints too) or a string of digits; a ``Path`` is always a file, even ``Path("0")``; a
     photo's file name (.jpg, .png...), bytes and "" are refused (``VideoError``).
     ``on_open(fps)`` is called once the source is open; ``on_frame`` (or ``on_timed_frame``, which
-    also gets the frame's time in a file) for every frame read, and may return False to stop (the
+    also gets the frame's time) for every frame read, and may return False to stop (the
     webcam quits on 'q'). ``keep_timeline=False`` keeps only the per-person
     summary and the events (a camera runs for hours). Frame times are a file's own timestamps (on
     disk or over http; see ``numbered_frames``) and the clock for a camera or live stream
@@ -338,26 +338,30 @@ def analyze_video(
             bar = tqdm(total=total or None, unit="frame", desc=Path(str(source)).name)
         try:
             clock = FrameClock(result.fps)
-            numbered: Iterator[tuple[int, float | None, np.ndarray]] = (
-                ((i, None, frame) for i, frame in enumerate(frames(cap)))  # live: timed by the clock
+            numbered: Iterator[tuple[int, float, np.ndarray]] = (
+                ((i, 0.0, frame) for i, frame in enumerate(frames(cap)))  # live: timed by the clock
                 if live
                 else numbered_frames(cap, clock)
             )
             take = EveryNth(every, result.fps)
             lead_s = 0.0  # where the picture starts on the file's clock (after its sound, in some)
+            first_read: float | None = None  # a live source's clock starts with its first frame
             for index, time_s, frame in numbered:
                 result.frames_read += 1
+                if live:
+                    now = time.perf_counter()
+                    first_read = now if first_read is None else first_read
+                    time_s = now - first_read
                 if result.frames_read == 1 and not live:  # OpenCV gives the first frame's time as 0
                     # (its CAP_PROP_PTS counts from the clock's 0, not from where the file starts it:
                     # a TS file's 1.4 s; so only a camera's lead of up to MAX_LEAD_S is believed)
                     lead_s = cap.get(cv2.CAP_PROP_PTS) / result.fps
                     lead_s = lead_s if 0 < lead_s <= MAX_LEAD_S else 0.0
-                if take(index, time_s):
-                    t = time.perf_counter() - t0 if time_s is None else time_s
-                    faces = stream.process(frame, t)
+                if take(index, None if live else time_s):  # a live stream's every N-th frame read
+                    faces = stream.process(frame, time_s)
                     result.frames_analyzed += 1
                     if keep_timeline:
-                        result.timeline += [TimelineRow(index, t, face) for face in faces]
+                        result.timeline += [TimelineRow(index, time_s, face) for face in faces]
                 elapsed = time.perf_counter() - t0
                 rate = result.frames_read / elapsed if elapsed > 0 else 0.0
                 if callback is not None and callback(index, time_s, frame, faces, rate) is False:

@@ -69,12 +69,18 @@ class AnnotatedVideo:
     ``MAX_HOLD_S``); of frames that share a place (a stretch faster than the copy's rate) the last
     one shows. Without this a damaged file's copy was short and ran ahead,
     and a variable-rate one's ran fast and slow by turns (a Matroska file's at its nominal rate: 6 s
-    played in 2.7). Where a pause is cut the sound stops: the copy's time has left the original's."""
+    played in 2.7). Where a pause is cut the sound stops: the copy's time has left the original's.
+    ``live`` (a camera or live stream, whose times are the clock's when each frame was read): no frame
+    is left out, each at least one place after the one before, so a camera that delivers fewer frames
+    than its nominal rate, or an analysis slower than the camera, gives a copy that plays in real time
+    (it played fast: an IP camera's 2.8 s at 5 frames/s, announced as 25, lasted 0.6 s), while a burst
+    of frames (a stream's buffer after a stall) is kept, each a frame interval long."""
 
-    def __init__(self, path: Path, fps: float = 30.0, sound_from: str | None = None):
+    def __init__(self, path: Path, fps: float = 30.0, sound_from: str | None = None, live: bool = False):
         self.path = Path(path)
         self.fps = fps
         self.sound_from = sound_from
+        self.live = live
         self._atomic = atomic_path(self.path, suffix=self.path.suffix or ".mp4")
         self._tmp: Path | None = None
         self._writer: FrameWriter | None = None
@@ -107,6 +113,7 @@ class AnnotatedVideo:
         held, held_image = self._pending
         if time_s is not None:
             place = round(time_s * self.fps) - self._cut
+            place = max(place, held + 1) if self.live else place
         else:
             place = held + 1 if index is None else index - self._cut
         if place <= held:  # the place is the frame before's: the later frame shows there

@@ -195,3 +195,56 @@ def test_finetune_skips_malformed_fer2013_rows_when_told(
     assert "line 82" in err and "--skip-bad" in err and not (tmp_path / "a.onnx").exists()
     assert main([*args, "--out", str(tmp_path / "b.onnx"), "--skip-bad"]) == 0
     assert "(n=20)" in capsys.readouterr().out and (tmp_path / "b.onnx").is_file()
+
+
+def test_finetune_never_writes_over_its_base_and_refuses_bases_it_cannot_train(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``--out`` naming the built-in fp32 file (the default base) replaced it without a word; an
+    ensemble base failed after scoring it, with "unknown architecture 'ensemble'"; ``--base fast``
+    was told to use "the fp32 file it was made from (--base fp32)", another net."""
+    import hashlib
+
+    from facial_emotion.model_file import builtin_model_path
+
+    fb = _synthetic_feedback(tmp_path / "fb", 35, seed=4)
+    fp32 = builtin_model_path("fp32")
+    digest = hashlib.sha256(fp32.read_bytes()).hexdigest()
+    assert main(["finetune", "--feedback", str(fb), "--out", str(fp32), "--quiet"]) == 2
+    assert "is one of the inputs" in capsys.readouterr().err
+    assert hashlib.sha256(fp32.read_bytes()).hexdigest() == digest
+    out = tmp_path / "m.onnx"
+    for base, says in (
+        ("default", "(--base fp32, the default)"),
+        ("fast", "is not the built-in fp32 model"),
+        ("ensemble", "an ensemble graph cannot be fine-tuned (its members: vgg-l-s0.onnx"),
+    ):
+        assert main(["finetune", "--feedback", str(fb), "--out", str(out), "--base", base, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, (base, err)
+    assert not out.exists()
+
+
+def test_finetune_gives_no_recall_for_an_emotion_with_no_test_face(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A PublicTest of angry and happy faces only showed 0.0 % recall for the five other emotions,
+    in the table and the model's metadata."""
+    images, labels = synthetic_faces(90)
+    labels[70:] = [0, 3] * 10  # the 20 PublicTest faces: angry and happy
+    fer = write_fer_csv(tmp_path / "fer.csv", images, labels, ["Training"] * 70 + ["PublicTest"] * 20)
+    fb = _synthetic_feedback(tmp_path / "fb", 35, seed=5)
+    out = tmp_path / "m.onnx"
+    args = ["finetune", "--feedback", str(fb), "--fer2013", str(fer), "--out", str(out), "--epochs", "1"]
+    assert main([*args, "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "recall angry" in printed and "recall happy" in printed and "recall fear" not in printed
+    meta = json.loads(out.with_suffix(".json").read_text())["finetune"]
+    assert (
+        set(meta["before"]["PublicTest"]["recall"])
+        == set(meta["after"]["PublicTest"]["recall"])
+        == {
+            "angry",
+            "happy",
+        }
+    )

@@ -68,10 +68,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     with needs_extra("train", "finetune"):
-        from facial_emotion.training.finetune import FinetuneOptions, finetune
+        from facial_emotion.training.finetune import FinetuneOptions, default_base, finetune
     opts = FinetuneOptions(
         feedback=Path(args.feedback),
-        out=model_output(args.out, "--out", [_model_path(args.base)] if args.base else []),
+        # the default base too: --out naming the built-in fp32 file replaced it without a word
+        out=model_output(args.out, "--out", [_model_path(args.base) if args.base else default_base()]),
         base=args.base,
         fer2013=Path(args.fer2013) if args.fer2013 else None,
         skip_bad=args.skip_bad,

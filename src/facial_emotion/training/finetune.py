@@ -10,6 +10,7 @@ PublicTest's per-class recall, both models run by the inference classifier (what
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -61,6 +62,39 @@ def default_base() -> Path:
     """The built-in fp32 model (an int8 file cannot be trained from), else the default built-in."""
     fp32 = builtin_model_path("fp32")
     return fp32 if fp32.is_file() else builtin_model_path()
+
+
+def check_trainable(name: str, meta: dict[str, Any]) -> None:
+    """FeedbackError, before any work, for a base model that cannot be trained further: an int8 file
+    (its fp32 source named, and whether that is the built-in fp32 model: the ``fast`` model was
+    made from another net), an ensemble graph, or an architecture this package does not build."""
+    from facial_emotion.training.nets import ARCHITECTURES
+
+    arch = str(meta.get("arch", TrainConfig.arch))
+    if arch == "ensemble":
+        members = ", ".join(m.get("file", "?") for m in meta.get("members", []))
+        raise FeedbackError(
+            f"--base {name}: an ensemble graph cannot be fine-tuned (its members: {members}); fine-tune one "
+            "net (--base fp32, the default), or each member's file and join them again with "
+            "`facial-emotion ensemble`"
+        )
+    quantized = meta.get("quantized", "none")
+    if quantized != "none":
+        source = quantized.get("source", {}) if isinstance(quantized, dict) else {}
+        fp32 = builtin_model_path("fp32")
+        if fp32.is_file() and source.get("sha256") == hashlib.sha256(fp32.read_bytes()).hexdigest():
+            advice = "use the fp32 file it was made from (--base fp32, the default)"
+        else:
+            advice = (
+                f"the fp32 file it was made from ({source.get('file', 'not recorded')}) is not the built-in "
+                "fp32 model; give that file, or fine-tune the built-in one (--base fp32, the default)"
+            )
+        raise FeedbackError(f"--base {name}: an int8-quantized model cannot be trained; {advice}")
+    if arch not in ARCHITECTURES:
+        raise FeedbackError(
+            f"--base {name}: its architecture {arch!r} is not one facial-emotion trains "
+            f"({', '.join(sorted(ARCHITECTURES))})"
+        )
 
 
 def find_fer2013(given: Path | None) -> Path | None:
@@ -138,7 +172,8 @@ def scores(model: str | Path, aside: FaceDataset, public: FaceDataset | None, th
         result = summarize(part.labels, preds, list(EMOTIONS))
         out[name] = {"accuracy": result["accuracy"], "n": result["n"]}
         if name == "PublicTest":
-            out[name]["recall"] = {e: r["recall"] for e, r in result["per_class"].items()}
+            # an emotion with no face there has no recall (it showed as 0.0 %, in the metadata too)
+            out[name]["recall"] = {e: r["recall"] for e, r in result["per_class"].items() if r["support"]}
     return out
 
 
@@ -154,9 +189,8 @@ def table(before: dict[str, Any], after: dict[str, Any]) -> str:
                 )
             )
     if "PublicTest" in before:
-        for e in EMOTIONS:
-            b, a = before["PublicTest"]["recall"][e], after["PublicTest"]["recall"][e]
-            rows.append((f"  recall {e}", f"{b:.1%}", f"{a:.1%}"))
+        for e, b in before["PublicTest"]["recall"].items():
+            rows.append((f"  recall {e}", f"{b:.1%}", f"{after['PublicTest']['recall'][e]:.1%}"))
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{r[0]:<{width}}  {r[1]:>7}  {r[2]:>7}" for r in rows) + "\n"
 
@@ -168,11 +202,7 @@ def finetune(opts: FinetuneOptions) -> dict[str, Any]:
     if opts.epochs < 1 or not opts.lr > 0 or opts.mix < 0:
         raise FeedbackError("--epochs and --lr must be positive, --mix not negative")
     _, base_meta = read_onnx_model(base)  # read once: checked here, its arch used below
-    if base_meta.get("quantized", "none") != "none":
-        raise FeedbackError(
-            f"--base {opts.base or base}: an int8-quantized model cannot be trained; use the fp32 file it "
-            "was made from (--base fp32, the default)"
-        )
+    check_trainable(opts.base or str(base), base_meta)
     feedback = load_feedback(opts.feedback)
     ignored = [  # each emotion's originals/ holds the full-size crops: not for training, by design
         p for p in ignored_folders(Path(opts.feedback).expanduser(), "folders") if p.name != ORIGINALS

@@ -197,7 +197,7 @@ def test_quoted_globs_empty_folders_and_spreadsheet_manifests(tmp_path):
 
     urls = tmp_path / "urls.csv"  # no header: a first row with a scheme is a source, not a title
     urls.write_text("https://example.com/photos/123\nhttps://example.com/photos/124\n")
-    assert read_manifest(urls) == ["https://example.com/photos/123", "https://example.com/photos/124"]
+    assert read_manifest(urls) == (["https://example.com/photos/123", "https://example.com/photos/124"], [])
     excel = tmp_path / "excel.csv"
     excel.write_bytes("\ufeffpath,label\r\ndata/media/justin.jpg,happy\r\n".encode())
     other = tmp_path / "other.csv"  # a header of another name; a file whose name starts with "#"
@@ -208,6 +208,47 @@ def test_quoted_globs_empty_folders_and_spreadsheet_manifests(tmp_path):
     assert sorted(r["source"] for r in read_table(tmp_path / "listed", "sources")) == [
         str(media / "#1.jpg"),
         str(media / "justin.jpg"),
+    ]
+
+
+def test_a_manifest_s_rows_without_a_path_are_errors_and_it_may_list_folders_and_manifests(tmp_path):
+    """A CSV row with no path cell vanished without a word; a folder listed in a manifest was "is a
+    folder, not an image"; a list written from the current folder into another (``ls media/*.jpg >
+    lists/all.txt``) named files beside the list, none of which existed."""
+    media = photos(tmp_path, "justin.jpg")
+    inner = media / "class-a"
+    inner.mkdir()
+    shutil.copy(need_shared("media", "two_people.jpg"), inner / "two.jpg")
+    shutil.copy(need_shared("media", "obama-720p.jpg"), tmp_path / "obama.jpg")
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "from-here.txt").write_text("# written from the job's folder\nobama.jpg\n\n")
+    (lists / "loop.txt").write_text("loop.txt\n")  # lists itself: read once, reported
+    table = lists / "all.csv"
+    table.write_text(
+        "id,path,note\n"
+        f"1,{media / 'justin.jpg'},x\n"
+        "2\n"  # line 3: no path cell
+        "3,,z\n"  # line 4: an empty one
+        ",,\n"  # no cells at all, as a blank line: no row
+        "\n"
+        f"5,{inner},a folder\n"
+        "6,from-here.txt,a manifest beside this one\n"
+        "7,loop.txt,\n"
+    )
+    out = tmp_path / "out"
+    proc = run_cli(str(table), "--out", str(out), "--format", "csv", cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"error: {table} line 3: no path in the 'path' column",
+        f"error: {table} line 4: no path in the 'path' column",
+        f"error: {lists / 'loop.txt'}: a manifest that lists itself (through {lists / 'loop.txt'})",
+    ]
+    assert "3 units analysed" in proc.stdout and "3 errors" in proc.stdout
+    assert sorted(r["source"] for r in read_table(out, "sources")) == [
+        str(inner / "two.jpg"),
+        str(media / "justin.jpg"),
+        str(tmp_path / "obama.jpg"),
     ]
 
 

@@ -48,6 +48,7 @@ class JobReport:
     seconds: float = 0.0
     errors: list[dict[str, Any]] = field(default_factory=list)
     empty: list[str] = field(default_factory=list)  # folders among the inputs with no photo or video
+    unread: list[str] = field(default_factory=list)  # manifest rows that name nothing
 
     @property
     def fps(self) -> float:
@@ -205,10 +206,12 @@ def run_batch(
     classifier = EmotionClassifier(options.model)  # a bad --model fails here, on either engine
     asked = row_options(classifier.path, options, fmt, chunk_frames, overlap, max_frames)
     check_options(out, recorded, asked)  # before the inputs are listed or a video opened
-    sources, empty = expand_inputs(inputs)
-    if not sources:
-        raise BatchError("no input found" + (f" ({', '.join(empty)}: no photos or videos)" if empty else ""))
-    units = plan_units(sources, chunk_frames, overlap, max_frames)
+    found = expand_inputs(inputs)
+    if not found.sources:
+        said = [f"{', '.join(found.empty)}: no photos or videos"] if found.empty else []
+        said += found.unread
+        raise BatchError("no input found" + (f" ({'; '.join(said)})" if said else ""))
+    units = plan_units(found.sources, chunk_frames, overlap, max_frames)
     out.mkdir(parents=True, exist_ok=True)
     with job_lock(out):
         # Again under the lock: a job that ended meanwhile may have recorded the folder's options.
@@ -226,7 +229,7 @@ def run_batch(
         done = {(canonical_name(name), chunk) for name, chunk in store.done}
         legacy = any("\ufffd" in name for name, _ in store.done)
         pending = [u for u in units if not is_done(u, done, legacy)]
-        report = JobReport(out, len(units), len(units) - len(pending), empty=empty)
+        report = JobReport(out, len(units), len(units) - len(pending), empty=found.empty, unread=found.unread)
         if pending:
             _run(
                 pending,

@@ -2,7 +2,8 @@
 
 A manifest is a ``.txt`` (one path or URI a line, ``#`` comments) or a ``.csv`` (the column ``path``,
 ``source`` or ``uri``, else the first one, under a header row if the first is a bare word)
-list; relative paths in it are relative to the manifest.
+list of what the command line takes (files, folders, globs, URIs, other manifests); relative paths
+in it are relative to the manifest's folder, or to the current one where only that one has the file.
 A unit of work is a photo, a whole video, or (``chunk_frames``) a frame range of a video.
 
 A local source is named by its absolute path, ``..`` and ``.`` taken out (links kept as named): the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,26 +33,46 @@ def kind_of(source: str) -> str:
     return "video" if names_video(source) else "photo"
 
 
-def read_manifest(path: Path) -> list[str]:
+def read_manifest(path: Path) -> tuple[list[str], list[str]]:
+    """(the manifest's items, each row that names nothing: "LIST line N: ..."; blank rows are no
+    rows). A relative path is the manifest folder's, or the current folder's where only that one
+    exists (``ls photos/*.jpg > lists/all.txt`` names the current folder's)."""
     # utf-8-sig: a CSV saved by Excel starts with a byte-order mark, which hid the `path` header
     text = path.read_text(encoding="utf-8-sig", errors="surrogateescape")
+    numbered: list[tuple[int, str]] = []  # (line, item)
+    unread: list[str] = []
     if path.suffix.lower() == ".csv":
-        rows = list(csv.reader(text.splitlines()))
+        reader = csv.reader(io.StringIO(text, newline=""))
+        rows = [(reader.line_num, row) for row in reader]
         if not rows:
-            return []
-        header = [h.strip().lower() for h in rows[0]]
+            return [], []
+        header = [h.strip().lower() for h in rows[0][1]]
         col = next((header.index(c) for c in MANIFEST_COLUMNS if c in header), None)
         # No known header: the first column, every row but a first that is a bare word ("filename",
         # a header of another name, was reported as a missing file on every run): with a suffix,
         # a folder or a scheme it is a source (a URL, a photo of any type).
-        first = rows[0][0].strip() if rows[0] else ""
+        first = rows[0][1][0].strip() if rows[0][1] else ""
         titled = not any(ch in first for ch in "./\\:") and first != ""
-        body = rows[1:] if col is not None or titled else rows
-        items = [r[col or 0].strip() for r in body if r and len(r) > (col or 0)]
+        column = f"the {header[col]!r} column" if col is not None else "the first column"
+        for line, row in rows[1:] if col is not None or titled else rows:
+            cell = row[col or 0].strip() if len(row) > (col or 0) else ""
+            if cell:
+                numbered.append((line, cell))
+            elif any(c.strip() for c in row):  # a row with cells but no path was dropped unsaid
+                unread.append(f"{path} line {line}: no path in {column}")
     else:  # a .txt: "#" starts a comment line (a CSV's cells are names, "#1.jpg" one of them)
-        items = [line.strip() for line in text.splitlines() if not line.strip().startswith("#")]
-    items = [i for i in items if i]
-    return [i if "://" in i or Path(i).is_absolute() else str(path.parent / i) for i in items]
+        lines = enumerate(text.splitlines(), 1)
+        numbered = [
+            (n, line.strip()) for n, line in lines if line.strip() and not line.strip().startswith("#")
+        ]
+    return [in_folder_of(path, item) for _, item in numbered], unread
+
+
+def in_folder_of(manifest: Path, item: str) -> str:
+    if "://" in item or Path(item).is_absolute():
+        return item
+    beside = manifest.parent / item
+    return item if not beside.exists() and Path(item).exists() else str(beside)
 
 
 def source_name(item: str) -> str:
@@ -71,38 +93,60 @@ def media_in(folder: Path, seen: set[str]) -> list[str]:
     return media_files(folder, MEDIA_SUFFIXES, seen)
 
 
-def expand_inputs(items: list[str]) -> tuple[list[str], list[str]]:
-    """Files, folders (photos and videos inside, recursively), globs and manifests -> (sources, each
-    once, in the order given; the folders among the inputs that hold no photo or video: reported,
-    not dropped). A path that does not exist stays, to be reported as an error. A glob takes what a
-    folder would: the photos and videos it matches and those in the folders it matches."""
+@dataclass
+class Inputs:
+    sources: list[str]  # each once, in the order given
+    empty: list[str]  # folders among the inputs that hold no photo or video: reported, not dropped
+    unread: list[str]  # manifest rows that name nothing, and manifests that list themselves
+
+
+def expand_inputs(items: list[str]) -> Inputs:
+    """Files, folders (photos and videos inside, recursively), globs and manifests (whose items may
+    be any of these too) -> ``Inputs``. A path that does not exist stays, to be reported as an
+    error. A glob takes what a folder would: the photos and videos it matches and those in the
+    folders it matches."""
     out: list[str] = []
-    empty: list[str] = []
+    found = Inputs([], [], [])
     walked: set[str] = set()  # real folders, once for all the inputs (a glob's matches too)
-    for item in items:
+    manifests: list[str] = []  # the manifests being read, outermost first: one may not list itself
+
+    def visit(item: str) -> None:
         p = Path(item)
         if "://" in item:
             out.append(item)
         elif p.is_dir():
             again = os.path.realpath(p) in walked  # named twice, or inside a folder named before
-            found = media_in(p, walked)
-            out += found
-            if not found and not again:
-                empty.append(item)
+            media = media_in(p, walked)
+            out.extend(media)
+            if not media and not again:
+                found.empty.append(item)
         elif p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES:
-            out += read_manifest(p)
+            real = os.path.realpath(p)
+            if real in manifests:
+                found.unread.append(f"{item}: a manifest that lists itself (through {manifests[-1]})")
+                return
+            listed, unread = read_manifest(p)
+            found.unread.extend(unread)
+            manifests.append(real)
+            for entry in listed:
+                visit(entry)
+            manifests.pop()
         elif any(ch in item for ch in "*?[") and not p.exists():
             matches = sorted(glob.glob(item, recursive=True))
             for m in matches:
                 if Path(m).is_dir():
-                    out += media_in(Path(m), walked)
+                    out.extend(media_in(Path(m), walked))
                 elif Path(m).suffix.lower() in MEDIA_SUFFIXES:
                     out.append(m)
             if not matches:
                 out.append(item)  # reported as not found
         else:
             out.append(item)
-    return list(dict.fromkeys(source_name(s) for s in out)), empty
+
+    for item in items:
+        visit(item)
+    found.sources = list(dict.fromkeys(source_name(s) for s in out))
+    return found
 
 
 @dataclass

@@ -340,13 +340,16 @@ def cmd_batch(args: argparse.Namespace) -> int:
     )
     for folder in report.empty:  # reported like a source that failed: the user named it
         print(f"error: {folder}: folder holds no photos or videos", file=sys.stderr)
+    for row in report.unread:
+        print(f"error: {row}", file=sys.stderr)
     for error in report.errors:
         print(f"error: {error['error']}", file=sys.stderr)
+    failed = len(report.errors) + len(report.empty) + len(report.unread)
     print(
         f"{report.out}: {report.done} units analysed ({report.skipped} already done), {report.frames} frames,"
-        f" {report.faces} face rows, {len(report.errors) + len(report.empty)} errors, {report.fps:.1f} frames/s"
+        f" {report.faces} face rows, {failed} errors, {report.fps:.1f} frames/s"
     )
-    return EXIT_PARTIAL if report.errors or report.empty else EXIT_OK
+    return EXIT_PARTIAL if failed else EXIT_OK
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -252,6 +252,39 @@ def test_a_manifest_s_rows_without_a_path_are_errors_and_it_may_list_folders_and
     ]
 
 
+def test_a_truncated_video_is_flagged_in_the_sources_table_whole_or_in_frame_ranges(tmp_path):
+    """A video cut off at 40 % of its bytes was analysed without a word (`video` warns "read 121 of
+    the 300 frames ... damaged or truncated"), and with --chunk-frames its last range was committed
+    with no frame and nothing to say why: in a large collection it could not be found."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(need_shared("media", "woman2.mp4")))
+    whole = tmp_path / "whole.avi"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (298, 168))
+    for _ in range(300):
+        ok, frame = capture.read()
+        writer.write(cv2.resize(frame, (298, 168)))
+    writer.release()
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "cut.avi").write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.4)])
+    shutil.copy(whole, videos / "whole.avi")
+    for name, chunks in (("files", []), ("ranges", ["--chunk-frames", "100"])):
+        out = tmp_path / name
+        proc = run_cli(str(videos), "--out", str(out), "--format", "csv", "--every", "10", *chunks)
+        assert proc.returncode == 0, proc.stderr
+        rows = list(read_table(out, "sources"))
+        flagged = [r for r in rows if r["warning"]]
+        assert len(flagged) == 1 and flagged[0]["source"] == str(videos / "cut.avi"), rows
+        assert {r["frames_expected"] for r in rows} == {"300"}
+        assert "damaged or truncated" in flagged[0]["warning"]
+        assert f"warning: {flagged[0]['warning']}" in proc.stderr.splitlines()  # (FFmpeg says more)
+        if chunks:  # the last range of the cut file: where its frames end
+            assert flagged[0]["chunk"] == "2" and "frames end at 1" in flagged[0]["warning"]
+        else:
+            assert "of the 300 frames the file announces" in flagged[0]["warning"]
+
+
 def test_csv_booleans_are_spelled_as_the_ray_engines(tmp_path):
     """The local engine wrote True/False, Ray's writer true/false: a CSV job resumed on the other
     engine read back both in one column."""

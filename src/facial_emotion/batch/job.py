@@ -49,6 +49,7 @@ class JobReport:
     errors: list[dict[str, Any]] = field(default_factory=list)
     empty: list[str] = field(default_factory=list)  # folders among the inputs with no photo or video
     unread: list[str] = field(default_factory=list)  # manifest rows that name nothing
+    warnings: list[str] = field(default_factory=list)  # videos with fewer frames than announced
 
     @property
     def fps(self) -> float:
@@ -311,6 +312,7 @@ def _run(
                         advance(1, result.frames, len(result.rows))
                     store.commit(store.new_commit(), sources_rows, errors, rows, columns)
                     report.errors += errors
+                    report.warnings += [s["warning"] for s in sources_rows if s["warning"]]
             except BaseException as e:  # Ctrl-C, SIGTERM, a dead worker: nothing running would be committed
                 local.close(now=True)
                 if isinstance(e, BrokenProcessPool):
@@ -332,6 +334,7 @@ def _run(
                     sources_rows, errors = ray.run(group, str(store.faces_dir(commit)), fmt, progress)
                     store.commit(commit, sources_rows, errors)
                     report.errors += errors
+                    report.warnings += [s["warning"] for s in sources_rows if s["warning"]]
                     advance(
                         len(group),
                         sum(s["frames_analyzed"] for s in sources_rows),

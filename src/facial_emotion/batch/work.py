@@ -77,7 +77,10 @@ class Analyzer:
     def analyze(self, unit: Unit) -> UnitResult:
         t0 = time.perf_counter()
         try:
-            rows, frames, fps = self._video(unit) if unit.kind == "video" else self._photo(unit)
+            if unit.kind == "video":
+                rows, frames, fps, expected, warning = self._video(unit)
+            else:
+                (rows, frames, fps), expected, warning = self._photo(unit), 0, ""
         except Exception as e:  # noqa: BLE001 - one source's failure (any) must not end the job
             # Names as every table format can hold them (\\xNN for bytes that are not UTF-8), as in
             # the face rows: Parquet refused the whole commit, a CSV re-run could not read it back.
@@ -91,6 +94,8 @@ class Analyzer:
             "first_frame": unit.start,
             "frames_analyzed": frames,
             "video_fps": round(fps, 3),
+            "frames_expected": expected,
+            "warning": safe_name(warning),
             "faces": len(rows),
             "tracks": len({r["track_id"] for r in rows if r["track_id"] is not None}),
             "dominant_emotion": emotions.most_common(1)[0][0] if emotions else "",
@@ -109,30 +114,43 @@ class Analyzer:
         faces = self.recognizer.analyze_frame(image)
         return [batch_row(source, 0, 0.0, f, classes, self.model) for f in faces], 1, 0.0
 
-    def _video(self, unit: Unit) -> tuple[list[dict[str, Any]], int, float]:
+    def _video(self, unit: Unit) -> tuple[list[dict[str, Any]], int, float, int, str]:
+        """(face rows, frames analysed, the container's rate, its frame count (0: none), a warning
+        where a unit that reads to the end finds fewer frames than announced: "" or, as ``video``
+        says it, "... the video is damaged or truncated")."""
         from facial_emotion.inference.stream import FaceStream
         from facial_emotion.inference.video import (
+            SHORTFALL_WARNING,
             EveryNth,
             FrameClock,
             VideoError,
+            VideoResult,
+            expected_frames,
             numbered_frames,
             open_capture,
+            picture_lead_s,
             seek_before,
+            shortfall,
+            spans_duration,
             video_fps,
         )
 
         opts, classes = self.options, self.recognizer.classes
         cap = open_capture(unit.source)
         try:
-            fps = video_fps(cap)
+            fps, expected = video_fps(cap), expected_frames(cap)
             first = unit.start - unit.warmup
             # From a frame before the range: ``every`` then takes the frames a whole-file read takes.
             clock = seek_before(cap, fps, first - 1) if first else FrameClock(fps)
             stream = FaceStream(self.recognizer, detect_every=opts.detect_every, smoothing=opts.smoothing)
             take = EveryNth(opts.every, fps)
             rows: list[dict[str, Any]] = []
-            analysed = 0
+            analysed = read = 0
+            lead_s = 0.0
             for index, time_s, frame in numbered_frames(cap, clock):
+                read += 1
+                if read == 1 and not first:
+                    lead_s = picture_lead_s(cap, fps)
                 # A frame's range is decided by its time alone (its place at the container's rate),
                 # so neighbouring ranges of a variable-rate video agree on it.
                 place = round(time_s * fps)
@@ -155,7 +173,20 @@ class Analyzer:
             raise VideoError(
                 f"{unit.source}: no frame could be decoded (corrupt, empty or unsupported video)"
             )
-        return rows, analysed, fps
+        warning = ""
+        if unit.stop is None and expected:  # a unit that reads to the end: did the file end early?
+            if not first:  # the whole file, counted as ``video`` counts it
+                spans = spans_duration(clock, lead_s, expected)
+                found = VideoResult(unit.source, fps, read, frames_expected=expected, spans_duration=spans)
+                warning = shortfall(found) or ""
+            else:  # the last frame range: where its frames end (a range of a file cut short reads none)
+                end = round(clock.time_s * fps) + 1 if read else unit.start
+                if end < expected * (1 - SHORTFALL_WARNING):
+                    warning = (
+                        f"{unit.source}: the frames end at {end} of the {expected} the file announces "
+                        f"({1 - end / expected:.0%} missing): the video is damaged or truncated"
+                    )
+        return rows, analysed, fps, expected or 0, warning
 
 
 def _message(e: BaseException) -> str:

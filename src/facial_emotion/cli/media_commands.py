@@ -344,6 +344,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         print(f"error: {row}", file=sys.stderr)
     for error in report.errors:
         print(f"error: {error['error']}", file=sys.stderr)
+    for warning in report.warnings:  # analysed and committed: the sources table's `warning` says it too
+        print(f"warning: {warning}", file=sys.stderr)
     failed = len(report.errors) + len(report.empty) + len(report.unread)
     print(
         f"{report.out}: {report.done} units analysed ({report.skipped} already done), {report.frames} frames,"

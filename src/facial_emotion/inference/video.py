@@ -254,6 +254,31 @@ def expected_frames(cap: cv2.VideoCapture) -> int | None:
 MAX_GAP_S = 1.0
 
 
+def picture_lead_s(cap: cv2.VideoCapture, fps: float) -> float:
+    """Where a file's picture starts on its clock (after its sound, in a camera's file), read once
+    its first frame is: OpenCV gives that frame's time as 0, and its CAP_PROP_PTS counts from the
+    clock's 0, not from where the file starts it (a TS file's 1.4 s), so only a lead of up to
+    MAX_LEAD_S is believed."""
+    lead_s = cap.get(cv2.CAP_PROP_PTS) / fps
+    return lead_s if 0 < lead_s <= MAX_LEAD_S else 0.0
+
+
+def spans_duration(clock: FrameClock, lead_s: float, frames_expected: int | None) -> bool:
+    """Whether a file's frames read from its start (``clock``) span the container's duration with no
+    damaged stretch and no gap over MAX_GAP_S: fewer frames than announced is then a variable rate.
+    The container's frame count is its duration x fps, or the other way round; the duration runs
+    from the start of the file's clock, where its sound may start before its picture (``lead_s``; a
+    camera's Matroska file: 0.6 s, "15% missing"), and may run on a frame after it (a 3-frame
+    clip's last sound packet: "25% missing")."""
+    end_s, duration = clock.time_s + 1 / clock.fps, (frames_expected or 0) / clock.fps
+    return (
+        not clock.skipped
+        and clock.largest_gap <= MAX_GAP_S
+        and min(abs(end_s - duration), abs(lead_s + end_s - duration))
+        <= SHORTFALL_WARNING * duration + 1 / clock.fps
+    )
+
+
 def shortfall(result: VideoResult) -> str | None:
     """A warning naming the file when it gave over 2 % fewer frames than its container announces,
     unless those frames span the file's duration (``spans_duration``)."""
@@ -352,11 +377,8 @@ def analyze_video(
                     now = time.perf_counter()
                     first_read = now if first_read is None else first_read
                     time_s = now - first_read
-                if result.frames_read == 1 and not live:  # OpenCV gives the first frame's time as 0
-                    # (its CAP_PROP_PTS counts from the clock's 0, not from where the file starts it:
-                    # a TS file's 1.4 s; so only a camera's lead of up to MAX_LEAD_S is believed)
-                    lead_s = cap.get(cv2.CAP_PROP_PTS) / result.fps
-                    lead_s = lead_s if 0 < lead_s <= MAX_LEAD_S else 0.0
+                if result.frames_read == 1 and not live:
+                    lead_s = picture_lead_s(cap, result.fps)
                 if take(index, None if live else time_s):  # a live stream's every N-th frame read
                     faces = stream.process(frame, time_s)
                     result.frames_analyzed += 1
@@ -387,18 +409,7 @@ def analyze_video(
     # a file ends with its last frame read; a camera or stream has no end to cut at
     end_s = clock.time_s + 1 / result.fps  # a file up to the end of its last frame read
     result.end_s = None if live else end_s
-    # The container's frame count is its duration x fps, or the other way round; the duration runs
-    # from the start of the file's clock, where its sound may start before its picture (a camera's
-    # Matroska file: 0.6 s, "15% missing"), and may run on a frame after it (a 3-frame clip's last
-    # sound packet: "25% missing").
-    duration = (result.frames_expected or 0) / result.fps
-    result.spans_duration = (
-        not live
-        and not clock.skipped
-        and clock.largest_gap <= MAX_GAP_S
-        and min(abs(end_s - duration), abs(lead_s + end_s - duration))
-        <= SHORTFALL_WARNING * duration + 1 / result.fps
-    )
+    result.spans_duration = not live and spans_duration(clock, lead_s, result.frames_expected)
     result.summary = stream.summary(result.end_s)
     result.events = stream.session.events
     return result

@@ -131,6 +131,10 @@ BATCH_SOURCE_COLUMNS = {
     "first_frame": int,
     "frames_analyzed": int,
     "video_fps": float,
+    "frames_expected": int,  # the container's frame count; 0 where it gives none, and for a photo
+    # where a unit read to the end found fewer frames than announced (``video``'s warning): the video
+    # is damaged or truncated; "" otherwise
+    "warning": str,
     "faces": int,  # face rows written
     "tracks": int,
     "dominant_emotion": str,  # over all face rows; empty without faces

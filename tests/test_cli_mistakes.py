@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import model_with_description, need_shared, run_cli
+from conftest import model_with_description, need_shared, poll, run_cli
 
 from facial_emotion.model_file import builtin_model_path
 
@@ -337,6 +337,63 @@ def test_serve_on_port_0_listens_on_a_free_port_and_names_it() -> None:
         assert url is not None, "the log named no port"
         with urllib.request.urlopen(f"{url}/healthz", timeout=30) as reply:
             assert reply.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def test_serve_reads_live_frames_up_to_its_upload_limit_and_logs_a_client_that_hangs_up() -> None:
+    """`serve --max-upload-mb 30` took a 17 MB photo over HTTP but closed the live stream on a 17 MB
+    frame (uvicorn's 16 MiB WebSocket default: code 1009, no message); a client hanging up
+    mid-upload, "one line in the log" in README, left none at the default log level."""
+    pytest.importorskip("uvicorn")
+    ws_client = pytest.importorskip("websockets.sync.client")
+    import json
+    import subprocess
+    import sys
+    import threading
+
+    import numpy as np
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "facial_emotion",
+            "serve",
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            "--max-upload-mb",
+            "30",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log: list[str] = []
+    try:
+        assert proc.stderr is not None
+        deadline, port = time.monotonic() + 120, None
+        while port is None and time.monotonic() < deadline and proc.poll() is None:
+            log.append(proc.stderr.readline())
+            found = re.search(r"running on http://127\.0\.0\.1:(\d+)", log[-1])
+            port = int(found.group(1)) if found and found.group(1) != "0" else None
+        assert port is not None, "the log named no port"
+        threading.Thread(target=lambda: log.extend(iter(proc.stderr.readline, "")), daemon=True).start()
+        frame = b"\xff\xd8\xff" + np.random.default_rng(0).bytes(17_000_000)  # over 16 MiB, no photo
+        with ws_client.connect(f"ws://127.0.0.1:{port}/v1/stream", max_size=None) as ws:
+            ws.send(frame)
+            reply = json.loads(ws.recv(timeout=120))
+        assert reply["type"] == "error", reply
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            client.sendall(
+                b"POST /v1/analyze HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                b"Content-Length: 100000\r\n\r\n" + b"\xff" * 1000
+            )
+        assert poll(
+            lambda: any("disconnected during its upload, after 1000 bytes" in line for line in log), 30
+        ), log
     finally:
         proc.terminate()
         proc.wait(timeout=60)

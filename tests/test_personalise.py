@@ -32,6 +32,9 @@ def test_feedback_is_off_by_default_and_refuses_bad_corrections(tmp_path: Path) 
     photo = need_shared("media", "two_people.jpg")
     with BackgroundServer(create_app(workers=1)) as off:
         assert post_photo(f"{off.url}/v1/feedback", photo, face="1", emotion="sad").status_code == 404
+        # off whatever the query says (a query it would refuse was a 422)
+        assert post_photo(f"{off.url}/v1/feedback", photo).status_code == 404
+        assert post_photo(f"{off.url}/v1/feedback", photo, face="0", emotion="x").status_code == 404
         assert httpx.get(f"{off.url}/v1/model").json()["feedback"] == {"enabled": False, "dir": None}
     with pytest.raises(FeedbackError, match="not writable"):
         (tmp_path / "file").write_text("x")
@@ -158,6 +161,68 @@ def test_model_reload_swaps_while_requests_run(tmp_path: Path) -> None:
 
 @pytest.mark.browser
 @pytest.mark.shared
+@pytest.mark.browser
+@pytest.mark.shared
+def test_another_site_s_page_can_neither_swap_the_model_nor_save_corrections(tmp_path: Path) -> None:
+    """A page of any site the user visits could post to a server on their machine: a no-cors fetch
+    needs no CORS answer, and the reload endpoint checked only that the client was on loopback,
+    which a browser on that machine is. It swapped the model and saved a correction (reported with
+    this page, in a real Chromium). The endpoints that change the server now refuse a request whose
+    Origin is neither the server's own nor a --cors-origin; scripts send none."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    if not CHROMIUM.is_file():
+        pytest.skip(f"!!! SKIPPED: no Chromium at {CHROMIUM} (apt-get install chromium) !!!")
+    photo = need_shared("media", "justin.jpg")
+    site, fb = tmp_path / "site", tmp_path / "fb"
+    site.mkdir()
+    shutil.copy(photo, site / "face.jpg")
+    (site / "index.html").write_text("<!doctype html><title>another site</title>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    with (
+        BackgroundServer(create_app(workers=1, feedback_dir=fb)) as server,
+        http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as other,
+        sync_api.sync_playwright() as p,
+    ):
+        threading.Thread(target=other.serve_forever, daemon=True).start()
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{other.server_address[1]}/")
+        page.evaluate(
+            """async (api) => {
+                await fetch(api + '/v1/model/reload?model=fast', {method: 'POST', mode: 'no-cors'});
+                const form = new FormData();
+                form.append('file', await (await fetch('/face.jpg')).blob(), 'face.jpg');
+                await fetch(api + '/v1/feedback?face=1&emotion=disgust', {method: 'POST', mode: 'no-cors', body: form});
+            }""",
+            server.url,
+        )
+        browser.close()
+        other.shutdown()
+        assert httpx.get(f"{server.url}/v1/model").json()["name"] == "emotion.onnx"
+        assert not fb.exists() or count_corrections(fb) == {}
+        refused = httpx.post(f"{server.url}/v1/model/reload", headers={"origin": "http://elsewhere.example"})
+        assert refused.status_code == 403 and "cross-site" in refused.json()["error"]
+        own = {"origin": server.url}  # the server's own page, and a script (no Origin), still may
+        assert post_photo(f"{server.url}/v1/feedback", photo, face="1", emotion="sad").status_code == 200
+        with photo.open("rb") as f:
+            mine = httpx.post(
+                f"{server.url}/v1/feedback",
+                params={"face": "1", "emotion": "happy"},
+                files={"file": (photo.name, f)},
+                headers=own,
+                timeout=60,
+            )
+        assert mine.status_code == 200, mine.text
+    assert count_corrections(fb) == {"sad": 1, "happy": 1}
+
+
 def test_correct_in_the_page_finetune_then_serve_the_new_model(tmp_path: Path) -> None:
     """The whole loop: faces corrected in the real page, `finetune` on them, the new model served
     (swapped in without a restart): it now gives the corrected label on those faces."""

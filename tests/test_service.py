@@ -184,6 +184,17 @@ def test_text_part_in_multipart_is_415(client):
     is_json_error(client.post("/v1/analyze", files={"file": ("notes.txt", b"hello", "text/plain")}), 415)
 
 
+def test_non_image_bytes_named_as_an_image_are_415(client, media):
+    """A text file named .jpg: browsers and curl send it as image/jpeg, and it was a 422 ("not an
+    image") where README says a non-image is a 415; a broken JPEG stays a 422."""
+    is_json_error(client.post("/v1/analyze", files={"file": ("notes.jpg", b"hello", "image/jpeg")}), 415)
+    is_json_error(
+        client.post("/v1/analyze", content=b"hello world", headers={"content-type": "image/png"}), 415
+    )
+    truncated = (media / "justin.jpg").read_bytes()[:4000]
+    is_json_error(client.post("/v1/analyze", content=truncated, headers={"content-type": "image/jpeg"}), 422)
+
+
 @pytest.mark.parametrize("kind", ["truncated", "random", "empty"])
 def test_corrupt_image_is_4xx_json(client, media, kind):
     data = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import socket
 import sys
@@ -386,8 +387,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         feedback_dir=args.feedback_dir,
         admin_token=args.admin_token,
     )
+    # what the service logs (a client that hung up mid-upload, the model swapped) beside uvicorn's lines
+    logging.getLogger("facial_emotion.service").setLevel(logging.INFO)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info", http=http_protocol())
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level="info",
+            http=http_protocol(),
+            ws_max_size=app.state.settings.ws_max_size,
+        )
     except SystemExit as e:  # uvicorn exits with its own codes when start-up fails (logged above)
         if e.code:
             raise UserError(

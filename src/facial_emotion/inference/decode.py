@@ -45,6 +45,11 @@ class ImageTooLarge(ImageError):
     """More pixels than allowed (``max_pixels``), or a decompression bomb. The service answers 413."""
 
 
+class NotAnImage(ImageError):
+    """Bytes in no image format the decoders know (a text file named .jpg, a video). The service
+    answers 415, as for an upload whose type is not an image."""
+
+
 ImageInput = Any  # str | Path | bytes | np.ndarray | PIL.Image.Image
 
 # Names of the photos we read (dataset folders, batch inputs, `analyze` folders) ...
@@ -283,8 +288,8 @@ def decode_upright(
     arr = _imdecode_quietly(data)
     if arr is None:
         if Path(name).suffix.lower() in VIDEO_SUFFIXES:
-            raise ImageError(f"{name}: a video, not a photo (facial-emotion video reads videos)")
-        raise ImageError(f"{name}: not an image (unrecognised format)")
+            raise NotAnImage(f"{name}: a video, not a photo (facial-emotion video reads videos)")
+        raise NotAnImage(f"{name}: not an image (unrecognised format)")
     full = (arr.shape[1], arr.shape[0])
     return Decoded(_shrink(from_array(arr, name, max_pixels), max_side), full, 1)
 

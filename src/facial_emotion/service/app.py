@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Query, Request, WebSocket
+from fastapi import Depends, FastAPI, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from facial_emotion import __version__
 from facial_emotion.arguments import whole_number
 from facial_emotion.feedback import FeedbackError, FeedbackStore
-from facial_emotion.inference.decode import DETECTION_MAX_SIDE, ImageError, ImageTooLarge
+from facial_emotion.inference.decode import DETECTION_MAX_SIDE, ImageError, ImageTooLarge, NotAnImage
 from facial_emotion.labels import DISPLAY_NAMES, color_rgb
 from facial_emotion.model_file import ModelFileError
 from facial_emotion.service import stream as stream_module
@@ -269,6 +269,8 @@ def create_app(
             return error(e.status, str(e))
         except ImageTooLarge as e:
             return error(413, str(e))
+        except NotAnImage as e:  # sent as image/jpeg (a browser names a file's type by its suffix)
+            return error(415, str(e))
         except (ImageError, FeedbackError) as e:
             return error(422, str(e))
         except Busy as e:
@@ -303,6 +305,21 @@ def create_app(
         events come as messages of their own; ``{"type": "summary"}`` asks for the session summary."""
         await stream_module.stream(ws, engine, settings, hook)
 
+    def feedback_on() -> None:
+        """Before the query is checked: without a feedback folder the endpoint is not there (404)."""
+        if store is None:
+            raise StarletteHTTPException(404, "feedback is off: start the server with --feedback-dir DIR")
+
+    def same_site(request: Request) -> None:
+        """The endpoints that change the server (a correction saved, the model swapped) refuse a
+        request a browser sends from another site's page (its Origin neither this server's nor a
+        --cors-origin): such a page could post to a local server without the user knowing (a form or
+        a no-cors fetch needs no CORS answer). Scripts send no Origin."""
+        if not stream_module.origin_allowed(
+            request.headers.get("origin"), request.headers.get("host"), settings.cors_origins
+        ):
+            raise StarletteHTTPException(403, "cross-site request refused: this page's origin is not allowed")
+
     @app.post(
         "/v1/feedback",
         summary="Save a correction: face N of this image is really EMOTION (only with --feedback-dir)",
@@ -318,6 +335,7 @@ def create_app(
             **_ERRORS,
         },
         openapi_extra=_ANALYZE_BODY,
+        dependencies=[Depends(feedback_on), Depends(same_site)],
     )
     async def feedback(
         request: Request,
@@ -327,8 +345,7 @@ def create_app(
             None, pattern=r"^\d+,\d+,\d+,\d+$", description="x,y,w,h in pixels; decides over `face`"
         ),
     ) -> JSONResponse:
-        if store is None:
-            return error(404, "feedback is off: start the server with --feedback-dir DIR")
+        assert store is not None  # feedback_on
         if face is None and box is None:
             return error(422, "say which face: face=N (from 1) or box=x,y,w,h")
         where = None if box is None else tuple(int(v) for v in box.split(","))
@@ -347,9 +364,13 @@ def create_app(
         response_model=None,
         responses={
             200: {"model": ReloadOut},
-            403: {"model": ErrorOut, "description": "not from this machine, or without the admin token"},
+            403: {
+                "model": ErrorOut,
+                "description": "not from this machine, without the admin token, or from another site's page",
+            },
             422: {"model": ErrorOut, "description": "not a usable model file (the old model stays)"},
         },
+        dependencies=[Depends(same_site)],
     )
     async def reload_model(
         request: Request, model: str | None = Query(None, description="model file or built-in name")

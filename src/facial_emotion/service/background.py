@@ -30,7 +30,11 @@ class BackgroundServer:
         self.url = f"http://{host}:{self.port}"
         self.ws_url = f"ws://{host}:{self.port}"
         config = uvicorn.Config(
-            app, log_level="warning", lifespan="on", ws_max_size=32 * 1024 * 1024, http=http_protocol()
+            app,
+            log_level="warning",
+            lifespan="on",
+            ws_max_size=app.state.settings.ws_max_size,
+            http=http_protocol(),
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._serve, daemon=True)

@@ -48,6 +48,13 @@ class ServiceSettings:
         for name, value in checked.items():
             object.__setattr__(self, name, value)  # frozen: the normalised value replaces the given one
 
+    @property
+    def ws_max_size(self) -> int:
+        """The largest WebSocket message read (uvicorn's ``ws_max_size``): twice the upload limit, at
+        least uvicorn's 16 MiB, so that a frame over the limit gets the stream's error message; at
+        its default a frame --max-upload-mb allowed closed the socket (1009)."""
+        return max(16 * 1024 * 1024, 2 * self.max_upload_bytes)
+
     @classmethod
     def create(
         cls,

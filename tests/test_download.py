@@ -194,3 +194,34 @@ def test_a_bare_csv_that_is_not_fer2013_is_named_in_the_error(tmp_path: Path) ->
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "other.csv: the header is 'a,b,c'; expected 'emotion,pixels,Usage'" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_mac_s_archive_clutter_is_left_out(tmp_path: Path) -> None:
+    """A zip made in the macOS Finder holds ``__MACOSX/.../._NAME.jpg`` beside every photo: they were
+    counted (train 140 of 70, so a complete archive was "incomplete") and imported as unreadable faces."""
+    members = folder_members()
+    clutter = {f"__MACOSX/{Path(k).parent}/._{Path(k).name}": b"\0\5\26\7mac" for k in members}
+    archive = write_zip(tmp_path / "mac.zip", {**members, **clutter, "train/.DS_Store": b"x"})
+    result = download.import_archive(archive, tmp_path / "fer", expected=FOLDER_EXPECTED)
+    assert result.counts == {"train": N_TRAIN, "test": N_TEST} and not result.problems
+    assert not list((tmp_path / "fer").rglob("._*")) and not list((tmp_path / "fer").rglob("__MACOSX"))
+
+
+def test_the_import_checks_rows_as_training_reads_them(tmp_path: Path) -> None:
+    """The import passed rows that `train` and `evaluate` then refused (a header with spaces, an
+    emotion id of -1, a pixel of 256), and its "next:" command failed; a csv's trailing blank line,
+    and an upper-case .CSV.GZ, stopped the reader."""
+    good = fer_csv_text()
+    head, *rows = good.splitlines()
+    spaced = "emotion, pixels, Usage\n" + "\n".join(rows) + "\n\r\n"  # a blank last line too
+    archive = tmp_path / "FACES.CSV.GZ"
+    archive.write_bytes(gzip.compress(spaced.encode()))
+    result = download.import_archive(archive, tmp_path / "fer", expected=CSV_EXPECTED)
+    assert result.counts == {"Training": N_TRAIN, "PublicTest": N_TEST} and not result.problems
+    assert len(load_dataset(result.path, use_cache=False)) == N_TRAIN + N_TEST
+    assert len(load_dataset(archive, use_cache=False)) == N_TRAIN + N_TEST
+    pixels = rows[0].split(",")[1]
+    bad = [f"-1,{pixels},Training", f"3,256 {' '.join(pixels.split()[1:])},Training", f"3,{pixels},Holdout"]
+    broken = write_zip(tmp_path / "bad.zip", {"fer2013.csv": (good + "\n".join(bad) + "\n").encode()})
+    with pytest.raises(download.DownloadError, match="3 malformed rows"):
+        download.import_archive(broken, tmp_path / "fer2", expected=CSV_EXPECTED)

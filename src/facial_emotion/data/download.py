@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, cast
 
-from facial_emotion.data.readers import IMAGE_SUFFIXES
+from facial_emotion.data.readers import IMAGE_SUFFIXES, fer2013_header, fer2013_row
 from facial_emotion.extras import install_hint
 from facial_emotion.labels import EMOTIONS, emotion_from_folder
 
@@ -112,8 +112,9 @@ class Archive:
                 self.members[self.bare_csv] = source
             elif source.is_dir():
                 for f in sorted(source.rglob("*")):
-                    if f.is_file() and not f.is_symlink():
-                        self.members[PurePosixPath(f.relative_to(source).as_posix())] = f
+                    name = PurePosixPath(f.relative_to(source).as_posix())
+                    if f.is_file() and not f.is_symlink() and not os_clutter(name):
+                        self.members[name] = f
             elif zipfile.is_zipfile(source):
                 self._zip = zipfile.ZipFile(source)
                 for info in self._zip.infolist():
@@ -137,7 +138,7 @@ class Archive:
         path = safe_member(name)
         if path is None:
             self.unsafe.append(name)
-        else:
+        elif not os_clutter(path):
             self.members[path] = member
 
     def open(self, name: PurePosixPath) -> IO[bytes]:
@@ -182,6 +183,13 @@ def open_archive(source: Path) -> Iterator[Archive]:
 # --- finding the layout and counting ---------------------------------------------------------------
 
 
+def os_clutter(name: PurePosixPath) -> bool:
+    """What macOS adds to an archive made in its Finder: ``__MACOSX/`` copies of every file and
+    ``._NAME`` resource forks (named like the photos: they doubled the counts and were imported as
+    unreadable faces), and ``.DS_Store``."""
+    return "__MACOSX" in name.parts or name.name.startswith("._") or name.name == ".DS_Store"
+
+
 def find_csv(archive: Archive) -> PurePosixPath | None:
     if archive.bare_csv is not None:
         return archive.bare_csv
@@ -203,30 +211,28 @@ def find_folders(archive: Archive) -> dict[PurePosixPath, tuple[str, str]] | Non
 
 
 def count_csv(f: IO[bytes], gzipped: bool) -> tuple[Counter[str], Counter[str], int]:
-    """Rows per Usage, per emotion, and the number of malformed rows (bad emotion id or pixel count)."""
+    """Rows per Usage, per emotion, and the number of malformed rows, each row checked as ``train``
+    and ``evaluate`` read it (``readers.fer2013_row``: a negative id, a pixel of 256 and an unknown
+    Usage passed here and stopped those)."""
     raw = cast(IO[bytes], gzip.GzipFile(fileobj=f)) if gzipped else f  # closed with ``f`` by the caller
-    text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+    text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
     reader = csv.reader(text)
-    header = [h.strip() for h in next(reader, [])]
-    if header[:2] != ["emotion", "pixels"] or "Usage" not in header:
-        raise DownloadError(f"the header is {','.join(header)!r}; expected 'emotion,pixels,Usage'")
-    usage_col = header.index("Usage")
+    first = next(reader, [])
+    header = fer2013_header(first)
+    if header is None or header[2:3] != ["Usage"]:
+        raise DownloadError(f"the header is {','.join(first)!r}; expected 'emotion,pixels,Usage'")
     splits: Counter[str] = Counter()
     emotions: Counter[str] = Counter()
     bad = 0
     for row in reader:
-        if not row:
+        if not any(cell.strip() for cell in row):
             continue
-        try:
-            emotion = EMOTIONS[int(row[0])]
-            ok = len(row) > usage_col and len(row[1].split()) == PIXELS
-        except (ValueError, IndexError):
-            ok = False
-        if not ok:
+        problem, _, usage = fer2013_row(row, has_usage=True)
+        if problem:
             bad += 1
             continue
-        splits[row[usage_col].strip()] += 1
-        emotions[emotion] += 1
+        splits[usage] += 1
+        emotions[EMOTIONS[int(row[0])]] += 1
     return splits, emotions, bad
 
 

@@ -38,7 +38,7 @@ def _open_text(path: Path) -> io.TextIOBase:
     """UTF-8 text, with or without a byte-order mark (Excel writes one). Bytes that are not UTF-8
     come through as surrogates, so that one bad row is reported (or skipped) by its line instead
     of failing the whole file: see ``_not_utf8``."""
-    if path.suffix == ".gz":
+    if path.suffix.lower() == ".gz":  # as detect_layout reads names: FACES.CSV.GZ too
         return io.TextIOWrapper(
             gzip.open(path, "rb"), encoding="utf-8-sig", errors="surrogateescape", newline=""
         )
@@ -75,7 +75,7 @@ def detect_layout(path: Path) -> str:
                     first_line = f.readline()
             except (OSError, UnicodeDecodeError, EOFError) as e:
                 raise DatasetError(f"cannot read {path}: {e}") from None
-            header = first_line.strip().split(",")
+            header = [h.strip() for h in first_line.split(",")]
             if header[:2] == ["emotion", "pixels"]:
                 return "fer2013-csv"
             if not first_line:
@@ -114,6 +114,31 @@ def _parse_pixels(text: str) -> np.ndarray | None:
     return values.astype(np.uint8).reshape(FACE_SIZE, FACE_SIZE)
 
 
+def fer2013_row(row: list[str], has_usage: bool) -> tuple[str | None, np.ndarray | None, str]:
+    """One data row of FER-2013's csv -> (what is wrong with it or None, its 48x48 pixels, its Usage):
+    the one check of a row, for the reader and for ``download --from-zip``'s count alike."""
+    if _not_utf8(row):
+        return "not UTF-8 text", None, ""
+    if len(row) < (3 if has_usage else 2):
+        return ("expected 'emotion,pixels,Usage'" if has_usage else "expected 'emotion,pixels'"), None, ""
+    pixels = _parse_pixels(row[1])
+    usage = row[2].strip() if len(row) > 2 else "Training"
+    if not row[0].strip().isdecimal() or int(row[0]) >= len(EMOTIONS):
+        return f"unknown emotion label {row[0]!r} (expected 0-6)", None, usage
+    if pixels is None:
+        return f"pixels must be {PIXELS} integers 0-255", None, usage
+    if usage not in FER2013_USAGES:
+        return f"unknown Usage {usage!r} (expected {', '.join(FER2013_USAGES)})", None, usage
+    return None, pixels, usage
+
+
+def fer2013_header(header: list[str] | None) -> list[str] | None:
+    """The header's cells, spaces around them dropped ('emotion, pixels, Usage' too), if it is
+    FER-2013's; None otherwise."""
+    cells = [h.strip() for h in header or []]
+    return cells if cells[:2] == ["emotion", "pixels"] else None
+
+
 def read_fer2013_csv(path: Path, skip_bad: bool = False) -> FaceDataset:
     """Rows ``emotion,pixels,Usage``; a bad row raises naming its line, or is skipped with skip_bad."""
     images: list[np.ndarray] = []
@@ -125,28 +150,17 @@ def read_fer2013_csv(path: Path, skip_bad: bool = False) -> FaceDataset:
     try:
         with _open_text(path) as f:
             reader = csv.reader(f)
-            header = next(reader, None)
-            if not header or header[:2] != ["emotion", "pixels"]:
+            header = fer2013_header(next(reader, None))
+            if header is None:
                 raise DatasetError(f"{path}: missing header 'emotion,pixels,Usage'")
             has_usage = len(header) > 2  # without the column every face is a Training face
-            for row_index, row in enumerate(reader):
-                line = row_index + 2
-                problem = None
-                if _not_utf8(row):
-                    problem = "not UTF-8 text"
-                    pixels = None
-                elif len(row) < (3 if has_usage else 2):
-                    problem = "expected 'emotion,pixels,Usage'" if has_usage else "expected 'emotion,pixels'"
-                    pixels = None
-                else:
-                    pixels = _parse_pixels(row[1])
-                    usage = row[2].strip() if len(row) > 2 else "Training"
-                    if not row[0].strip().isdecimal() or int(row[0]) >= len(EMOTIONS):
-                        problem = f"unknown emotion label {row[0]!r} (expected 0-6)"
-                    elif pixels is None:
-                        problem = f"pixels must be {PIXELS} integers 0-255"
-                    elif usage not in FER2013_USAGES:
-                        problem = f"unknown Usage {usage!r} (expected {', '.join(FER2013_USAGES)})"
+            row_index = -1  # data rows only: a blank line (a file's last, say) is none
+            for row in reader:
+                if not any(cell.strip() for cell in row):
+                    continue
+                row_index += 1
+                line = reader.line_num
+                problem, pixels, usage = fer2013_row(row, has_usage)
                 if problem:
                     if not skip_bad:
                         raise DatasetError(

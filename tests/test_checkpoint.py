@@ -4,6 +4,7 @@ copied over last.pt is refused by name, stale temp files are removed."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import subprocess
@@ -143,13 +144,48 @@ def test_checksum_catches_any_changed_value_and_reads_old_checkpoints(tmp_path: 
         load_checkpoint(tmp_path / "d.pt")
 
 
-def train_cli(*args: str) -> subprocess.CompletedProcess:
+def train_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "facial_emotion", "train", "--quiet", *args],
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=cwd,
     )
+
+
+def test_a_run_started_with_relative_paths_resumes_from_anywhere(tmp_path: Path) -> None:
+    """`--out` is all a resumed run needs (README), but --data and --teacher were kept as typed:
+    from another folder it was "dataset path not found: faces.csv", and a run whose teacher file was
+    gone could not go on, though its folder holds the teacher's probabilities. The resume errors
+    named an option that does not exist (--ema-decay), and a run killed between its first two
+    checkpoints (best.pt, no last.pt) was told to --resume, which then found nothing."""
+    from conftest import synthetic_faces, write_fer_csv
+
+    from facial_emotion.model_file import builtin_model_path
+
+    start = tmp_path / "start"
+    start.mkdir()
+    images, labels = synthetic_faces(96)
+    write_fer_csv(start / "faces.csv", images, labels, ["Training"] * 64 + ["PublicTest"] * 32)
+    shutil.copy(builtin_model_path("fast"), start / "teacher.onnx")
+    options = ["--arch", "vgg-s", "--epochs", "1", "--batch-size", "32", "--threads", "1", "--mixup", "0"]
+    teach = ["--teacher", "teacher.onnx", "--distill", "0.5"]
+    proc = train_cli("--data", "faces.csv", *teach, "--out", "run", *options, cwd=start)
+    assert proc.returncode == 0, proc.stderr
+    (start / "teacher.onnx").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = train_cli("--out", "../start/run", "--resume", cwd=elsewhere)
+    assert proc.returncode == 0 and "best validation accuracy" in proc.stdout, proc.stderr
+    meta = json.loads((start / "run" / "model.json").read_text())
+    assert meta["recipe"]["data"] == "faces.csv" and meta["recipe"]["teacher"] == "teacher.onnx"  # names only
+    proc = train_cli("--out", "../start/run", "--resume", "--ema", "0.5", cwd=elsewhere)
+    assert proc.returncode == 2 and "leave out --ema 0.5 (the run has 0.999)" in proc.stderr, proc.stderr
+    (start / "run" / LAST).unlink()
+    for again in ([], ["--resume"]):
+        proc = train_cli("--data", "faces.csv", "--out", "run", *again, cwd=start)
+        assert proc.returncode == 2 and "holds best.pt but no last.pt" in proc.stderr, proc.stderr
 
 
 def test_resume_takes_its_recipe_from_the_run_and_refuses_another(run: Path, tmp_path: Path) -> None:

@@ -63,10 +63,11 @@ class TrainConfig:
 
     def validate(self, resumed: bool = False) -> None:
         """ConfigError unless every value is in range and every file the run reads exists; called
-        before a run touches any data. A resumed run takes its weights from its own checkpoint, so its
-        ``init_from`` file need not exist any more."""
+        before a run touches any data. A resumed run takes its weights from its own checkpoint and
+        its teachers' probabilities from its folder, so its ``init_from`` and ``teacher`` files need
+        not exist any more."""
         numbers = {k: v for k, v in asdict(self).items() if isinstance(v, float)}
-        broken = [f"--{k.replace('_', '-')} {v}" for k, v in numbers.items() if not math.isfinite(v)]
+        broken = [f"{option_name(k)} {v}" for k, v in numbers.items() if not math.isfinite(v)]
         if broken:
             raise ConfigError(f"{', '.join(broken)}: must be a finite number")
         if self.arch not in ARCHITECTURES:
@@ -100,7 +101,7 @@ class TrainConfig:
         teachers = teacher_paths(self.teacher)
         if (self.distill > 0) != bool(teachers):
             raise ConfigError("--distill W (> 0) and --teacher MODEL.onnx[,MODEL.onnx...] go together")
-        for teacher in teachers:
+        for teacher in teachers if not resumed else []:  # a resumed run has its teachers' targets
             if not teacher.is_file():
                 raise ConfigError(f"--teacher {teacher}: no such file")
         if self.init_from and not resumed and not Path(self.init_from).is_file():
@@ -119,6 +120,15 @@ class TrainConfig:
         return cls(**d, augment=aug)
 
 
+# Fields whose command-line option is not the field's name with dashes.
+OPTION_NAMES = {"ema_decay": "--ema"}
+
+
+def option_name(field_name: str) -> str:
+    """``train``'s option for a TrainConfig field (``ema_decay`` is ``--ema``)."""
+    return OPTION_NAMES.get(field_name, "--" + field_name.replace("_", "-"))
+
+
 # Where a run trains, not what it learns: a resumed run may take these from the command line (the same
 # faces at another path, another machine's thread count); --device has its own override in train().
 RESUME_MAY_CHANGE = ("data", "threads")
@@ -130,7 +140,7 @@ def resumed_config(saved: dict, asked: dict[str, Any]) -> TrainConfig:
     recipe half-way (another --epochs, say) is a ConfigError naming it, not silently dropped."""
     cfg = TrainConfig.from_dict(saved)
     clashes = [
-        f"--{name.replace('_', '-')} {value} (the run has {getattr(cfg, name) or 'the default'})"
+        f"{option_name(name)} {value} (the run has {getattr(cfg, name) or 'the default'})"
         for name, value in asked.items()
         if name not in RESUME_MAY_CHANGE and getattr(cfg, name) != value
     ]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from facial_emotion.data import DatasetError
-from facial_emotion.training.config import TrainConfig, teacher_paths
+from facial_emotion.training.config import ConfigError, TrainConfig, teacher_paths
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,11 @@ def attach_teacher(
             if str(saved["teachers"]) == spec and saved["probs"].shape == tuple(targets.shape) and same_faces:
                 probs = saved["probs"]  # else another run's teachers or faces: compute them again
     if probs is None:
+        gone = [str(t) for t in teacher_paths(spec) if not t.is_file()]
+        if gone:  # a resumed run whose teachers moved, without their probabilities in its folder
+            raise ConfigError(
+                f"--teacher {', '.join(gone)}: no such file, and no {cache} with its probabilities"
+            )
         probs = teacher_probabilities(spec, faces, targets.shape[1])
         write_teacher_file(cache, probs, spec, faces)
     agree = float((probs.argmax(1) == targets.numpy().argmax(1)).mean())

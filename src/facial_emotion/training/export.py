@@ -23,6 +23,14 @@ from facial_emotion.training.nets import create_model
 from facial_emotion.training.onnx_weights import read_onnx_model
 
 
+def recipe_of(cfg: TrainConfig) -> dict[str, Any]:
+    """A run's options as its model file records them: the files it read by name, not by the local
+    path (which says nothing once the file travels, and may name the user's folders)."""
+    names = {k: Path(getattr(cfg, k)).name if getattr(cfg, k) else "" for k in ("data", "init_from")}
+    names["teacher"] = ",".join(t.name for t in teacher_paths(cfg.teacher))
+    return {**cfg.to_dict(), **names}
+
+
 def model_from_checkpoint(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     state = load_checkpoint(path)
     cfg = TrainConfig.from_dict(state["config"])
@@ -78,7 +86,7 @@ def stage_summary(state: dict[str, Any], history: list[dict[str, Any]] | None) -
     cfg = TrainConfig.from_dict(state["config"])
     best = state.get("best", {})
     stage: dict[str, Any] = {
-        "recipe": {**cfg.to_dict(), "data": Path(cfg.data).name},
+        "recipe": recipe_of(cfg),
         "best_epoch": best.get("epoch"),
         "val_accuracy": best.get("val_acc"),
     }
@@ -206,7 +214,7 @@ def export_checkpoint(
         best_epoch=best.get("epoch"),
         weights=best.get("weights"),
         epochs=cfg.epochs,
-        recipe={**cfg.to_dict(), "data": Path(cfg.data).name},
+        recipe=recipe_of(cfg),
         quantized=quantized,
         date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         parameters=sum(p.numel() for p in model.parameters()),

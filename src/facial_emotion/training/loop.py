@@ -14,7 +14,9 @@ import contextlib
 import hashlib
 import logging
 import math
+import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,7 @@ from facial_emotion.training.checkpoint import (
     remove_stale_temp_files,
     save_checkpoint,
 )
-from facial_emotion.training.config import ConfigError, TrainConfig, resumed_config
+from facial_emotion.training.config import ConfigError, TrainConfig, resumed_config, teacher_paths
 from facial_emotion.training.distill import attach_teacher, is_distilled
 from facial_emotion.training.distributed import SINGLE, Distributed, close, from_environment
 from facial_emotion.training.export import export_checkpoint
@@ -482,6 +484,11 @@ def validate(
     return fields, acc, which
 
 
+def absolute(path: str) -> str:
+    """``path`` from the root (links kept as named), "" as it is."""
+    return os.path.abspath(path) if path else path
+
+
 def train(
     cfg: TrainConfig,
     out: Path,
@@ -498,7 +505,14 @@ def train(
     last = None
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file: name the run's folder")
-    if not resume and ((out / LAST).exists() or (out / BEST).exists()):
+    if (out / BEST).exists() and not (out / LAST).exists():
+        # A run killed between its first epoch's two checkpoints, or one whose last.pt was deleted
+        # to save space: its best.pt is kept, and there is nothing to resume.
+        raise ConfigError(
+            f"--out {out} holds {BEST} but no {LAST}, so there is nothing to resume: name another --out "
+            "(or delete that folder) to start a new run"
+        )
+    if not resume and (out / LAST).exists():
         # Refused before anything in it is touched: it may be a run still going.
         raise ConfigError(
             f"--out {out} holds a run already ({LAST}, {BEST}): --resume to continue it, or name "
@@ -512,6 +526,18 @@ def train(
         last = load_resume_checkpoint(out)  # falls back to last.prev.pt if last.pt is damaged
         cfg = resumed_config(last["config"], asked or {})  # the run goes on as it began
         log.info("resuming %s after epoch %d of %d", out, last["epoch"] + 1, cfg.epochs)
+        if cfg.data and not Path(cfg.data).exists():
+            raise ConfigError(
+                f"--resume: the run's faces ({cfg.data}) are not there (moved, or a path relative to where "
+                "the run was started); give --data PATH to the same faces"
+            )
+    else:  # paths the run reads again when resumed, from any folder: absolute
+        cfg = replace(
+            cfg,
+            data=absolute(cfg.data),
+            init_from=absolute(cfg.init_from),
+            teacher=",".join(absolute(str(t)) for t in teacher_paths(cfg.teacher)),
+        )
     cfg.validate(resumed=last is not None)
     if cfg.batch_size % dist.world:
         raise ConfigError(f"--batch-size {cfg.batch_size} must divide evenly over {dist.world} processes")

@@ -4,6 +4,7 @@ applied in every path, and the ``uncertain`` flag."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -241,3 +242,30 @@ def test_evaluate_reports_ece_and_nll_and_calibrate_refuses_the_test_split(tiny_
     entry = EmotionClassifier(out).metadata[CALIBRATION_KEY]
     assert entry["method"] == entry["method_tta"] == "temperature scaling (NLL)" and entry["faces"] == 70
     assert entry["scale"] == pytest.approx([1 / entry["temperature"]] * 7, rel=1e-3)
+
+
+def test_calibrate_needs_enough_faces_takes_a_split_in_any_case_and_warns_on_the_training_split(
+    tiny_kaggle: Path, tmp_path: Path
+) -> None:
+    """One face fitted a temperature of 0.14, "ECE 20.89% -> 0.00%", and flagged every face under 95 %
+    uncertain; `--split Test` was refused where evaluate takes it (quantize's hint named no split for
+    folder data); calibrating a model on the faces it trained on was not mentioned."""
+    from conftest import model_with_description
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "facial_emotion", *args], capture_output=True, text=True, timeout=300
+        )
+
+    one = tmp_path / "one"
+    (one / "happy").mkdir(parents=True)
+    shutil.copy(next((tiny_kaggle / "test").glob("*/*.png")), one / "happy" / "face.png")
+    out = tmp_path / "calibrated.onnx"
+    proc = cli("calibrate", "fast", "--data", str(one), "--split", "all", "--out", str(out))
+    assert proc.returncode == 2 and "has 1 faces" in proc.stderr and not out.exists(), proc.stderr
+    mine = model_with_description(tmp_path, "mine", dataset="kaggle", train_split="train")
+    proc = cli("calibrate", str(mine), "--data", str(tiny_kaggle), "--split", "Test", "--out", str(out))
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
+    assert EmotionClassifier(out).metadata[CALIBRATION_KEY]["fit_split"] == "test"
+    proc = cli("calibrate", str(mine), "--data", str(tiny_kaggle), "--split", "train", "--out", str(out))
+    assert proc.returncode == 0 and "is the split mine.onnx trained on" in proc.stderr, proc.stderr

@@ -236,7 +236,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             f"{a['split']} accuracy {a['before']:.2%} -> {a['after']:.2%}, "
             f"ten-crop TTA {a['before_tta']:.2%} -> {a['after_tta']:.2%}"
         )
-    print(f"uncalibrated: for calibrated confidences, facial-emotion calibrate {out} --data {args.data}")
+    # calibrate's default split is PublicTest: other data names the split the accuracy was measured on
+    measured = q.get("accuracy", {}).get("split", "SPLIT")
+    split = "" if measured == "PublicTest" else f" --split {measured}"
+    print(
+        f"uncalibrated: for calibrated confidences, facial-emotion calibrate {out} --data {args.data}{split}"
+    )
     return EXIT_OK
 
 

@@ -22,6 +22,7 @@ the time (below it, the runner-up is about as likely).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,10 @@ from facial_emotion.inference.classifier import calibrated_probabilities as prob
 from facial_emotion.inference.classifier import softmax
 from facial_emotion.model_file import CALIBRATION_KEY
 
+log = logging.getLogger(__name__)
+
 MIN_FACES_PER_CLASS = 20  # for vector scaling: fewer, and a class's bias fits its few faces
+MIN_CALIBRATION_FACES = 20  # for any calibration (one temperature)
 METHODS = {"vector": "vector scaling (NLL)", "temperature": "temperature scaling (NLL)"}
 # "auto" (the default) takes vector scaling unless, cross-fitted over this many random halvings, it
 # costs more than ACCURACY_TOLERANCE of accuracy against the raw softmax; then one temperature.
@@ -287,6 +291,7 @@ def calibrate_model(
     PrivateTest is refused: it is the held-out test, and fitting on it would make its figures
     optimistic."""
     from facial_emotion.data import DatasetError, load_dataset
+    from facial_emotion.evaluation.evaluate import trained_on_data
     from facial_emotion.inference.classifier import EmotionClassifier
     from facial_emotion.model_file import ModelFileError, is_packaged_model, resolve_model_path, write_model
 
@@ -296,13 +301,14 @@ def calibrate_model(
             f"{model or 'default'} is a model shipped inside the package: give --out FILE for the "
             "calibrated copy (its own path in the package, if rewriting the shipped file is really meant)"
         )
-    if split == "PrivateTest":
+    if split.lower() == "privatetest":
         raise DatasetError(
             "calibrate on PublicTest or a split of Training, never on PrivateTest (the test set)"
         )
     classifier = EmotionClassifier(model, threads=threads)
     labels = labels or ("ferplus" if len(classifier.classes) == 8 else "fer2013")
     dataset = load_dataset(data, labels=labels, ferplus_classes=len(classifier.classes))
+    (split,) = dataset.resolve_splits(split)  # "Test" for a test/ folder, as evaluate takes it
     if split not in dataset.splits:
         raise DatasetError(
             f"{data} has no split {split} (it has {', '.join(dataset.splits) or 'none'}): calibrate on "
@@ -310,6 +316,18 @@ def calibrate_model(
             "holds FER-2013's PublicTest and PrivateTest together: fitting on it spends the test set)"
         )
     part = dataset.select_split(split)
+    if len(part) < MIN_CALIBRATION_FACES:  # one face fitted a temperature of 0.14 and "ECE 0.00 %"
+        raise DatasetError(
+            f"--split {split} of {data} has {len(part)} faces: a calibration fitted on fewer than "
+            f"{MIN_CALIBRATION_FACES} fits their noise; give a split of more labelled faces"
+        )
+    if split == classifier.metadata.get("train_split") and trained_on_data(classifier.metadata, data):
+        log.warning(
+            "--split %s is the split %s trained on: its confidences would be fitted to faces it has "
+            "learnt (over-confident on new faces); calibrate on faces it never trained on",
+            split,
+            classifier.path.name,
+        )
     if list(part.class_names) != classifier.classes:
         raise DatasetError(
             f"model classes {classifier.classes} differ from the dataset's {list(part.class_names)}"

@@ -33,6 +33,16 @@ def calibration_method(entry: dict[str, Any], tta: bool) -> str:
     return entry.get("method_tta", method) if tta else method
 
 
+def trained_on_data(metadata: dict[str, Any], data: str | Path) -> bool:
+    """Whether a model's metadata names ``data`` (the folder itself, or the ROOT whose train/ and
+    test/ it trained on) among what it trained on ("mine", "fb (corrections) + fer2013.csv.gz
+    (Training mix)")."""
+    trained_on = str(metadata.get("dataset", ""))
+    trained_names = {part.split(" (")[0].strip() for part in trained_on.split(" + ")} - {""}
+    folder = Path(data).expanduser().resolve()
+    return bool({folder.name, folder.parent.name} & trained_names)
+
+
 def evaluate(
     data: str | Path,
     model: str | Path | None = None,
@@ -52,11 +62,7 @@ def evaluate(
     )
     split = split or default_test_split(ds)
     trained_on = str(classifier.metadata.get("dataset", ""))
-    # the data names the metadata gives ("mine", "fb (corrections) + fer2013.csv.gz (Training mix)")
-    trained_names = {part.split(" (")[0].strip() for part in trained_on.split(" + ")} - {""}
-    folder = Path(data).expanduser().resolve()
-    # the folder itself, or the ROOT whose train/ and test/ the model trained on
-    if split == "all" and {folder.name, folder.parent.name} & trained_names:
+    if split == "all" and trained_on_data(classifier.metadata, data):
         # a ROOT/<emotion>/ folder has no test split: its every face is scored, and this model was
         # trained on a folder of that name
         log.warning(

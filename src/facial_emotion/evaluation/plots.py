@@ -54,17 +54,18 @@ def plot_confusion_matrix(
 ) -> None:
     plt = _figure()
     data = cm.astype(float)
+    empty = cm.sum(axis=1) == 0  # a class with no faces: its row is empty, not 0 (as the tables say)
     if normalize:
         data = data / np.maximum(data.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    im = ax.imshow(data, cmap="Blues")
+    im = ax.imshow(np.ma.masked_array(data, np.repeat(empty[:, None], len(classes), axis=1)), cmap="Blues")
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     for i in range(len(classes)):
         for j in range(len(classes)):
-            text = f"{data[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
+            text = "—" if empty[i] else f"{data[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
             ax.text(
                 j,
                 i,

@@ -80,7 +80,9 @@ def calibration_split(splits: list[str], split: str | None) -> str:
     for name in TRAINING_SPLITS:
         if name in splits:
             return name
-    raise DatasetError(f"no training split to calibrate on; pass a split (available: {', '.join(splits)})")
+    raise DatasetError(
+        f"no training split to calibrate on; pass --split NAME (available: {', '.join(splits)})"
+    )
 
 
 def calibration_crops(
@@ -181,9 +183,11 @@ def quantize_model(
             "later (export the graph again with a newer opset_version)"
         )
     ds = load_dataset(data)
-    split = calibration_split(ds.splits, split)
+    split = calibration_split(ds.splits, ds.resolve_splits(split)[0] if split else None)
     if eval_split is None:
         eval_split = default_test_split(ds)
+    elif eval_split != "none":
+        (eval_split,) = ds.resolve_splits(eval_split)  # "Test" for a test/ folder, as evaluate takes it
     if eval_split == split:
         raise DatasetError(
             f"calibrating on {split} would bias the accuracy measured on it: pick another split"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -100,6 +101,11 @@ class EmotionClassifier:
         try:
             self.session = cpu_session(self.path, threads or 0)
         except Exception as e:  # onnxruntime raises its own exception types for damaged files
+            if zipfile.is_zipfile(self.path):  # what torch.save writes: a run's best.pt or last.pt
+                raise ModelFileError(
+                    f"{self.path}: a training checkpoint, not a model file; `facial-emotion export "
+                    f"{self.path} --out MODEL.onnx` makes one (a run writes its model.onnx itself)"
+                ) from None
             raise ModelFileError(f"{self.path}: cannot load the model ({str(e).splitlines()[0]})") from None
         self.metadata: dict[str, Any] = read_metadata_from_session_meta(
             self.session.get_modelmeta().custom_metadata_map, str(self.path)

@@ -121,6 +121,10 @@ def load_checkpoint(path: Path, require: tuple[str, ...] = ("config", "model")) 
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint not found") from None
     except Exception as e:  # torch raises pickle, zip and runtime errors for damaged files
+        if Path(path).suffix.lower() == ".onnx":
+            raise CheckpointError(
+                f"{path}: a model file already, not a training checkpoint (its run's best.pt is one)"
+            ) from None
         first = (str(e).splitlines() or [type(e).__name__])[0]
         raise CheckpointError(f"{path}: damaged or not a checkpoint ({first})") from None
     if not isinstance(state, dict) or "config" not in state or "model" not in state:

@@ -148,6 +148,10 @@ def test_what_a_folder_dataset_does_not_read_is_said_and_counted(
         again = load_dataset(flat)  # from the cache: the names kept, for the next process to say
     assert again.skipped == 1 and any("gone.jpg" in w for w in again.warnings)
     assert "skipped" not in caplog.text  # said once a process (quantize read one file five times)
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # the same loose image in the Kaggle layout's train/: unsaid
+        load_dataset(tiny_kaggle)
+    assert f"{tiny_kaggle / 'train'}: ignored 1 image(s) lying directly in it" in caplog.text
 
 
 def test_the_cache_sees_files_added_to_a_linked_emotion_folder(tiny_kaggle: Path, tmp_path: Path) -> None:

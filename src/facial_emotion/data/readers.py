@@ -409,15 +409,18 @@ def load_dataset(
                 ", ".join(EMOTIONS),
                 ", ".join(str(p) for p in ignored[:10]) + (" ..." if len(ignored) > 10 else ""),
             )
-        loose = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-        if loose:  # an image's emotion is its folder's name: these have none
-            log.warning(
-                "%s: ignored %d image(s) lying directly in it (put them in a folder named after their "
-                "emotion): %s",
-                path,
-                len(loose),
-                ", ".join(p.name for p in sorted(loose)[:5]) + (" ..." if len(loose) > 5 else ""),
-            )
+        # ROOT, and each split folder of ROOT/<split>/<emotion>/ (ROOT/test/x.jpg went unmentioned)
+        roots = [path] + ([p for p in path.iterdir() if p.is_dir()] if layout == "folders-split" else [])
+        for root in roots:
+            loose = [p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+            if loose:  # an image's emotion is its folder's name: these have none
+                log.warning(
+                    "%s: ignored %d image(s) lying directly in it (put them in a folder named after "
+                    "their emotion): %s",
+                    root,
+                    len(loose),
+                    ", ".join(p.name for p in sorted(loose)[:5]) + (" ..." if len(loose) > 5 else ""),
+                )
     if labels == "ferplus":
         votes = Path(ferplus_path) if ferplus_path else path.parent / FERPLUS_FILENAME
         if not votes.exists():

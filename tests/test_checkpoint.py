@@ -16,7 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="training tests need the [train] extra")
 
-from conftest import need_shared  # noqa: E402
+from conftest import need_shared, run_cli  # noqa: E402
 
 from facial_emotion.training.checkpoint import (  # noqa: E402
     BEST,
@@ -214,28 +214,10 @@ def test_a_checkpoint_given_as_a_model_and_a_model_given_to_export_say_what_they
     """`analyze --model best.pt` gave onnxruntime's protobuf error and `export model.onnx` "damaged
     or not a checkpoint": neither said which file each command takes."""
     photo = need_shared("media", "justin.jpg")
-    proc = subprocess.run(
-        [sys.executable, "-m", "facial_emotion", "analyze", str(photo), "--model", str(run / "best.pt")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_cli("analyze", str(photo), "--model", str(run / "best.pt"))
     assert proc.returncode == 2 and "a training checkpoint, not a model file" in proc.stderr, proc.stderr
     assert f"facial-emotion export {run / 'best.pt'}" in proc.stderr
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "facial_emotion",
-            "export",
-            str(run / "model.onnx"),
-            "--out",
-            str(run / "x.onnx"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_cli("export", str(run / "model.onnx"), "--out", str(run / "x.onnx"))
     assert proc.returncode == 2 and "a model file already, not a training checkpoint" in proc.stderr, (
         proc.stderr
     )

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import need_shared
 
 from facial_emotion.batch.job import job_lock
@@ -283,6 +284,19 @@ def test_a_truncated_video_is_flagged_in_the_sources_table_whole_or_in_frame_ran
             assert flagged[0]["chunk"] == "2" and "frames end at 1" in flagged[0]["warning"]
         else:
             assert "of the 300 frames the file announces" in flagged[0]["warning"]
+    # A camera's clip whose picture starts 0.85 s after its sound: fewer frames than announced, and
+    # whole, as `video` says; its last frame range was called truncated.
+    pytest.importorskip("av")
+    from test_video import write_clip_with_sound
+
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    write_clip_with_sound(camera / "lead.mkv", video_from_s=0.85, tone_from_s=2.0, seconds=4)
+    for chunks in ([], ["--chunk-frames", "40"]):
+        proc = run_cli(
+            str(camera), "--out", str(tmp_path / f"camera{len(chunks)}"), "--format", "csv", *chunks
+        )
+        assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
 
 
 def test_csv_booleans_are_spelled_as_the_ray_engines(tmp_path):

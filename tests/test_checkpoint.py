@@ -171,11 +171,16 @@ def test_a_run_started_with_relative_paths_resumes_from_anywhere(tmp_path: Path)
     images, labels = synthetic_faces(96)
     write_fer_csv(start / "faces.csv", images, labels, ["Training"] * 64 + ["PublicTest"] * 32)
     shutil.copy(builtin_model_path("fast"), start / "teacher.onnx")
-    options = ["--arch", "vgg-s", "--epochs", "1", "--batch-size", "32", "--threads", "1", "--mixup", "0"]
+    options = ["--arch", "vgg-s", "--epochs", "2", "--batch-size", "32", "--threads", "1", "--mixup", "0"]
     teach = ["--teacher", "teacher.onnx", "--distill", "0.5"]
     proc = train_cli("--data", "faces.csv", *teach, "--out", "run", *options, cwd=start)
     assert proc.returncode == 0, proc.stderr
     (start / "teacher.onnx").unlink()
+    # killed after epoch 1, and resumed with the same faces named from where they lie
+    shutil.copy(start / "run" / LAST_PREV, start / "run" / LAST)
+    proc = train_cli("--data", "faces.csv", "--out", "run", "--resume", cwd=start)
+    assert proc.returncode == 0, proc.stderr
+    assert torch.load(start / "run" / LAST, weights_only=False)["config"]["data"] == str(start / "faces.csv")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     proc = train_cli("--out", "../start/run", "--resume", cwd=elsewhere)

@@ -215,7 +215,7 @@ def test_finetune_never_writes_over_its_base_and_refuses_bases_it_cannot_train(
     assert hashlib.sha256(fp32.read_bytes()).hexdigest() == digest
     out = tmp_path / "m.onnx"
     for base, says in (
-        ("default", "(--base fp32, the default)"),
+        ("default", "use the fp32 file it was made from (--base fp32, the default)"),
         ("fast", "is not the built-in fp32 model"),
         ("ensemble", "an ensemble graph cannot be fine-tuned (its members: vgg-l-s0.onnx"),
     ):

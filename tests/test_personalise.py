@@ -161,8 +161,6 @@ def test_model_reload_swaps_while_requests_run(tmp_path: Path) -> None:
 
 @pytest.mark.browser
 @pytest.mark.shared
-@pytest.mark.browser
-@pytest.mark.shared
 def test_another_site_s_page_can_neither_swap_the_model_nor_save_corrections(tmp_path: Path) -> None:
     """A page of any site the user visits could post to a server on their machine: a no-cors fetch
     needs no CORS answer, and the reload endpoint checked only that the client was on loopback,
@@ -223,6 +221,8 @@ def test_another_site_s_page_can_neither_swap_the_model_nor_save_corrections(tmp
     assert count_corrections(fb) == {"sad": 1, "happy": 1}
 
 
+@pytest.mark.browser
+@pytest.mark.shared
 def test_correct_in_the_page_finetune_then_serve_the_new_model(tmp_path: Path) -> None:
     """The whole loop: faces corrected in the real page, `finetune` on them, the new model served
     (swapped in without a restart): it now gives the corrected label on those faces."""

@@ -177,7 +177,8 @@ def static_int8(trained_run: Path) -> Path:
     assert proc.returncode == 0, proc.stderr
     assert "minmax ranges from 256 Training faces" in proc.stdout
     assert "PublicTest accuracy" in proc.stdout and "ten-crop TTA" in proc.stdout
-    assert f"facial-emotion calibrate {out} --data {data}" in proc.stdout  # the next step, said
+    # the next step, said: calibrate's own default split, PublicTest (no --split PrivateTest, refused)
+    assert f"facial-emotion calibrate {out} --data {data}\n" in proc.stdout
     return out
 
 

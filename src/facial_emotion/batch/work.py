@@ -179,14 +179,27 @@ class Analyzer:
                 spans = spans_duration(clock, lead_s, expected)
                 found = VideoResult(unit.source, fps, read, frames_expected=expected, spans_duration=spans)
                 warning = shortfall(found) or ""
-            else:  # the last frame range: where its frames end (a range of a file cut short reads none)
+            else:  # the last frame range: where its frames end (a range of a file cut short reads none),
+                # on the file's clock, where a camera's picture starts after its sound (as video allows)
                 end = round(clock.time_s * fps) + 1 if read else unit.start
-                if end < expected * (1 - SHORTFALL_WARNING):
+                lead = round(first_picture_lead_s(unit.source, fps) * fps)
+                if end + lead < expected * (1 - SHORTFALL_WARNING) - 1:
                     warning = (
                         f"{unit.source}: the frames end at {end} of the {expected} the file announces "
                         f"({1 - end / expected:.0%} missing): the video is damaged or truncated"
                     )
         return rows, analysed, fps, expected or 0, warning
+
+
+def first_picture_lead_s(source: str, fps: float) -> float:
+    """``video.picture_lead_s`` of a file, from its first frame (a frame range starts further on)."""
+    from facial_emotion.inference.video import open_capture, picture_lead_s
+
+    cap = open_capture(source)
+    try:
+        return picture_lead_s(cap, fps) if cap.grab() else 0.0
+    finally:
+        cap.release()
 
 
 def _message(e: BaseException) -> str:

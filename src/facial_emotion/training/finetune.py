@@ -81,8 +81,7 @@ def check_trainable(name: str, meta: dict[str, Any]) -> None:
     quantized = meta.get("quantized", "none")
     if quantized != "none":
         source = quantized.get("source", {}) if isinstance(quantized, dict) else {}
-        fp32 = builtin_model_path("fp32")
-        if fp32.is_file() and source.get("sha256") == hashlib.sha256(fp32.read_bytes()).hexdigest():
+        if made_from_builtin_fp32(source):
             advice = "use the fp32 file it was made from (--base fp32, the default)"
         else:
             advice = (
@@ -95,6 +94,19 @@ def check_trainable(name: str, meta: dict[str, Any]) -> None:
             f"--base {name}: its architecture {arch!r} is not one facial-emotion trains "
             f"({', '.join(sorted(ARCHITECTURES))})"
         )
+
+
+def made_from_builtin_fp32(source: dict[str, Any]) -> bool:
+    """Whether an int8 file's recorded source is the built-in fp32 model: the same file, or the same
+    net exported at the same moment (calibrating the fp32 file afterwards rewrote its metadata, and so
+    its checksum)."""
+    fp32 = builtin_model_path("fp32")
+    if not fp32.is_file():
+        return False
+    if source.get("sha256") == hashlib.sha256(fp32.read_bytes()).hexdigest():
+        return True
+    _, meta = read_onnx_model(fp32)
+    return bool(source.get("date")) and source.get("date") == meta.get("date")
 
 
 def find_fer2013(given: Path | None) -> Path | None:

@@ -485,8 +485,8 @@ def validate(
 
 
 def absolute(path: str) -> str:
-    """``path`` from the root (links kept as named), "" as it is."""
-    return os.path.abspath(path) if path else path
+    """``path`` from the root (``~`` expanded, links kept as named), "" as it is."""
+    return os.path.abspath(os.path.expanduser(path)) if path else path
 
 
 def train(
@@ -526,11 +526,12 @@ def train(
         last = load_resume_checkpoint(out)  # falls back to last.prev.pt if last.pt is damaged
         cfg = resumed_config(last["config"], asked or {})  # the run goes on as it began
         log.info("resuming %s after epoch %d of %d", out, last["epoch"] + 1, cfg.epochs)
-        if cfg.data and not Path(cfg.data).exists():
+        if cfg.data and not Path(cfg.data).expanduser().exists():
             raise ConfigError(
                 f"--resume: the run's faces ({cfg.data}) are not there (moved, or a path relative to where "
                 "the run was started); give --data PATH to the same faces"
             )
+        cfg = replace(cfg, data=absolute(cfg.data))  # a --data given now, or a run from before: absolute
     else:  # paths the run reads again when resumed, from any folder: absolute
         cfg = replace(
             cfg,

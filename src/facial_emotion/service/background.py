@@ -15,6 +15,7 @@ from typing import Any
 import uvicorn
 
 from facial_emotion.service.protocol import http_protocol
+from facial_emotion.service.settings import ServiceSettings
 
 
 class BackgroundServer:
@@ -33,7 +34,8 @@ class BackgroundServer:
             app,
             log_level="warning",
             lifespan="on",
-            ws_max_size=app.state.settings.ws_max_size,
+            # the app's own limit (any ASGI app may be served: tests serve bare FastAPI ones)
+            ws_max_size=getattr(getattr(app, "state", None), "settings", ServiceSettings()).ws_max_size,
             http=http_protocol(),
         )
         self.server = uvicorn.Server(config)

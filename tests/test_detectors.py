@@ -270,3 +270,8 @@ def test_boxes_from_a_custom_detector_or_the_caller_are_held_to_the_detectors_ru
         recognizer.analyze_frames([bgr, bgr], [[]])
     with pytest.raises(ValueError, match="a detection needs box"):
         recognizer.analyze_frame(bgr, [Detection("abcd", 1.0)])  # type: ignore[arg-type]
+    # plain (x, y, w, h) boxes, as README shows them: "a detection needs box=..." before
+    (plain,) = recognizer.analyze_frame(bgr, [real.box, (0, 0, 0, 5)])  # type: ignore[list-item]
+    assert plain.box == real.box and plain.emotion == face.emotion
+    with pytest.raises(ValueError, match="a detection needs box"):
+        recognizer.analyze_frame(bgr, [(1, 2, 3)])  # type: ignore[list-item]

@@ -41,13 +41,16 @@ class Detection:
 
 
 def usable_detections(dets: list[Detection], shape: tuple[int, ...]) -> list[Detection]:
-    """``dets`` as the pipeline needs them: whole-pixel int boxes, float scores, float32 keypoints. A
+    """``dets`` (``Detection``s, or plain ``(x, y, w, h)`` boxes, scored 1) as the pipeline needs them:
+    whole-pixel int boxes, float scores, float32 keypoints. A
     box that is empty, not finite, or wholly outside the frame is dropped: a custom detector's (or a
     caller's) such boxes crashed the crop, or gave a zero-size face a confident label; numpy numbers
     in a box broke the JSON output."""
     h, w = shape[:2]
     out = []
     for det in dets:
+        if not hasattr(det, "box"):  # a box of the caller's own, (x, y, w, h): as certain as a face gets
+            det = Detection(det, 1.0)  # type: ignore[arg-type]
         try:
             x, y, bw, bh = (float(v) for v in det.box)
             score = float(det.score)

@@ -77,10 +77,8 @@ class Analyzer:
     def analyze(self, unit: Unit) -> UnitResult:
         t0 = time.perf_counter()
         try:
-            if unit.kind == "video":
-                rows, frames, fps, expected, warning = self._video(unit)
-            else:
-                (rows, frames, fps), expected, warning = self._photo(unit), 0, ""
+            analyse = self._video if unit.kind == "video" else self._photo
+            rows, frames, fps, expected, warning = analyse(unit)
         except Exception as e:  # noqa: BLE001 - one source's failure (any) must not end the job
             # Names as every table format can hold them (\\xNN for bytes that are not UTF-8), as in
             # the face rows: Parquet refused the whole commit, a CSV re-run could not read it back.
@@ -104,7 +102,8 @@ class Analyzer:
         }
         return UnitResult(rows, summary, None, frames)
 
-    def _photo(self, unit: Unit) -> tuple[list[dict[str, Any]], int, float]:
+    def _photo(self, unit: Unit) -> tuple[list[dict[str, Any]], int, float, int, str]:
+        """As ``_video``'s: one frame, no rate, no frame count, no warning."""
         from facial_emotion.inference.decode import load_image
 
         source = unit.source
@@ -112,7 +111,7 @@ class Analyzer:
         image = load_image(read_bytes(source) if "://" in local else local, name=source)
         classes = self.recognizer.classes
         faces = self.recognizer.analyze_frame(image)
-        return [batch_row(source, 0, 0.0, f, classes, self.model) for f in faces], 1, 0.0
+        return [batch_row(source, 0, 0.0, f, classes, self.model) for f in faces], 1, 0.0, 0, ""
 
     def _video(self, unit: Unit) -> tuple[list[dict[str, Any]], int, float, int, str]:
         """(face rows, frames analysed, the container's rate, its frame count (0: none), a warning

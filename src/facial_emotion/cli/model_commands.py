@@ -19,6 +19,8 @@ from facial_emotion.cli.errors import (
     output_folder,
 )
 
+CALIBRATE_SPLIT = "PublicTest"  # `calibrate`'s default: a FER-2013 csv's faces no model trains on
+
 
 def _model_path(spec: str) -> Path:
     """A --model / --base as a path (a built-in model's name too)."""
@@ -236,10 +238,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             f"{a['split']} accuracy {a['before']:.2%} -> {a['after']:.2%}, "
             f"ten-crop TTA {a['before_tta']:.2%} -> {a['after_tta']:.2%}"
         )
-    # calibrate's default split is PublicTest (a FER-2013 csv's, whose accuracy is measured on
-    # PrivateTest); other data names the split the accuracy was measured on
+    # a FER-2013 csv (its accuracy measured on PrivateTest) has calibrate's default split; other
+    # data names the split the accuracy was measured on
     measured = q.get("accuracy", {}).get("split", "SPLIT")
-    split = "" if measured in ("PublicTest", "PrivateTest") else f" --split {measured}"
+    split = "" if measured in (CALIBRATE_SPLIT, "PrivateTest") else f" --split {measured}"
     print(
         f"uncalibrated: for calibrated confidences, facial-emotion calibrate {out} --data {args.data}{split}"
     )
@@ -438,8 +440,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--split",
-        default="PublicTest",
-        help="faces the model never trained on (default PublicTest; a Kaggle-layout folder's test/ holds "
+        default=CALIBRATE_SPLIT,
+        help=f"faces the model never trained on (default {CALIBRATE_SPLIT}; a Kaggle-layout folder's test/ holds "
         "PublicTest and PrivateTest together)",
     )
     p.add_argument(

@@ -275,3 +275,55 @@ def test_boxes_from_a_custom_detector_or_the_caller_are_held_to_the_detectors_ru
     assert plain.box == real.box and plain.emotion == face.emotion
     with pytest.raises(ValueError, match="a detection needs box"):
         recognizer.analyze_frame(bgr, [(1, 2, 3)])  # type: ignore[list-item]
+
+
+def test_a_custom_detectors_boxes_are_held_to_the_rules_between_full_searches_too(
+    recognizer: EmotionRecognizer,
+) -> None:
+    """With ``detect_every`` > 1 the video finder followed the detector's raw boxes: sub-pixel
+    floats crashed ``getRectSubPix``, an empty box ``resize``, plain tuples had no ``.box``."""
+    from facial_emotion import FaceStream, analyze_video
+    from facial_emotion.inference.detectors import Detection
+
+    video = need_shared("media", "woman2.mp4")
+    cap = cv2.VideoCapture(str(video))
+    ok, first = cap.read()
+    cap.release()
+    assert ok
+    (real,) = recognizer.detect(first)
+    x, y, w, h = real.box
+
+    class Sloppy:  # what detector libraries give: float boxes, an empty one, plain tuples
+        name = "sloppy"
+
+        def detect(self, bgr: np.ndarray) -> list:
+            return [
+                Detection((x + 0.4, y - 0.3, w + 0.2, h + 0.1), 0.9),
+                Detection((5, 5, 0, 0), 0.8),
+                (0, 0, 0, 3),
+            ]
+
+    sloppy = EmotionRecognizer(detector=Sloppy(), threads=1)
+    for every in (1, 3):
+        result = analyze_video(sloppy, video, max_frames=12, detect_every=every)
+        assert len(result.timeline) == 12 and all(type(v) is int for v in result.timeline[0].face.box)
+    stream = FaceStream(sloppy, detect_every=5)
+    assert [len(stream.process(first, i / 30)) for i in range(6)] == [1] * 6
+
+
+def test_faces_are_numbered_row_by_row_from_the_top(recognizer: EmotionRecognizer) -> None:
+    """A 2 x 3 grid of one face: sorting on x first numbered bottom-left before top-left, since a
+    few pixels of x decided between rows."""
+    face = load_image(need_shared("media", "justin.jpg"))
+    fh, fw = face.shape[:2]
+    grid = np.full((2 * fh, 3 * fw, 3), 255, np.uint8)
+    for row in range(2):
+        for col in range(3):
+            shift = 4 if row else 0  # the bottom row's faces a little to the left of the top row's
+            grid[row * fh : (row + 1) * fh, col * fw : (col + 1) * fw - shift] = face[:, shift:]
+    boxes = [f.box for f in recognizer.analyze(grid)]
+    assert len(boxes) == 6
+    rows = [b[1] // fh for b in boxes]
+    assert rows == [0, 0, 0, 1, 1, 1]
+    assert [b[0] for b in boxes[:3]] == sorted(b[0] for b in boxes[:3])
+    assert [b[0] for b in boxes[3:]] == sorted(b[0] for b in boxes[3:])

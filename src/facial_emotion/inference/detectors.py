@@ -73,6 +73,21 @@ def usable_detections(dets: list[Detection], shape: tuple[int, ...]) -> list[Det
     return out
 
 
+def reading_order(dets: list[Detection]) -> list[Detection]:
+    """``dets`` row by row from the top, left to right in each row, so face numbers follow the
+    picture as it is read. A face starts a new row when its centre lies below the bottom of the
+    row's first (topmost) face: faces of one row at slightly different heights stay in it, and a
+    few pixels of jitter never swap two rows (sorting on x first put a face of the bottom row
+    before the one above it)."""
+    rows: list[list[Detection]] = []
+    for det in sorted(dets, key=lambda d: (d.box[1] + d.box[3] / 2, d.box[0])):
+        if rows and det.box[1] + det.box[3] / 2 < rows[-1][0].box[1] + rows[-1][0].box[3]:
+            rows[-1].append(det)
+        else:
+            rows.append([det])
+    return [det for row in rows for det in sorted(row, key=lambda d: (d.box[0], d.box[1]))]
+
+
 class FaceDetector(Protocol):
     name: str
 
@@ -246,3 +261,9 @@ def create_detector(spec: str | FaceDetector | None = None) -> FaceDetector:
             )
         return YuNetDetector(path)
     raise DetectorError(f"unknown detector {spec!r} (choose blazeface, haar[:N] or yunet[:MODEL.onnx])")
+
+
+def find_faces(detector: FaceDetector, bgr: np.ndarray) -> list[Detection]:
+    """``detector``'s faces in ``bgr`` as the pipeline needs them (``usable_detections``), in
+    ``reading_order``: every path that runs a detector, a custom one included, goes through here."""
+    return reading_order(usable_detections(detector.detect(bgr), bgr.shape))

@@ -20,7 +20,13 @@ from facial_emotion.inference.decode import (
     load_image,
     load_image_within,
 )
-from facial_emotion.inference.detectors import Detection, FaceDetector, create_detector, usable_detections
+from facial_emotion.inference.detectors import (
+    Detection,
+    FaceDetector,
+    create_detector,
+    find_faces,
+    usable_detections,
+)
 
 if TYPE_CHECKING:
     from facial_emotion.inference.landmarks import FaceMesh, HeadPose
@@ -115,10 +121,8 @@ class EmotionRecognizer:
         return {**self.classifier.metadata, "name": path.name, "path": str(path)}
 
     def detect(self, bgr: np.ndarray) -> list[Detection]:
-        """Faces in reading order (left to right, then top to bottom), so output order is stable."""
-        return sorted(
-            usable_detections(self.detector.detect(bgr), bgr.shape), key=lambda d: (d.box[0], d.box[1])
-        )
+        """Faces in reading order (row by row from the top, left to right in a row), so output order is stable."""
+        return find_faces(self.detector, bgr)
 
     def classify(self, faces48: np.ndarray) -> np.ndarray:
         """uint8 (N, 48, 48) aligned gray faces -> probabilities (N, classes)."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facial_emotion.inference.detectors import Detection, FaceDetector
+from facial_emotion.inference.detectors import Detection, FaceDetector, find_faces
 from facial_emotion.inference.pipeline import Face
 from facial_emotion.settings import DEFAULT_DETECT_EVERY
 
@@ -162,12 +162,14 @@ class VideoFaceFinder:
 
     def detect(self, bgr: np.ndarray) -> list[Detection]:
         if self.refresh == 1:  # a full search on every frame: nothing to follow
-            self.last = sorted(self.detector.detect(bgr), key=lambda d: d.box)
+            self.last = find_faces(self.detector, bgr)
             return self.last
         gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
         resized = self.last_gray is not None and self.last_gray.shape != gray.shape  # boxes mean nothing
         if not self.last or self.last_gray is None or resized or self.since_full + 1 >= self.refresh:
-            self.last, self.since_full = sorted(self.detector.detect(bgr), key=lambda d: d.box), 0
+            # held to the pipeline's rules (a custom detector's float, empty or tuple boxes crashed
+            # the following below) and in its order
+            self.last, self.since_full = find_faces(self.detector, bgr), 0
         else:
             followed = [self._follow(gray, d) for d in self.last]
             found = [d for d in followed if d is not None]

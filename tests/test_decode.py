@@ -48,6 +48,20 @@ def test_gray_16bit_cmyk_and_palette() -> None:
     assert load_image(np.zeros((6, 6, 4), np.uint8)).shape == (6, 6, 3)
 
 
+def test_a_pil_image_made_in_memory_keeps_8_bit_values_a_16_bit_file_stays_16_bit() -> None:
+    """``Image.fromarray`` of int32 and ``.convert("I")`` give mode "I" images: their 8-bit values
+    were read as 16-bit, a near-black picture with no face."""
+    bgr = load_image(need_shared("media", "justin.jpg"))
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    as_array = load_image(gray.astype(np.int32))
+    for img in (Image.fromarray(gray.astype(np.int32)), Image.fromarray(gray).convert("I")):
+        assert img.mode == "I" and load_image(img).tolist() == as_array.tolist()
+    dim = Image.fromarray(np.full((6, 6), 200, np.uint16)).convert("I")  # a dark 16-bit PPM opens as "I"
+    from_file = Image.open(io.BytesIO(_png_bytes(dim, "PPM")))
+    assert from_file.mode == "I" and load_image(from_file)[0, 0, 0] == 200 * 255 // 65535
+    assert load_image(_png_bytes(dim, "PPM"))[0, 0, 0] == 200 * 255 // 65535
+
+
 def test_every_pixel_type_comes_out_as_the_same_picture() -> None:
     """One rule per type: a 0..1 float image one pixel past 1.0 came out black (taken for 0..255), a
     12-bit frame in uint16 nearly black (divided by 257), bool pixels as 0 and 1 (black)."""

@@ -183,22 +183,28 @@ def as_bgr(frame: np.ndarray, name: str = "frame") -> np.ndarray:
     return from_array(frame, name, limit=False)
 
 
-def from_pil(img: Image.Image, name: str = "image", max_pixels: int | None = None) -> np.ndarray:
+def from_pil(
+    img: Image.Image, name: str = "image", max_pixels: int | None = None, from_file: bool | None = None
+) -> np.ndarray:
+    """A PIL image -> BGR uint8. ``from_file``: the image was decoded from a file, so a mode "I" one
+    is 16-bit (default: when PIL names its format; a reduced copy names none)."""
     try:
-        return _from_pil(img, name, max_pixels)
+        return _from_pil(img, name, max_pixels, img.format is not None if from_file is None else from_file)
     except (OSError, ValueError) as e:  # truncated data, a closed image, a mode PIL cannot convert
         if isinstance(e, ImageError):
             raise
         raise ImageError(f"{name}: cannot decode ({e})") from None
 
 
-def _from_pil(img: Image.Image, name: str, max_pixels: int | None) -> np.ndarray:
+def _from_pil(img: Image.Image, name: str, max_pixels: int | None, from_file: bool) -> np.ndarray:
     _check_size(img.width, img.height, name, max_pixels)
     img = ImageOps.exif_transpose(img) or img
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # F: float32 TIFFs
         pixels = np.asarray(img)
-        if img.mode == "I" and pixels.min(initial=0) >= 0 and pixels.max(initial=0) <= 65535:
+        if from_file and img.mode == "I" and pixels.min(initial=0) >= 0 and pixels.max(initial=0) <= 65535:
             pixels = pixels.astype(np.uint16)  # 16-bit PGM/PPM and PNG open as "I": 16-bit as the rest
+        # an "I" image made in memory (Image.fromarray of int32, .convert("I") of a gray one) keeps
+        # the integer rule of arrays: 8-bit values stay 8-bit (read as 16-bit they were near black)
         return from_array(pixels, name, max_pixels)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         # Composite on white, as viewers show it; black (the default) would darken faces at the edges.
@@ -275,7 +281,7 @@ def decode_upright(
                 if orientation in (5, 6, 7, 8):  # a quarter turn
                     full = (full[1], full[0])
                 _warn_blank_first_frame(img, name)
-                bgr = from_pil(_reduce_pil(img, max_side), name, max_pixels)
+                bgr = from_pil(_reduce_pil(img, max_side), name, max_pixels, from_file=True)
                 return Decoded(_shrink(bgr, max_side), full, orientation)
     except ImageError:
         raise

@@ -195,3 +195,28 @@ def test_quantize_measures_an_eight_class_model_on_ferplus_labels(
     with pytest.raises(DatasetError, match="or --eval-split none"):
         quantize_model(eight_class_model, tmp_path / "q2.onnx", data, faces=64)
     assert quantize_model(eight_class_model, tmp_path / "q3.onnx", data, faces=64, eval_split="none")
+
+
+def test_finetune_reads_and_keeps_the_eighth_class(eight_class_model: Path, tmp_path: Path) -> None:
+    """`correct --emotion contempt` saves to contempt/ for an 8-class model: finetune dropped that
+    folder ("not an emotion's name") and trained a 7-class net from the 8-class base."""
+    images, labels = synthetic_faces(60, seed=4)
+    fb = tmp_path / "fb"
+    for i, image in enumerate(images[:15]):
+        emotion = ("contempt", "neutral", "happy")[i % 3]
+        (fb / emotion).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(fb / emotion / f"{i}.png"), image)
+    (fb / "Contempt").mkdir()  # any case, as correct's --emotion takes it; one folder per class
+    cv2.imwrite(str(fb / "Contempt" / "extra.png"), images[20])
+    fer = write_fer_csv(
+        tmp_path / "fer.csv", images[15:], labels[15:], ["Training"] * 30 + ["PublicTest"] * 15
+    )
+    out = tmp_path / "mine8.onnx"
+    args = ["finetune", "--feedback", str(fb), "--base", str(eight_class_model), "--out", str(out)]
+    proc = run_cli(*args, "--fer2013", str(fer), "--mix", "30", "--epochs", "1", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "16 corrections (happy 5, neutral 5, contempt 6)" in proc.stdout and "not read" not in proc.stderr
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["classes"] == list(FERPLUS_8_CLASSES)
+    assert meta["finetune"]["per_emotion"] == {"happy": 5, "neutral": 5, "contempt": 6}
+    assert meta["finetune"]["before"]["PublicTest"]["n"] == 15  # FER-2013's seven labels: the first 7 outputs

@@ -28,7 +28,7 @@ import numpy as np
 
 from facial_emotion.inference.align import crop_face
 from facial_emotion.inference.detectors import Detection
-from facial_emotion.labels import emotion_from_folder
+from facial_emotion.labels import EMOTIONS, emotion_from_folder
 from facial_emotion.results.files import atomic_write_bytes, atomic_write_text
 from facial_emotion.results.schema import safe_name
 
@@ -153,12 +153,13 @@ def count_corrections(root: str | os.PathLike) -> dict[str, int]:
     }
 
 
-def load_feedback(root: str | os.PathLike):  # -> FaceDataset
-    """The corrections as a FaceDataset (split 'all'); unreadable files are skipped and counted in
-    ``skipped``. Not cached: the folder changes with every correction."""
+def load_feedback(root: str | os.PathLike, classes: tuple[str, ...] = EMOTIONS):  # -> FaceDataset
+    """The corrections as a FaceDataset (split 'all'), labelled by ``classes`` (the model's: an 8-class
+    model's contempt/ folder is read); unreadable files are skipped and counted in ``skipped``. Not
+    cached: the folder changes with every correction."""
     from facial_emotion.data.readers import read_folders
 
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FeedbackError(f"feedback folder {root} " + ("is a file" if root.exists() else "does not exist"))
-    return read_folders(root, "folders")
+    return read_folders(root, "folders", classes)

@@ -96,3 +96,11 @@ FOLDER_ALIASES: dict[str, str] = {
 
 def emotion_from_folder(name: str) -> str | None:
     return FOLDER_ALIASES.get(name.strip().lower())
+
+
+def class_from_folder(name: str, classes: tuple[str, ...] | list[str] = EMOTIONS) -> str | None:
+    """The class among ``classes`` (a model's, in its order) that a folder named ``name`` holds: an
+    emotion or its alias (``emotion_from_folder``), or any class by its name in any case (FER+'s
+    "contempt"); None for a folder that is none of them."""
+    emotion = emotion_from_folder(name) or name.strip().lower()
+    return emotion if emotion in classes else None

@@ -23,7 +23,7 @@ from facial_emotion.labels import (
     FER2013_USAGES,
     FERPLUS_COLUMNS,
     FERPLUS_TO_EMOTION,
-    INDEX,
+    class_from_folder,
     emotion_from_folder,
     trained_classes,
 )
@@ -279,12 +279,19 @@ def _read_face(path: Path) -> np.ndarray | None:
 
 
 def read_emotion_folders(
-    root: Path, split_name: str, images: list, labels: list, splits: list, warnings: list
+    root: Path,
+    split_name: str,
+    images: list,
+    labels: list,
+    splits: list,
+    warnings: list,
+    classes: tuple[str, ...] = EMOTIONS,
 ) -> int:
-    """Append every image of ROOT/<emotion>/* ; return how many were unreadable."""
+    """Append every image of ROOT/<class>/* (labels: indices into ``classes``); return how many were
+    unreadable."""
     bad = 0
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        emotion = emotion_from_folder(folder.name)
+        emotion = class_from_folder(folder.name, classes)
         if emotion is None:
             continue  # ignored_folders() names it, on every load
         for file in sorted(folder.iterdir()):
@@ -300,29 +307,31 @@ def read_emotion_folders(
                 warnings.append(f"unreadable image skipped: {file}")
                 continue
             images.append(face)
-            labels.append(INDEX[emotion])
+            labels.append(classes.index(emotion))
             splits.append(split_name)
     return bad
 
 
-def read_folders(path: Path, layout: str) -> FaceDataset:
+def read_folders(path: Path, layout: str, classes: tuple[str, ...] = EMOTIONS) -> FaceDataset:
+    """A folder dataset; ``classes``: the folders read and the labels' order (a model's own: an
+    8-class model's corrections include contempt/)."""
     images: list[np.ndarray] = []
     labels: list[int] = []
     splits: list[str] = []
     warnings: list[str] = []
     if layout == "folders":
-        bad = read_emotion_folders(path, "all", images, labels, splits, warnings)
+        bad = read_emotion_folders(path, "all", images, labels, splits, warnings, classes)
     else:
         bad = 0
         for sub in sorted(p for p in path.iterdir() if p.is_dir() and _is_emotion_folder_root(p)):
-            bad += read_emotion_folders(sub, split_name(sub.name), images, labels, splits, warnings)
+            bad += read_emotion_folders(sub, split_name(sub.name), images, labels, splits, warnings, classes)
     if not images:
         raise DatasetError(f"{path}: no readable images found")
     return FaceDataset(
         images=np.stack(images),
         labels=np.array(labels, dtype=np.int64),
         split=np.array(splits),
-        class_names=EMOTIONS,
+        class_names=tuple(classes),
         source=str(path),
         skipped=bad,
         warnings=warnings,
@@ -338,7 +347,7 @@ def split_name(folder: str) -> str:
     return folder.lower() if folder.lower() in KNOWN_SPLITS else folder
 
 
-def ignored_folders(path: Path, layout: str) -> list[Path]:
+def ignored_folders(path: Path, layout: str, classes: tuple[str, ...] = EMOTIONS) -> list[Path]:
     """Folders of a folder dataset that are not read: not an emotion name, inside an emotion folder
     (only its own images are read), or, in a split layout, a split without emotion folders. Said
     every time, not only when the cache is built."""
@@ -347,14 +356,14 @@ def ignored_folders(path: Path, layout: str) -> list[Path]:
         for p in sorted(path.iterdir()):
             if not p.is_dir():
                 continue
-            if emotion_from_folder(p.name) is None:
+            if class_from_folder(p.name, classes) is None:
                 out.append(p)
             else:
                 out += [q for q in sorted(p.iterdir()) if q.is_dir()]
         return out
     for sub in sorted(p for p in path.iterdir() if p.is_dir()):
         if _is_emotion_folder_root(sub):
-            out += ignored_folders(sub, "folders")
+            out += ignored_folders(sub, "folders", classes)
         else:
             out.append(sub)
     return out

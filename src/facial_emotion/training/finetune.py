@@ -27,7 +27,7 @@ from facial_emotion.data.readers import ignored_folders
 from facial_emotion.evaluation.metrics import summarize
 from facial_emotion.feedback import ORIGINALS, FeedbackError, load_feedback
 from facial_emotion.inference.classifier import EmotionClassifier
-from facial_emotion.labels import EMOTIONS
+from facial_emotion.labels import EMOTIONS, FERPLUS_8_CLASSES
 from facial_emotion.model_file import builtin_model_path, resolve_model_path, write_model
 from facial_emotion.training.config import TrainConfig
 from facial_emotion.training.loop import train
@@ -94,6 +94,12 @@ def check_trainable(name: str, meta: dict[str, Any]) -> None:
             f"--base {name}: its architecture {arch!r} is not one facial-emotion trains "
             f"({', '.join(sorted(ARCHITECTURES))})"
         )
+    classes = tuple(meta.get("classes", EMOTIONS))
+    if classes not in (EMOTIONS, FERPLUS_8_CLASSES):
+        raise FeedbackError(
+            f"--base {name}: its classes ({', '.join(classes)}) are neither FER-2013's seven nor FER+'s "
+            "eight, the two facial-emotion trains"
+        )
 
 
 def made_from_builtin_fp32(source: dict[str, Any]) -> bool:
@@ -123,7 +129,7 @@ def find_fer2013(given: Path | None) -> Path | None:
 def check_enough(feedback: FaceDataset, notes: list[str] | None = None) -> dict[str, int]:
     """Corrections per emotion used; FeedbackError saying what is missing when too few, with
     ``notes`` (what was left out, which explains a count lower than the files on disk)."""
-    counts = {EMOTIONS[c]: int((feedback.labels == c).sum()) for c in np.unique(feedback.labels)}
+    counts = {feedback.class_names[c]: int((feedback.labels == c).sum()) for c in np.unique(feedback.labels)}
     short = {e: n for e, n in counts.items() if n < MIN_PER_EMOTION}
     if short:
         need = ", ".join(f"{e}: {n} (needs {MIN_PER_EMOTION - n} more)" for e, n in short.items())
@@ -156,9 +162,12 @@ def split_aside(feedback: FaceDataset, share: float, seed: int) -> tuple[FaceDat
     return feedback.subset(~aside), feedback.subset(aside)
 
 
-def write_training_faces(path: Path, parts: list[tuple[np.ndarray, np.ndarray]], seed: int) -> int:
-    """The faces as a dataset .npz, all 'Training', shuffled; returns how many. (A csv went through
-    the dataset cache, which kept a copy of every fine-tune's faces, megabytes each, for ever.)"""
+def write_training_faces(
+    path: Path, parts: list[tuple[np.ndarray, np.ndarray]], seed: int, classes: tuple[str, ...] = EMOTIONS
+) -> int:
+    """The faces as a dataset .npz, all 'Training', shuffled, labelled by ``classes`` (the base
+    model's: the net trained has its outputs); returns how many. (A csv went through the dataset
+    cache, which kept a copy of every fine-tune's faces, megabytes each, for ever.)"""
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     order = np.random.default_rng(seed).permutation(len(labels))
@@ -166,7 +175,7 @@ def write_training_faces(path: Path, parts: list[tuple[np.ndarray, np.ndarray]],
         images=images[order],
         labels=labels[order].astype(np.int64),
         split=np.full(len(labels), "Training"),
-        class_names=EMOTIONS,
+        class_names=tuple(classes),
         source=str(path),
     )
     write_npz(faces, path)
@@ -180,8 +189,12 @@ def scores(model: str | Path, aside: FaceDataset, public: FaceDataset | None, th
         if part is None or len(part) == 0:
             continue
         # raw labels: the base model's calibration was fitted on PublicTest, the fine-tuned model has none
-        preds = classifier.predict(part.images, calibrated=False).argmax(axis=1)
-        result = summarize(part.labels, preds, list(EMOTIONS))
+        probs = classifier.predict(part.images, calibrated=False)
+        # PublicTest's labels are FER-2013's seven: an 8-class model is scored on them as `evaluate`
+        # scores it (its first seven outputs); the corrections are labelled by the model's own classes
+        classes = list(part.class_names) if part.class_names else list(EMOTIONS)
+        preds = probs[:, : len(classes)].argmax(axis=1)
+        result = summarize(part.labels, preds, classes)
         out[name] = {"accuracy": result["accuracy"], "n": result["n"]}
         if name == "PublicTest":
             # an emotion with no face there has no recall (it showed as 0.0 %, in the metadata too)
@@ -215,9 +228,12 @@ def finetune(opts: FinetuneOptions) -> dict[str, Any]:
         raise FeedbackError("--epochs and --lr must be positive, --mix not negative")
     _, base_meta = read_onnx_model(base)  # read once: checked here, its arch used below
     check_trainable(opts.base or str(base), base_meta)
-    feedback = load_feedback(opts.feedback)
+    classes = tuple(base_meta.get("classes", EMOTIONS))  # the corrections' folders: the base's classes
+    feedback = load_feedback(opts.feedback, classes)
     ignored = [  # each emotion's originals/ holds the full-size crops: not for training, by design
-        p for p in ignored_folders(Path(opts.feedback).expanduser(), "folders") if p.name != ORIGINALS
+        p
+        for p in ignored_folders(Path(opts.feedback).expanduser(), "folders", classes)
+        if p.name != ORIGINALS
     ]
     if ignored:  # as train says of a dataset's: a correction left out without a word was lost
         opts.warnings.append(
@@ -256,7 +272,7 @@ def finetune(opts: FinetuneOptions) -> dict[str, Any]:
     before = scores(base, aside, public, opts.threads)
     with tempfile.TemporaryDirectory(prefix="finetune-") as tmp:
         data = Path(tmp) / "finetune.npz"
-        n_train = write_training_faces(data, parts, opts.seed)
+        n_train = write_training_faces(data, parts, opts.seed, classes)
         cfg = TrainConfig(
             data=str(data),
             arch=str(base_meta.get("arch", TrainConfig.arch)),

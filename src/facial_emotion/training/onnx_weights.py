@@ -47,6 +47,11 @@ def _layer_weights(
     from onnx import numpy_helper
 
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    # The exporter stores equal tensors once and names the copies through Identity nodes (an
+    # untrained net's folded BatchNorm biases are all equal): a copy's name led to no initializer.
+    for node in graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits:
+            inits[node.output[0]] = inits[node.input[0]]
     convs: list[tuple[np.ndarray, np.ndarray]] = []
     linears: list[tuple[np.ndarray, np.ndarray]] = []
     for node in graph.node:

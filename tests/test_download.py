@@ -225,3 +225,28 @@ def test_the_import_checks_rows_as_training_reads_them(tmp_path: Path) -> None:
     broken = write_zip(tmp_path / "bad.zip", {"fer2013.csv": (good + "\n".join(bad) + "\n").encode()})
     with pytest.raises(download.DownloadError, match="3 malformed rows"):
         download.import_archive(broken, tmp_path / "fer2", expected=CSV_EXPECTED)
+
+
+def test_import_into_the_current_folder(tmp_path: Path) -> None:
+    """`--to .` (an empty folder the user made and went into) ended in a traceback after the whole
+    import: '.' has no name to build the temp folder's from; the folder itself stays (a shell is in it)."""
+    archive = write_zip(tmp_path / "archive.zip", folder_members())
+    here = tmp_path / "data"
+    here.mkdir()
+    args = ("download", "fer2013", "--from-zip", str(archive), "--to", ".", "--allow-partial")
+    r = subprocess.run(
+        [sys.executable, "-m", "facial_emotion", *args], capture_output=True, text=True, timeout=120, cwd=here
+    )
+    assert r.returncode == 0, r.stderr
+    assert "next: facial-emotion train --data ." in r.stdout
+    assert here.is_dir() and len(list(here.glob("*/*/*.jpg"))) == N_TRAIN + N_TEST
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["archive.zip", "data"]  # no temp folder left
+    # replacing the folder the command runs in is refused, before any work
+    r = subprocess.run(
+        [sys.executable, "-m", "facial_emotion", *args, "--force"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=here / "train",
+    )
+    assert r.returncode == 2 and "the folder this command runs in" in r.stderr and "Traceback" not in r.stderr

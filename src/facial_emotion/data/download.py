@@ -272,8 +272,18 @@ def import_archive(
     only with ``force``, and then in one rename, so an interrupted import leaves no half dataset."""
     if not source.exists():
         raise DownloadError(f"{source}: not found")
-    if dest.exists() and any(dest.iterdir()) and not force:
-        raise DownloadError(f"{dest} already exists and is not empty; choose another --to, or add --force")
+    given, dest = dest, Path(os.path.abspath(dest.expanduser()))  # "--to ." has no name to rename by
+    if dest.exists() and not dest.is_dir():
+        raise DownloadError(f"--to {given}: a file; name a folder")
+    if dest.exists() and any(dest.iterdir()):
+        if not force:
+            raise DownloadError(
+                f"{given} already exists and is not empty; choose another --to, or add --force"
+            )
+        if dest == Path.cwd() or dest in Path.cwd().parents:
+            raise DownloadError(
+                f"--to {given} --force would replace the folder this command runs in; name another folder"
+            )
     with open_archive(source) as archive:
         csv_name = find_csv(archive)
         images = None if csv_name is not None else find_folders(archive)
@@ -307,7 +317,8 @@ def import_archive(
             _move_into_place(tmp, dest)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    result.path = dest / result.path.relative_to(tmp) if result.path != tmp else dest
+    # as the user named it: "next: facial-emotion train --data data/fer2013", not an absolute path
+    result.path = given / result.path.relative_to(tmp) if result.path != tmp else given
     return result
 
 
@@ -351,7 +362,13 @@ def _import_folders(
 
 
 def _move_into_place(tmp: Path, dest: Path) -> None:
-    """``tmp`` becomes ``dest``; an old ``dest`` is removed only once the new one is in place."""
+    """``tmp`` becomes ``dest``; an old ``dest`` is removed only once the new one is in place. An
+    empty ``dest`` folder stays and receives ``tmp``'s contents: it may be the folder a shell is in
+    (`mkdir data && cd data && facial-emotion download ... --to .`), which a rename would leave."""
+    if dest.is_dir() and not any(dest.iterdir()):
+        for child in sorted(tmp.iterdir()):
+            child.rename(dest / child.name)
+        return
     old = None
     if dest.exists():
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}")

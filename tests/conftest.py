@@ -121,6 +121,15 @@ def model_with_description(tmp_path: Path, name: str, **changes: object) -> Path
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds a process has used (utime + stime), 0 when it is gone: a child under way."""
+    try:
+        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def poll(check, timeout_s: float = 10.0) -> bool:
     """True once ``check()`` is; False after ``timeout_s``. (Playwright's wait_for_function evaluates
     a string in the page, which the page's CSP forbids; a child process is watched the same way.)"""

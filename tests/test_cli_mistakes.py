@@ -6,6 +6,7 @@ shipped model or fit on a split the data does not have, training options out of 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import re
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import model_with_description, need_shared, poll, run_cli
+from conftest import cpu_seconds, model_with_description, need_shared, poll, run_cli
 
 from facial_emotion.model_file import builtin_model_path
 
@@ -423,3 +424,44 @@ def test_evaluate_on_the_folder_a_model_trained_on_says_the_figures_are_not_held
         proc.returncode == 0
         and "the model was trained on mine: its figures on these faces are not held-out" in proc.stderr
     )
+
+
+def test_a_second_sigterm_or_ctrl_c_during_the_cleanup_still_ends_in_one_line(tmp_path: Path) -> None:
+    """`timeout` signals the process, then its group: the second SIGTERM arrived inside the first's
+    cleanup (a traceback from the handler, exit 1), or the interpreter's shutdown killed the photo
+    reader's thread inside OpenCV (glibc's "FATAL: exception not rethrown", exit 134)."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(400):
+        shutil.copy(need_shared("media", "justin.jpg"), photos / f"p{i}.jpg")
+    for sig, code, said in ((signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")) * 2:
+        job = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "facial_emotion",
+                "analyze",
+                str(photos),
+                "--csv",
+                str(tmp_path / "o.csv"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal
+        )
+        # photos being read (the model loaded, the reader thread busy)
+        assert poll(lambda j=job: j.poll() is not None or cpu_seconds(j.pid) > 3.0, 120)
+        job.send_signal(sig)
+        time.sleep(0.01)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(job.pid, sig)
+        _, err = job.communicate(timeout=60)
+        assert job.returncode == code and err.strip().splitlines()[-1] == said, err
+        assert "Traceback" not in err and sorted(p.name for p in tmp_path.iterdir()) == ["photos"]

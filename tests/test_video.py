@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import need_shared, poll, run_cli
+from conftest import cpu_seconds, need_shared, poll, run_cli
 
 from facial_emotion import EmotionRecognizer
 from facial_emotion.inference.video import VideoError, analyze_video
@@ -190,7 +190,7 @@ def test_ctrl_c_stops_a_windowless_webcam_with_its_summary_and_sigterm_leaves_no
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # Interrupted once it runs (the model loaded: frames are being analysed, the file lasts 15 s).
-    assert poll(lambda: webcam.poll() is not None or _children_cpu(webcam.pid) > 3.0, 120)
+    assert poll(lambda: webcam.poll() is not None or cpu_seconds(webcam.pid) > 3.0, 120)
     webcam.send_signal(signal.SIGINT)
     out, err = webcam.communicate(timeout=60)
     assert webcam.returncode == 0, err
@@ -209,17 +209,6 @@ def test_ctrl_c_stops_a_windowless_webcam_with_its_summary_and_sigterm_leaves_no
     _, err = video_job.communicate(timeout=60)
     assert video_job.returncode == 128 + signal.SIGTERM and "terminated" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["session.json"]
-
-
-def _children_cpu(pid: int) -> float:
-    """CPU seconds a process has used (utime + stime), 0 when it is gone."""
-    import os
-
-    try:
-        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_a_video_over_http_is_timed_by_its_frames_and_outputs_need_files_of_their_own(

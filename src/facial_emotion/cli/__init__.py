@@ -40,8 +40,26 @@ class Terminated(BaseException):
     half-written temp files left beside the outputs."""
 
 
+_signalled = threading.Event()
+
+
+def _ignore_more_signals() -> None:
+    """One SIGTERM or Ctrl-C is enough: `timeout` sends its signal to the process and then to its
+    group, so a second one arrived while the first's cleanup ran (removing temp files) or after it,
+    and ended in a traceback or an abort instead of "terminated"."""
+    _signalled.set()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _terminate(_signum: int, _frame: object) -> None:
+    _ignore_more_signals()
     raise Terminated
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    _ignore_more_signals()
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,11 +72,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         return _run(args)
-    before = signal.signal(signal.SIGTERM, _terminate)  # `serve` puts uvicorn's own in its place
+    # `serve` puts uvicorn's own in their place
+    before = signal.signal(signal.SIGTERM, _terminate), signal.signal(signal.SIGINT, _interrupt)
     try:
-        return _run(args)
+        code = _run(args)
     finally:
-        signal.signal(signal.SIGTERM, before)
+        if not _signalled.is_set():  # after a signal the process is on its way out: no more of them
+            signal.signal(signal.SIGTERM, before[0])
+            signal.signal(signal.SIGINT, before[1])
+    if _signalled.is_set():
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """Exit at once, the cleanup done: a worker thread (a photo's reader, the annotated copy's
+    writer) may still be inside OpenCV, and the interpreter's shutdown ends such a thread by an
+    unwind that OpenCV's C++ swallows: glibc aborts ("FATAL: exception not rethrown", exit 134)."""
+    import os
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def _run(args: argparse.Namespace) -> int:

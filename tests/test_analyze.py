@@ -145,6 +145,24 @@ def test_cli_folder_and_glob_inputs_and_table() -> None:
     assert [Path(e["path"]).name for e in json.loads(proc.stdout)] == ["32bit.png"]
 
 
+def test_gif_photos_are_found_in_folders_as_when_named(tmp_path: Path) -> None:
+    """`analyze photo.gif` found the face, `analyze folder` with that GIF said "no images", and a
+    dataset folder's GIFs were dropped without a word."""
+    from PIL import Image
+
+    from facial_emotion.data import load_dataset
+
+    photos, faces = tmp_path / "photos", tmp_path / "faces" / "happy"
+    photos.mkdir()
+    faces.mkdir(parents=True)
+    Image.open(need_shared("media", "justin.jpg")).save(photos / "justin.gif")
+    Image.new("L", (48, 48), 128).save(faces / "face.gif")
+    proc = run_cli("analyze", str(photos), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [(Path(e["path"]).name, len(e["faces"])) for e in json.loads(proc.stdout)] == [("justin.gif", 1)]
+    assert len(load_dataset(faces.parent, use_cache=False)) == 1  # a folder dataset's GIF face
+
+
 def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
     assert run_cli("frobnicate").returncode == 2
     assert run_cli("analyze").returncode == 2

@@ -53,7 +53,7 @@ class NotAnImage(ImageError):
 ImageInput = Any  # str | Path | bytes | np.ndarray | PIL.Image.Image
 
 # Names of the photos we read (dataset folders, batch inputs, `analyze` folders) ...
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif"})
 # ... and of the videos (OpenCV's FFmpeg backend), for every place that tells a video from a photo by
 # its name: batch units, the hand-labelled media, and the message for a video given as a photo.
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})

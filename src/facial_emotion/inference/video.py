@@ -65,7 +65,7 @@ def is_camera(source: str | int) -> bool:
 
 # Still-image files OpenCV would open as a one-frame "video" with a made-up frame rate (an animated
 # GIF or WebP may be meant as a clip, so those are left to OpenCV).
-STILL_IMAGE_SUFFIXES = IMAGE_SUFFIXES - {".webp"}
+STILL_IMAGE_SUFFIXES = IMAGE_SUFFIXES - {".webp", ".gif"}
 
 
 def open_capture(source: str | int) -> cv2.VideoCapture:

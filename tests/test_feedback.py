@@ -205,7 +205,8 @@ def test_finetune_never_writes_over_its_base_and_refuses_bases_it_cannot_train(
     was told to use "the fp32 file it was made from (--base fp32)", another net."""
     import hashlib
 
-    from facial_emotion.model_file import builtin_model_path
+    from facial_emotion.inference.classifier import EmotionClassifier
+    from facial_emotion.model_file import builtin_model_path, write_model
 
     fb = _synthetic_feedback(tmp_path / "fb", 35, seed=4)
     fp32 = builtin_model_path("fp32")
@@ -214,10 +215,13 @@ def test_finetune_never_writes_over_its_base_and_refuses_bases_it_cannot_train(
     assert "is one of the inputs" in capsys.readouterr().err
     assert hashlib.sha256(fp32.read_bytes()).hexdigest() == digest
     out = tmp_path / "m.onnx"
+    wide = tmp_path / "wide.onnx"  # described for another face size, as analyze and correct accept
+    write_model(wide, fp32.read_bytes(), {**EmotionClassifier(fp32).metadata, "face_size": 64})
     for base, says in (
         ("default", "use the fp32 file it was made from (--base fp32, the default)"),
         ("fast", "is not the built-in fp32 model"),
         ("ensemble", "an ensemble graph cannot be fine-tuned (its members: vgg-l-s0.onnx"),
+        (str(wide), "a model for 64 px faces; fine-tuning trains on 48 px faces"),  # was a traceback
     ):
         assert main(["finetune", "--feedback", str(fb), "--out", str(out), "--base", base, "--quiet"]) == 2
         err = capsys.readouterr().err

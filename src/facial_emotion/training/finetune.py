@@ -28,7 +28,7 @@ from facial_emotion.evaluation.metrics import summarize
 from facial_emotion.feedback import ORIGINALS, FeedbackError, load_feedback
 from facial_emotion.inference.classifier import EmotionClassifier
 from facial_emotion.labels import EMOTIONS, FERPLUS_8_CLASSES
-from facial_emotion.model_file import builtin_model_path, resolve_model_path, write_model
+from facial_emotion.model_file import FACE_SIZE, builtin_model_path, resolve_model_path, write_model
 from facial_emotion.training.config import TrainConfig
 from facial_emotion.training.loop import train
 from facial_emotion.training.onnx_weights import read_onnx_model
@@ -93,6 +93,12 @@ def check_trainable(name: str, meta: dict[str, Any]) -> None:
         raise FeedbackError(
             f"--base {name}: its architecture {arch!r} is not one facial-emotion trains "
             f"({', '.join(sorted(ARCHITECTURES))})"
+        )
+    face_size = meta.get("face_size", FACE_SIZE)
+    if face_size != FACE_SIZE:  # the corrections and FER-2013 are 48 px faces: predict() crashed on them
+        raise FeedbackError(
+            f"--base {name}: a model for {face_size} px faces; fine-tuning trains on {FACE_SIZE} px faces "
+            "(the corrections', FER-2013's)"
         )
     classes = tuple(meta.get("classes", EMOTIONS))
     if classes not in (EMOTIONS, FERPLUS_8_CLASSES):

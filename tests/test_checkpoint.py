@@ -189,6 +189,13 @@ def test_a_run_started_with_relative_paths_resumes_from_anywhere(tmp_path: Path)
     assert meta["recipe"]["data"] == "faces.csv" and meta["recipe"]["teacher"] == "teacher.onnx"  # names only
     proc = train_cli("--out", "../start/run", "--resume", "--ema", "0.5", cwd=elsewhere)
     assert proc.returncode == 2 and "leave out --ema 0.5 (the run has 0.999)" in proc.stderr, proc.stderr
+    # the command that began a run, --resume added: its relative --init-from is the run's own file
+    # ("leave out --init-from best.pt (the run has /.../best.pt)" before)
+    began = ["--data", "faces.csv", "--init-from", "run/best.pt", "--out", "run2", *options]
+    assert train_cli(*began, cwd=start).returncode == 0
+    shutil.copy(start / "run2" / LAST_PREV, start / "run2" / LAST)
+    proc = train_cli(*began, "--resume", cwd=start)
+    assert proc.returncode == 0 and "resuming" in proc.stderr, proc.stderr
     (start / "run" / LAST).unlink()
     for again in ([], ["--resume"]):
         proc = train_cli("--data", "faces.csv", "--out", "run", *again, cwd=start)
@@ -202,6 +209,7 @@ def test_resume_takes_its_recipe_from_the_run_and_refuses_another(run: Path, tmp
     shutil.copy(saved["data"], moved)
     # No --data: the run reads its own; a different --data is where the same faces are now.
     for extra in ([], ["--data", str(moved), "--seed", str(saved["seed"])]):
+        shutil.copy(out / LAST_PREV, out / LAST)  # killed during its last epoch
         proc = train_cli("--out", str(out), "--resume", *extra)
         assert proc.returncode == 0, proc.stderr
         assert "best validation accuracy" in proc.stdout
@@ -226,3 +234,17 @@ def test_a_checkpoint_given_as_a_model_and_a_model_given_to_export_say_what_they
     assert proc.returncode == 2 and "a model file already, not a training checkpoint" in proc.stderr, (
         proc.stderr
     )
+
+
+def test_resuming_a_finished_run_keeps_its_model_file(run: Path, tmp_path: Path) -> None:
+    """`--resume` on a run that had finished exported best.pt again over model.onnx: the calibration
+    `calibrate` had written into it was gone, without a word."""
+    out = copy_run(run, tmp_path)
+    meta = json.loads((out / "model.json").read_text())
+    meta["calibration"] = {"temperature": 1.5}  # what `calibrate model.onnx` adds in place
+    (out / "model.json").write_text(json.dumps(meta))
+    before = {name: (out / name).read_bytes() for name in ("model.onnx", "model.json", LAST, BEST)}
+    proc = train_cli("--out", str(out), "--resume")
+    assert proc.returncode == 0 and "had finished all 2 epochs" in proc.stderr, proc.stderr
+    assert "best validation accuracy" in proc.stdout
+    assert {name: (out / name).read_bytes() for name in before} == before

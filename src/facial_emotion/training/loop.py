@@ -524,7 +524,28 @@ def train(
         if not (out / LAST).exists():
             raise DatasetError(f"--resume: no checkpoint {out / LAST}")
         last = load_resume_checkpoint(out)  # falls back to last.prev.pt if last.pt is damaged
-        cfg = resumed_config(last["config"], asked or {})  # the run goes on as it began
+        asked = dict(asked or {})  # the run's files as it stores them, absolute: the same file given
+        if asked.get("init_from"):  # relative (the command that began the run, --resume added) is no clash
+            asked["init_from"] = absolute(asked["init_from"])
+        if asked.get("teacher"):
+            asked["teacher"] = ",".join(absolute(str(t)) for t in teacher_paths(asked["teacher"]))
+        cfg = resumed_config(last["config"], asked)  # the run goes on as it began
+        if last["epoch"] + 1 >= cfg.epochs and (out / "model.onnx").is_file():
+            # Nothing to continue: exporting again would replace model.onnx (and the calibration
+            # `calibrate` may have written into it) with the same weights.
+            log.info(
+                "%s had finished all %d epochs: its model.onnx is kept as it is (made again from best.pt "
+                "by `facial-emotion export %s --out FILE`)",
+                out,
+                cfg.epochs,
+                out / BEST,
+            )
+            return {
+                "out": str(out),
+                "best": last["best"] if dist.main else None,
+                "epochs": len(last.get("history", [])),
+                "model": str(out / "model.onnx"),
+            }
         log.info("resuming %s after epoch %d of %d", out, last["epoch"] + 1, cfg.epochs)
         if cfg.data and not Path(cfg.data).expanduser().exists():
             raise ConfigError(

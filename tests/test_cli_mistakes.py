@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import math
 import re
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -419,10 +420,50 @@ def test_evaluate_on_the_folder_a_model_trained_on_says_the_figures_are_not_held
     )  # a name, not a part of one
     assert proc.returncode == 0 and "not held-out" not in proc.stderr
     mine = model_with_description(tmp_path, "mine-model", dataset="mine")  # as `train --data mine/` records
-    proc = run_cli("evaluate", "--data", str(tmp_path / "mine"), "--model", str(mine))
-    assert (
-        proc.returncode == 0
-        and "the model was trained on mine: its figures on these faces are not held-out" in proc.stderr
+    for split in ([], ["--split", "ALL"]):  # "ALL" was not warned about, though evaluate takes it
+        proc = run_cli("evaluate", "--data", str(tmp_path / "mine"), "--model", str(mine), *split)
+        assert (
+            proc.returncode == 0
+            and "the model was trained on mine: its figures on these faces are not held-out" in proc.stderr
+        ), proc.stderr
+    # a split folder given itself: its training split is warned about, its test split was (wrongly) too
+    kaggle = model_with_description(tmp_path, "kaggle-model", dataset="kf", train_split="train")
+    for split, warned in (("TEST", False), ("Train", True)):
+        shutil.copytree(tmp_path / "mine", tmp_path / "kf" / split)
+        proc = run_cli("evaluate", "--data", str(tmp_path / "kf" / split), "--model", str(kaggle))
+        assert proc.returncode == 0 and ("not held-out" in proc.stderr) == warned, (split, proc.stderr)
+
+
+def test_which_faces_a_model_trained_on_its_metadata_tells() -> None:
+    """calibrate compared the split with the model's train_split as a whole: a comma list
+    ("PublicTest,Training") never matched, nor an ensemble (no train_split of its own)."""
+    from facial_emotion.evaluation.evaluate import trained_on_faces
+
+    both = {"dataset": "faces.csv", "train_split": "PublicTest,Training"}
+    assert trained_on_faces(both, "data/faces.csv", "training") and trained_on_faces(
+        both, "faces.csv", "PublicTest"
+    )
+    assert not trained_on_faces(both, "other.csv", "Training")
+    assert trained_on_faces({"dataset": "faces.csv"}, "faces.csv", "Training")  # no record: the default split
+    assert not trained_on_faces(
+        {"dataset": "faces.csv", "train_split": "Training"}, "faces.csv", "PublicTest"
+    )
+    ensemble = {
+        "dataset": "faces.csv + kf",
+        "members": [
+            {"dataset": "faces.csv", "train_split": "Training"},
+            {"dataset": "kf", "train_split": "train"},
+        ],
+    }
+    assert trained_on_faces(ensemble, "faces.csv", "Training") and trained_on_faces(
+        ensemble, "kf/Train", "all"
+    )
+    assert not trained_on_faces(ensemble, "faces.csv", "PublicTest") and not trained_on_faces(
+        ensemble, "kf", "test"
+    )
+    finetuned = {"dataset": "fb (corrections) + fer2013.csv.gz (Training mix)", "train_split": "Training"}
+    assert trained_on_faces(finetuned, "fb", "all") and not trained_on_faces(
+        finetuned, "fer2013.csv.gz", "PublicTest"
     )
 
 
@@ -431,7 +472,6 @@ def test_a_second_sigterm_or_ctrl_c_during_the_cleanup_still_ends_in_one_line(tm
     cleanup (a traceback from the handler, exit 1), or the interpreter's shutdown killed the photo
     reader's thread inside OpenCV (glibc's "FATAL: exception not rethrown", exit 134)."""
     import os
-    import shutil
     import signal
     import subprocess
     import sys

@@ -291,7 +291,7 @@ def calibrate_model(
     PrivateTest is refused: it is the held-out test, and fitting on it would make its figures
     optimistic."""
     from facial_emotion.data import DatasetError, load_dataset
-    from facial_emotion.evaluation.evaluate import trained_on_data
+    from facial_emotion.evaluation.evaluate import trained_on_faces
     from facial_emotion.inference.classifier import EmotionClassifier
     from facial_emotion.model_file import ModelFileError, is_packaged_model, resolve_model_path, write_model
 
@@ -321,7 +321,7 @@ def calibrate_model(
             f"--split {split} of {data} has {len(part)} faces: a calibration fitted on fewer than "
             f"{MIN_CALIBRATION_FACES} fits their noise; give a split of more labelled faces"
         )
-    if split == classifier.metadata.get("train_split") and trained_on_data(classifier.metadata, data):
+    if trained_on_faces(classifier.metadata, data, split):
         log.warning(
             "--split %s is the split %s trained on: its confidences would be fitted to faces it has "
             "learnt (over-confident on new faces); calibrate on faces it never trained on",

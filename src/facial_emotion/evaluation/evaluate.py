@@ -33,14 +33,25 @@ def calibration_method(entry: dict[str, Any], tta: bool) -> str:
     return entry.get("method_tta", method) if tta else method
 
 
-def trained_on_data(metadata: dict[str, Any], data: str | Path) -> bool:
-    """Whether a model's metadata names ``data`` (the folder itself, or the ROOT whose train/ and
-    test/ it trained on) among what it trained on ("mine", "fb (corrections) + fer2013.csv.gz
-    (Training mix)")."""
-    trained_on = str(metadata.get("dataset", ""))
-    trained_names = {part.split(" (")[0].strip() for part in trained_on.split(" + ")} - {""}
+def trained_on_faces(metadata: dict[str, Any], data: str | Path, split: str) -> bool:
+    """Whether ``split`` of ``data`` holds faces the model trained on, as far as its metadata tells:
+    ``data`` is a dataset it names among what it trained on ("mine", "fb (corrections) +
+    fer2013.csv.gz (Training mix)") and the split is "all" or one of its training splits; or ``data``
+    is a split folder of such a dataset, given itself, that it trained on (kf/Train, not kf/test).
+    Splits compare in any case; a model that does not record its training split (an ensemble, an
+    older file) is taken to have trained on the default one (Training, train, or all of a folder).
+    An ensemble: whether any member trained on them, where its members' summaries say."""
+    members = [m for m in metadata.get("members", []) if m.get("dataset")]
+    if members:
+        return any(trained_on_faces(m, data, split) for m in members)
     folder = Path(data).expanduser().resolve()
-    return bool({folder.name, folder.parent.name} & trained_names)
+    names = {part.split(" (")[0].strip() for part in str(metadata.get("dataset", "")).split(" + ")} - {""}
+    trained = {s.strip().lower() for s in str(metadata.get("train_split") or "default").split(",")}
+    if "default" in trained:
+        trained |= {"training", "train", "all"}
+    if folder.name in names and split.lower() in trained | {"all"}:
+        return True
+    return folder.parent.name in names and folder.name.lower() in trained
 
 
 def evaluate(
@@ -61,15 +72,16 @@ def evaluate(
         data, labels=labels, skip_bad=skip_bad, ferplus_classes=8 if len(classifier.classes) == 8 else 7
     )
     split = split or default_test_split(ds)
-    trained_on = str(classifier.metadata.get("dataset", ""))
-    if split == "all" and trained_on_data(classifier.metadata, data):
-        # a ROOT/<emotion>/ folder has no test split: its every face is scored, and this model was
-        # trained on a folder of that name
+    if trained_on_faces(classifier.metadata, data, split):
+        # a ROOT/<emotion>/ folder has no test split (its every face is scored), a training split named
+        # by --split, or a training split's folder given as --data
         log.warning(
-            "%s has no test split, and the model was trained on %s: its figures on these faces are "
-            "not held-out (a ROOT/{train,test}/<emotion>/ layout keeps a test split apart)",
+            "%s [%s]: the model was trained on %s: its figures on these faces are not held-out (it "
+            "trained on split %s; a ROOT/{train,test}/<emotion>/ layout keeps a test split apart)",
             data,
-            trained_on,
+            split,
+            classifier.metadata.get("dataset", ""),
+            classifier.metadata.get("train_split") or "default",
         )
     part = ds.select_split(split)
     if list(classifier.classes[: len(part.class_names)]) != list(part.class_names):

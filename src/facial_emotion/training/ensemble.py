@@ -32,6 +32,7 @@ def _member_summary(path: Path, meta: dict[str, Any], digest: str) -> dict[str, 
         "epochs",
         "train_machine",
         "dataset",
+        "train_split",  # with the dataset: whether a split holds faces a member trained on
         "labels",
     )
     return {

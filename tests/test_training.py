@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,13 @@ def test_an_exported_last_checkpoint_describes_its_own_weights(trained_run: Path
     last = json.loads((trained_run / "metrics.json").read_text())[-1]
     assert (meta["best_epoch"], meta["weights"]) == (last["epoch"], "model")
     assert meta["val_accuracy"] == pytest.approx(last["val_acc"], abs=1e-4)
+    # a run begun --init-from that last.pt lists it as its first stage by the same weights (it listed
+    # the run's best epoch and accuracy, another epoch's EMA weights)
+    data = trained_run.parent / "fer2013.csv"
+    cfg = replace(small_config(data, init_from=str(trained_run / "last.pt")), epochs=1)
+    train(cfg, tmp_path / "next", progress=False)
+    first = json.loads((tmp_path / "next" / "model.json").read_text())["stages"][0]
+    assert (first["best_epoch"], first["val_accuracy"]) == (meta["best_epoch"], meta["val_accuracy"])
 
 
 def test_a_run_without_validation_records_no_accuracy(tmp_path: Path) -> None:
@@ -651,6 +659,10 @@ def test_a_ferplus8_run_starts_from_a_seven_class_model(trained_run: Path, tmp_p
     assert "carried over; new: contempt" in proc.stderr
     meta = json.loads((tmp_path / "fp8" / "model.json").read_text())
     assert meta["classes"] == list(FERPLUS_8_CLASSES) and meta["recipe"]["init_from"].endswith("model.onnx")
+    assert meta["dataset"] == "fer2013.csv + fer2013new.csv"
+    # exported by hand, the same checkpoint names the same faces (the votes file was left out)
+    export_checkpoint(tmp_path / "fp8" / "best.pt", tmp_path / "again.onnx")
+    assert json.loads((tmp_path / "again.json").read_text())["dataset"] == meta["dataset"]
 
 
 @pytest.mark.parametrize("arch", ["vgg-s", "resnet-s"])

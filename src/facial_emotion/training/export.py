@@ -81,10 +81,30 @@ def quantize_int8(fp32: bytes) -> bytes:
         return dst.read_bytes()
 
 
+def checkpoint_weights(state: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint's weights are, as ``{"val_acc", "epoch", "weights"}``: a best.pt's, the run's
+    best; a last.pt's, the plain weights at the end of its epoch (not the run's best, which may be
+    EMA weights of an earlier epoch)."""
+    if "epoch" not in state:
+        return state.get("best", {})
+    done = state["epoch"] + 1
+    row: dict[str, Any] = next((h for h in state.get("history", []) if h.get("epoch") == done), {})
+    return {"val_acc": row.get("val_acc"), "epoch": done, "weights": "model"}
+
+
+def trained_dataset_name(cfg: TrainConfig) -> str:
+    """The faces a run trained on, by name, as the run's own export names them (its dataset's
+    source): the csv or folder, and the FER+ votes file where the labels came from it."""
+    from facial_emotion.data.readers import FERPLUS_FILENAME
+
+    name = Path(cfg.data).name
+    return f"{name} + {FERPLUS_FILENAME}" if cfg.labels.startswith("ferplus") else name
+
+
 def stage_summary(state: dict[str, Any], history: list[dict[str, Any]] | None) -> dict[str, Any]:
     """One training stage as the metadata records it: recipe, best epoch, time, speed, machine."""
     cfg = TrainConfig.from_dict(state["config"])
-    best = state.get("best", {})
+    best = checkpoint_weights(state)  # an --init-from last.pt started from its plain weights
     stage: dict[str, Any] = {
         "recipe": recipe_of(cfg),
         "best_epoch": best.get("epoch"),
@@ -195,17 +215,14 @@ def export_checkpoint(
 
         data = quantize_int8(data)
         quantized = {**DYNAMIC_INT8, "onnxruntime": onnxruntime.__version__}
-    best = state.get("best", {})
-    if "epoch" in state:  # a last.pt: the plain weights at the end of its epoch, not the run's best
-        done = state["epoch"] + 1
-        row: dict[str, Any] = next((h for h in state.get("history", []) if h.get("epoch") == done), {})
-        best = {"val_acc": row.get("val_acc"), "epoch": done, "weights": "model"}
+    best = checkpoint_weights(state)
     classes = list(trained_classes(state.get("num_classes", len(EMOTIONS))))
     meta = make_metadata(
         classes=classes,
         crop=crop,
         arch=cfg.arch,
-        dataset=Path(dataset_name or cfg.data).name,  # the file or folder name, not a local path
+        # the file or folder name, not a local path
+        dataset=Path(dataset_name).name if dataset_name else trained_dataset_name(cfg),
         labels=cfg.labels,
         # checkpoints from before the splits were recorded say "default" (the data's usual ones)
         train_split=state.get("splits", {}).get("train") or cfg.train_split or "default",

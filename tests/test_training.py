@@ -90,8 +90,13 @@ def test_an_exported_last_checkpoint_describes_its_own_weights(trained_run: Path
     assert meta["val_accuracy"] == pytest.approx(last["val_acc"], abs=1e-4)
     # a run begun --init-from that last.pt lists it as its first stage by the same weights (it listed
     # the run's best epoch and accuracy, another epoch's EMA weights)
+    from facial_emotion.training.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(trained_run / "last.pt")
+    state["best"] = {"val_acc": 0.99, "epoch": 1, "weights": "ema"}  # the run's best: another epoch's
+    save_checkpoint(state, tmp_path / "last.pt")
     data = trained_run.parent / "fer2013.csv"
-    cfg = replace(small_config(data, init_from=str(trained_run / "last.pt")), epochs=1)
+    cfg = replace(small_config(data, init_from=str(tmp_path / "last.pt")), epochs=1)
     train(cfg, tmp_path / "next", progress=False)
     first = json.loads((tmp_path / "next" / "model.json").read_text())["stages"][0]
     assert (first["best_epoch"], first["val_accuracy"]) == (meta["best_epoch"], meta["val_accuracy"])

@@ -375,7 +375,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--split",
         help="csv Usage or sub-folder (default: PrivateTest, else PublicTest, test, val, else all: every "
-        "face, warned about when the model was trained on a folder of that name)",
+        "face); faces the model trained on, as its metadata tells (its dataset's name and training "
+        "split), are warned about",
     )
     p.add_argument("--tta", action="store_true", help="ten-crop test-time augmentation")
     p.add_argument(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -342,8 +343,11 @@ def test_resume_continues_a_killed_run_to_the_same_result(tmp_path: Path, schedu
     assert a["best"] == b["best"]
     # The same run's faces at another path resume; other faces are refused before anything trains
     # (40 more faces crashed the schedule with a traceback; fewer went on silently on the wrong one).
+    # (killed in its last epoch each time: a finished run is left as it is, its faces not read)
     moved = write_fer_csv(tmp_path / "moved.csv", images, labels, ["Training"] * 128 + ["PublicTest"] * 32)
+    shutil.copy(interrupted / "last.prev.pt", interrupted / "last.pt")
     train(cfg, interrupted, resume=True, progress=False, asked={"data": str(moved)})
+    shutil.copy(interrupted / "last.prev.pt", interrupted / "last.pt")
     more_images, more_labels = synthetic_faces(200)
     grown = write_fer_csv(
         tmp_path / "grown.csv", more_images, more_labels, ["Training"] * 168 + ["PublicTest"] * 32
@@ -626,8 +630,6 @@ def test_a_ferplus8_run_starts_from_a_seven_class_model(trained_run: Path, tmp_p
     """--labels ferplus8 --init-from a FER-2013 model: the body and the seven rows of the head carry
     over (the new net's first seven logits are the old net's), contempt starts from a fresh row whose
     bias is the mean of the others; from the run's model file and from its checkpoint alike."""
-    import shutil
-
     from conftest import write_ferplus
 
     from facial_emotion.labels import FERPLUS_8_CLASSES

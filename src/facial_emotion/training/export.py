@@ -93,8 +93,9 @@ def checkpoint_weights(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def trained_dataset_name(cfg: TrainConfig) -> str:
-    """The faces a run trained on, by name, as the run's own export names them (its dataset's
-    source): the csv or folder, and the FER+ votes file where the labels came from it."""
+    """The faces a run trained on, by name (not a local path), for its model's metadata: the csv or
+    folder, and the FER+ votes file where the labels came from it (a run's export and a later
+    `export` of its checkpoint name them alike)."""
     from facial_emotion.data.readers import FERPLUS_FILENAME
 
     name = Path(cfg.data).name
@@ -201,7 +202,6 @@ def teacher_summaries(cfg: TrainConfig) -> list[dict[str, Any]]:
 def export_checkpoint(
     checkpoint: Path,
     out: Path,
-    dataset_name: str = "",
     history: list[dict[str, Any]] | None = None,
     int8: bool = False,
 ) -> Path:
@@ -221,8 +221,7 @@ def export_checkpoint(
         classes=classes,
         crop=crop,
         arch=cfg.arch,
-        # the file or folder name, not a local path
-        dataset=Path(dataset_name).name if dataset_name else trained_dataset_name(cfg),
+        dataset=trained_dataset_name(cfg),  # the file or folder name, not a local path
         labels=cfg.labels,
         # checkpoints from before the splits were recorded say "default" (the data's usual ones)
         train_split=state.get("splits", {}).get("train") or cfg.train_split or "default",

@@ -489,6 +489,15 @@ def absolute(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path)) if path else path
 
 
+def stored_files(init_from: str, teacher: str) -> dict[str, str]:
+    """A run's ``--init-from`` and ``--teacher`` files as its checkpoint keeps them: absolute, so that a
+    resumed run reads them from any folder (and the same file given relative is no clash)."""
+    return {
+        "init_from": absolute(init_from),
+        "teacher": ",".join(absolute(str(t)) for t in teacher_paths(teacher)),
+    }
+
+
 def train(
     cfg: TrainConfig,
     out: Path,
@@ -524,11 +533,11 @@ def train(
         if not (out / LAST).exists():
             raise DatasetError(f"--resume: no checkpoint {out / LAST}")
         last = load_resume_checkpoint(out)  # falls back to last.prev.pt if last.pt is damaged
-        asked = dict(asked or {})  # the run's files as it stores them, absolute: the same file given
-        if asked.get("init_from"):  # relative (the command that began the run, --resume added) is no clash
-            asked["init_from"] = absolute(asked["init_from"])
-        if asked.get("teacher"):
-            asked["teacher"] = ",".join(absolute(str(t)) for t in teacher_paths(asked["teacher"]))
+        asked = dict(
+            asked or {}
+        )  # its files as the run stores them (the command that began it, --resume added)
+        files = stored_files(asked.get("init_from", ""), asked.get("teacher", ""))
+        asked.update({k: v for k, v in files.items() if asked.get(k)})
         cfg = resumed_config(last["config"], asked)  # the run goes on as it began
         if last["epoch"] + 1 >= cfg.epochs and (out / "model.onnx").is_file():
             # Nothing to continue: exporting again would replace model.onnx (and the calibration
@@ -554,12 +563,8 @@ def train(
             )
         cfg = replace(cfg, data=absolute(cfg.data))  # a --data given now, or a run from before: absolute
     else:  # paths the run reads again when resumed, from any folder: absolute
-        cfg = replace(
-            cfg,
-            data=absolute(cfg.data),
-            init_from=absolute(cfg.init_from),
-            teacher=",".join(absolute(str(t)) for t in teacher_paths(cfg.teacher)),
-        )
+        files = stored_files(cfg.init_from, cfg.teacher)
+        cfg = replace(cfg, data=absolute(cfg.data), init_from=files["init_from"], teacher=files["teacher"])
     cfg.validate(resumed=last is not None)
     if cfg.batch_size % dist.world:
         raise ConfigError(f"--batch-size {cfg.batch_size} must divide evenly over {dist.world} processes")
@@ -612,7 +617,7 @@ def train(
     if not dist.main:
         close(dist)
         return {"out": str(out), "best": None, "rank": dist.rank}
-    export_checkpoint(out / BEST, out / "model.onnx", dataset_name=ds.source, history=state.history)
+    export_checkpoint(out / BEST, out / "model.onnx", history=state.history)
     close(dist)
     return {
         "out": str(out),

@@ -147,6 +147,19 @@ def test_the_splits_a_run_used_are_named_for_its_model_file() -> None:
         "train": "extra,mine",
         "val": "10 % of extra,mine held out (seed 1)",
     }
+    # --val-split holdout: the epoch chosen on 10 % of Training, PublicTest neither trained on nor seen
+    fer = FaceDataset(images=images, labels=labels, split=np.array(["Training"] * 50 + ["PublicTest"] * 10))
+    cfg = TrainConfig(data="x.csv", val_split=" HoldOut", seed=2)
+    train_part, val_part = split_dataset(fer, cfg)
+    assert val_part is not None and train_part.splits == val_part.splits == ["Training"]
+    assert len(train_part) + len(val_part) == 50 and set(val_part.labels) == set(range(7))  # stratified
+    assert used_splits(fer, val_part, cfg) == {
+        "train": "Training",
+        "val": "10 % of Training held out (seed 2)",
+    }
+    # a split of that name in the data is that split
+    named = FaceDataset(images=images, labels=labels, split=np.array(["Training"] * 50 + ["holdout"] * 10))
+    assert split_dataset(named, cfg)[1].splits == ["holdout"]  # type: ignore[union-attr]
     # a dataset packed with capitalised folder names: Train/Test are still the train and test splits
     packed = FaceDataset(images=images, labels=labels, split=np.array(["Train"] * 50 + ["Test"] * 10))
     train_part, val_part = split_dataset(packed, TrainConfig(data="x"))

@@ -320,7 +320,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ema", dest="ema_decay", type=finite_float, help="EMA decay of the weights; 0 = off")
     p.add_argument("--train-split", help="comma list of splits to train on (default Training / train)")
     p.add_argument(
-        "--val-split", help="split to validate on (default PublicTest / test / 10%% hold-out; 'none')"
+        "--val-split",
+        help="split to choose the best epoch on (default PublicTest / test / 10%% hold-out); 'holdout': "
+        "10%% of the training faces, so the test split stays unseen; 'none'",
     )
     p.add_argument(
         "--precision",

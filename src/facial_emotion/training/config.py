@@ -37,7 +37,7 @@ class TrainConfig:
     distill: float = 0.0  # target = (1-distill) * label target + distill * teacher probabilities
     distill_temperature: float = 1.0  # > 1 softens the teacher probabilities
     train_split: str = ""  # comma list; default Training / train / all-but-validation
-    val_split: str = ""  # default PublicTest / test / a 10 % hold-out of the training split
+    val_split: str = ""  # default PublicTest / test / a 10 % hold-out of the training split; holdout; none
     # Defaults = the built-in model's recipe (scripts/train_builtin.sh spells it out; it was trained on a
     # GPU with seed 3, docs/training.md).
     arch: str = "resnet-m"

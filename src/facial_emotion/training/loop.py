@@ -61,9 +61,14 @@ def default_splits(ds: FaceDataset) -> tuple[list[str], list[str]]:
     return sorted(ds.splits), []
 
 
+HOLDOUT = "holdout"  # --val-split's name for the stratified 10 % of the training faces
+
+
 def split_names(ds: FaceDataset, cfg: TrainConfig) -> tuple[list[str], list[str] | None]:
     """The splits a run trains on and validates on, as ``ds`` names them; validation None: none
-    (``--val-split none``), []: 10 % of the training faces held out."""
+    (``--val-split none``), []: 10 % of the training faces held out (the default where the data has
+    no test split, or ``--val-split holdout``: the epoch is then chosen on faces no test holds, and
+    the test split's figure is not flattered by it)."""
     train_names, val_names = default_splits(ds)
     if cfg.train_split:
         train_names = [s.strip() for s in cfg.train_split.split(",") if s.strip()]
@@ -71,7 +76,9 @@ def split_names(ds: FaceDataset, cfg: TrainConfig) -> tuple[list[str], list[str]
             raise DatasetError(
                 f"--train-split {cfg.train_split!r} names no split (available: {', '.join(ds.splits)})"
             )
-    if cfg.val_split:
+    if cfg.val_split.strip().lower() == HOLDOUT and HOLDOUT not in {n.lower() for n in ds.splits}:
+        val_names = []
+    elif cfg.val_split:
         val_names = [s.strip() for s in cfg.val_split.split(",") if s.strip()]
     return ds.resolve_splits(*train_names), None if cfg.val_split == "none" else ds.resolve_splits(*val_names)
 

@@ -72,6 +72,25 @@ def test_int8_default_loses_at_most_0_3_points(publictest_csv: dict, fp32_public
     assert acc["after"] >= acc["before"] - 0.003 and acc["after_tta"] >= acc["before_tta"] - 0.003
 
 
+def test_default_against_fp32_pairs_the_two_on_publictest(
+    publictest_csv: dict, fp32_publictest_csv: dict
+) -> None:
+    """`evaluate --against`: each model's figure is the one it gets alone, and the int8 file differs from
+    the fp32 one it was made from on few faces, which the sign test does not call a difference."""
+    path = need_shared("datasets", "fer2013", "fer2013.csv.gz")
+    result = evaluate_json("--data", str(path), "--split", "PublicTest", "--against", "fp32")
+    against = result["against"]
+    assert (
+        result["accuracy"] == publictest_csv["accuracy"]
+        and against["accuracy"] == fp32_publictest_csv["accuracy"]
+    )
+    raw = against["uncalibrated"]
+    assert raw["accuracy"] == fp32_publictest_csv["accuracy_uncalibrated"]
+    for pairs in (against, raw):
+        assert pairs["n"] == 3589 and pairs["only_this_right"] + pairs["only_other_right"] <= 0.02 * 3589
+        assert pairs["sign_test_p"] > 0.05
+
+
 def test_builtin_models_load_by_name_with_the_same_classes() -> None:
     default, fp32 = EmotionClassifier("default"), EmotionClassifier("fp32")
     assert set(BUILTIN_MODELS) >= {"default", "fp32"}

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from facial_emotion.data import DatasetError, FaceDataset, load_dataset
 from facial_emotion.evaluation.calibration import ECE_BINS, accuracy, ece, nll, reliability
-from facial_emotion.evaluation.metrics import summarize
+from facial_emotion.evaluation.metrics import paired_comparison, summarize
 from facial_emotion.inference.classifier import EmotionClassifier
 from facial_emotion.model_file import CALIBRATION_KEY
 
@@ -54,20 +54,28 @@ def trained_on_faces(metadata: dict[str, Any], data: str | Path, split: str) -> 
     return folder.parent.name in names and folder.name.lower() in trained
 
 
-def evaluate(
+class Scored(NamedTuple):
+    """A model's logits for the faces of one split, and what they were scored with."""
+
+    classifier: EmotionClassifier
+    part: FaceDataset
+    split: str
+    logits: np.ndarray
+    skipped: int
+
+
+def score(
     data: str | Path,
-    model: str | Path | None = None,
+    model: str | Path | EmotionClassifier | None = None,
     split: str | None = None,
     tta: bool = False,
     skip_bad: bool = False,
     threads: int | None = None,
     labels: str = "fer2013",
-) -> tuple[dict[str, Any], FaceDataset, np.ndarray]:
-    """Returns (results, the evaluated faces, their probabilities). ``labels="ferplus"`` scores
-    against the FER+ majority vote of each face (an 8-class model on all eight, contempt included).
-    A model whose classes are not the labels' gets ``ece`` and ``nll`` None with a ``confidence_note``;
-    classes with no faces in the split are listed in ``classes_without_faces``."""
-    classifier = EmotionClassifier(model, threads=threads)
+) -> Scored:
+    """The model's logits for the split's faces (ten-crop ones with ``tta``), warning where the model
+    trained on them; ``DatasetError`` where its classes are not the labels'."""
+    classifier = model if isinstance(model, EmotionClassifier) else EmotionClassifier(model, threads=threads)
     ds = load_dataset(
         data, labels=labels, skip_bad=skip_bad, ferplus_classes=8 if len(classifier.classes) == 8 else 7
     )
@@ -89,12 +97,40 @@ def evaluate(
             f"model classes {classifier.classes} differ from the dataset's {list(part.class_names)}"
         )
     part.check_face_size(classifier.face_size, str(classifier.path))
-    logits = classifier.logits(part.images, tta=tta)
-    probs = classifier.probabilities(logits, tta)
-    preds = probs[:, : len(part.class_names)].argmax(axis=1)
-    results = summarize(part.labels, preds, list(part.class_names))
+    return Scored(classifier, part, split, classifier.logits(part.images, tta=tta), ds.skipped)
+
+
+def evaluate(
+    data: str | Path,
+    model: str | Path | None = None,
+    split: str | None = None,
+    tta: bool = False,
+    skip_bad: bool = False,
+    threads: int | None = None,
+    labels: str = "fer2013",
+) -> tuple[dict[str, Any], FaceDataset, np.ndarray]:
+    """Returns (results, the evaluated faces, their probabilities). ``labels="ferplus"`` scores
+    against the FER+ majority vote of each face (an 8-class model on all eight, contempt included).
+    A model whose classes are not the labels' gets ``ece`` and ``nll`` None with a ``confidence_note``;
+    classes with no faces in the split are listed in ``classes_without_faces``."""
+    scored = score(data, model, split, tta, skip_bad, threads, labels)
+    probs = scored.classifier.probabilities(scored.logits, tta)
+    return summarize_scored(scored, probs, data, tta, labels), scored.part, probs
+
+
+def summarize_scored(
+    scored: Scored, probs: np.ndarray, data: str | Path, tta: bool, labels: str
+) -> dict[str, Any]:
+    """``evaluate``'s results from a model's logits and its (calibrated) probabilities."""
+    classifier, part, logits = scored.classifier, scored.part, scored.logits
+    results = summarize(part.labels, predictions(probs, part), list(part.class_names))
     results.update(
-        model=str(classifier.path), split=split, tta=tta, dataset=str(data), labels=labels, skipped=ds.skipped
+        model=str(classifier.path),
+        split=scored.split,
+        tta=tta,
+        dataset=str(data),
+        labels=labels,
+        skipped=scored.skipped,
     )
     absent = [c for c, n in zip(part.class_names, part.class_counts(), strict=True) if n == 0]
     if absent:  # their rows read 0.000, which is no measurement: said, and listed in the JSON
@@ -123,7 +159,72 @@ def evaluate(
             reliability=reliability(probs, part.labels),
             reliability_uncalibrated=reliability(raw, part.labels),
         )
-    return results, part, probs
+    return results
+
+
+def predictions(probs: np.ndarray, part: FaceDataset) -> np.ndarray:
+    """Each face's label among the dataset's classes (an 8-class model scored on FER-2013's seven
+    picks among those seven)."""
+    return probs[:, : len(part.class_names)].argmax(axis=1)
+
+
+def compare(
+    data: str | Path,
+    model: str | Path | None,
+    against: str | Path,
+    split: str | None = None,
+    tta: bool = False,
+    skip_bad: bool = False,
+    threads: int | None = None,
+    labels: str = "fer2013",
+) -> tuple[dict[str, Any], FaceDataset, np.ndarray]:
+    """``evaluate`` of ``model``, its results with a key ``against``: the other model's accuracy on
+    the same faces, scored the same way, and the paired comparison of the two (``paired_comparison``:
+    the faces only one gets right, the sign test, the difference with its 95 % interval), of their
+    calibrated outputs and, under ``uncalibrated``, of their raw softmax (a model just trained has
+    no calibration yet, and one fitted on these very faces flatters its model a little)."""
+    # both files loaded first: a wrong --against is said before the first model's faces are scored
+    first, second = (EmotionClassifier(m, threads=threads) for m in (model, against))
+    this = score(data, first, split, tta, skip_bad, threads, labels)
+    other = score(data, second, this.split, tta, skip_bad, threads, labels)
+    # under FER+ labels a 7-class model reads the votes without contempt's (a face only contempt was voted
+    # for is left out), an 8-class one with them
+    if not np.array_equal(this.part.labels, other.part.labels):
+        raise DatasetError(
+            f"{this.classifier.path.name} and {other.classifier.path.name} are scored on different faces or "
+            f"labels ({len(this.part.labels)} and {len(other.part.labels)} faces): compare models with the "
+            "same classes"
+        )
+
+    def paired(calibrated: bool) -> dict[str, Any]:
+        a, b = (s.classifier.probabilities(s.logits, tta, calibrated=calibrated) for s in (this, other))
+        return paired_comparison(this.part.labels, predictions(a, this.part), predictions(b, other.part))
+
+    probs = this.classifier.probabilities(this.logits, tta)
+    results = summarize_scored(this, probs, data, tta, labels)
+    results["against"] = {"model": str(other.classifier.path), **paired(True), "uncalibrated": paired(False)}
+    return results, this.part, probs
+
+
+def describe_comparison(results: dict[str, Any]) -> str:
+    """``compare``'s paired comparison in two lines: of the models' outputs, and of their raw softmax."""
+    this, against = Path(str(results["model"])).name, results["against"]
+    other, raw = Path(str(against["model"])).name, against["uncalibrated"]
+
+    def difference(pairs: dict[str, Any]) -> str:
+        lo, hi = pairs["difference_ci95"]
+        return (
+            f"{100 * pairs['difference']:+.2f} points (95 % CI {100 * lo:+.2f} to {100 * hi:+.2f}), "
+            f"sign test p = {pairs['sign_test_p']:.2g}"
+        )
+
+    return (
+        f"against {other} on the same faces: accuracy {against['accuracy']:.2%}; {this} is right on "
+        f"{faces_text(against['only_this_right'])} that {other} gets wrong, {other} on "
+        f"{against['only_other_right']} that {this} gets wrong: {difference(against)}\n"
+        f"raw softmax (no calibration): accuracy {raw['accuracy']:.2%} for {other}, {raw['only_this_right']} "
+        f"and {raw['only_other_right']} such faces: {difference(raw)}"
+    )
 
 
 # Every file a report may hold: a run removes those it does not write (a re-run into the same folder

@@ -33,9 +33,10 @@ def test_sign_test_p_is_the_exact_two_sided_binomial_tail() -> None:
     # 5 of 20 one way: 2 x (C(20,0) + ... + C(20,5)) / 2^20, the sum worked by hand
     assert sign_test_p(15, 5) == pytest.approx(2 * (1 + 20 + 190 + 1140 + 4845 + 15504) / 2**20)
     assert sign_test_p(7, 7) == sign_test_p(0, 0) == 1.0  # an even split; no face that differs
-    # thousands of faces that differ (exact integers, no overflow): near the normal approximation
-    z = (1100 - 2100 / 2 - 0.5) / math.sqrt(2100 / 4)  # continuity-corrected
-    assert sign_test_p(1100, 1000) == pytest.approx(math.erfc(z / math.sqrt(2)), rel=0.1)
+    assert sign_test_p(500, 0) == pytest.approx(2 / 2**500, rel=1e-9)  # far in the tail, not 0
+    # 100,000 faces that differ (a large dataset): near the continuity-corrected normal approximation
+    z = (50500 - 100000 / 2 - 0.5) / math.sqrt(100000 / 4)
+    assert sign_test_p(50500, 49500) == pytest.approx(math.erfc(z / math.sqrt(2)), rel=0.02)
 
 
 def test_paired_comparison_counts_the_faces_only_one_model_gets_right() -> None:

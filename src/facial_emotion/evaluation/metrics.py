@@ -63,12 +63,17 @@ def summarize(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dic
 
 def sign_test_p(wins: int, losses: int) -> float:
     """Two-sided exact sign test (McNemar's exact test): the chance of a split at least this uneven
-    of the faces only one of two models gets right, were each as likely to be the one."""
+    of the faces only one of two models gets right, were each as likely to be the one. The binomial
+    tail is summed in logs (log C(n, i+1) = log C(n, i) + log((n - i) / (i + 1))): exact integers took
+    20 s for 20,000 such faces."""
     n, k = wins + losses, min(wins, losses)
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, i) for i in range(k + 1))  # exact integers: n is a few thousand at most
-    return min(1.0, 2 * tail / 2**n)
+    i = np.arange(k, dtype=np.float64)
+    log_comb = np.concatenate([[0.0], np.cumsum(np.log(n - i) - np.log(i + 1))])  # log C(n, 0..k)
+    top = log_comb.max()
+    log_tail = top + math.log(np.exp(log_comb - top).sum()) - n * math.log(2)
+    return min(1.0, 2 * math.exp(log_tail))
 
 
 def paired_comparison(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict[str, Any]:

@@ -3,9 +3,12 @@ original csv and from the Kaggle JPEG folders, with and without ten-crop TTA; an
 labels: the FER+ majority vote of the same PublicTest faces, and faces labelled by hand in the
 photos and videos of ../shared/media (tests/media_labels.csv), seen through the whole pipeline.
 Prints a Markdown table, writes JSON, and the report (confusion matrices, mistakes grid) of the
-default model's csv run.
+default model's csv run. ``--against MODEL`` pairs each run with that model's on the same faces
+(``evaluate --against``): a candidate's table then shows, beside each figure, its raw softmax's
+difference from that model's and the sign test's p (a run just trained has no calibration yet).
 
     python benchmarks/accuracy.py [--models default,fp32,ensemble] [--out benchmarks/results/accuracy.json]
+    python benchmarks/accuracy.py --models runs/mine/model.onnx --against fp32 --out mine.json --report mine-report
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 
 from bench_machine import write_results
 
-from facial_emotion.evaluation.evaluate import evaluate, write_report
+from facial_emotion.evaluation.evaluate import compare, evaluate, write_report
 from facial_emotion.evaluation.labelled_media import read_labels, score_labelled_media
 from facial_emotion.inference.classifier import EmotionClassifier
 from facial_emotion.inference.pipeline import EmotionRecognizer
@@ -43,13 +46,17 @@ def shown_path(path: str) -> str:
     return path
 
 
-def measure(model: str, meta: dict, report: Path | None) -> dict:
+def measure(model: str, meta: dict, report: Path | None, against: str | None = None) -> dict:
     entry: dict = {"name": model, "arch": meta["arch"], "quantized": meta.get("quantized", "none") != "none"}
     entry["runs"] = []
     for column, data, split, labels in RUNS:
         for tta in (False, True):
             t0 = time.perf_counter()
-            res, part, probs = evaluate(data, model, split, tta=tta, labels=labels)
+            if against:
+                res, part, probs = compare(data, model, against, split, tta=tta, labels=labels)
+                res["against"]["model"] = shown_path(res["against"]["model"])
+            else:
+                res, part, probs = evaluate(data, model, split, tta=tta, labels=labels)
             res.update(
                 source=column,
                 seconds=round(time.perf_counter() - t0, 1),
@@ -76,6 +83,14 @@ def measure(model: str, meta: dict, report: Path | None) -> dict:
     return entry
 
 
+def paired_cell(run: dict) -> str:
+    """A run's raw-softmax difference from the ``--against`` model's, and the sign test's p."""
+    if "against" not in run:
+        return ""
+    raw = run["against"]["uncalibrated"]
+    return f" ({100 * raw['difference']:+.2f}, p {raw['sign_test_p']:.2g})"
+
+
 def markdown(entries: list[dict]) -> str:
     head = " | ".join(f"{c} | {c}, ten-crop" for c, *_ in RUNS)
     lines = [
@@ -83,7 +98,7 @@ def markdown(entries: list[dict]) -> str:
         "| --- |" + " ---: |" * (2 * len(RUNS) + 1),
     ]
     for e in entries:
-        cells = [f"{r['accuracy']:.2%}" for r in e["runs"]]
+        cells = [f"{r['accuracy']:.2%}" + paired_cell(r) for r in e["runs"]]
         m = e["media"]
         name = f"`{e['name']}` ({e['arch']}{', int8' if e['quantized'] else ''})"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {m['correct']}/{m['faces']} |")
@@ -102,6 +117,12 @@ def main() -> None:
     ap.add_argument(
         "--models", default=",".join(BUILTIN_MODELS), help="comma list of files or built-in names"
     )
+    ap.add_argument(
+        "--against",
+        metavar="MODEL",
+        help="pair every run with this model's on the same faces: the table shows the raw softmax's "
+        "difference in points and the sign test's p beside each figure",
+    )
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "accuracy.json"))
     ap.add_argument(
         "--report", default=str(REPO / "docs" / "report"), help="folder for the first model's report"
@@ -109,9 +130,16 @@ def main() -> None:
     args = ap.parse_args()
     models = [m for m in args.models.split(",") if m]
     metas = {m: EmotionClassifier(m).metadata for m in models}
-    entries = [measure(m, metas[m], Path(args.report) if i == 0 else None) for i, m in enumerate(models)]
+    report = Path(args.report)
+    entries = [measure(m, metas[m], report if i == 0 else None, args.against) for i, m in enumerate(models)]
     results = {"model": metas[models[0]], "models": metas, "entries": entries}
     results["markdown"] = markdown(entries)
+    if args.against:
+        results["against"] = EmotionClassifier(args.against).metadata
+        results["markdown"] += (
+            f"\n\nIn brackets: the raw softmax's difference in points from `{args.against}`'s on the same "
+            "faces, and the sign test's p (`evaluate --against`)."
+        )
     print(results["markdown"])
     write_results(Path(args.out), results)
 

@@ -130,6 +130,13 @@ def main() -> None:
     args = ap.parse_args()
     models = [m for m in args.models.split(",") if m]
     metas = {m: EmotionClassifier(m).metadata for m in models}
+    if args.against:  # said now, not after the runs before the FER+ one
+        classes = len(EmotionClassifier(args.against).classes)
+        other = [m for m in models if len(metas[m]["classes"]) != classes]
+        if other:
+            ap.error(
+                f"--against {args.against} has {classes} classes, {', '.join(other)} not: no paired FER+ run"
+            )
     report = Path(args.report)
     entries = [measure(m, metas[m], report if i == 0 else None, args.against) for i, m in enumerate(models)]
     results = {"model": metas[models[0]], "models": metas, "entries": entries}

@@ -143,19 +143,24 @@ def test_evaluate_scores_ferplus_majority_labels(eight_class_model: Path, tmp_pa
 def test_evaluate_against_a_seven_class_model_on_ferplus_labels_says_they_score_other_faces(
     eight_class_model: Path, tmp_path: Path
 ) -> None:
-    """Under FER+ labels a 7-class model leaves out the faces only contempt was voted for (and reads
-    the rest without contempt's votes): there is no paired comparison of different faces."""
+    """Under FER+ labels a 7-class model reads the votes without contempt's and leaves out the faces
+    only contempt was voted for: there is no paired comparison of different faces, and that is said
+    before either model is run."""
     images, labels = synthetic_faces(20)
     data = write_fer_csv(tmp_path / "fer2013.csv", images, labels, ["PublicTest"] * 20)
-    votes = write_ferplus(tmp_path / "fer2013new.csv", 20, ["PublicTest"] * 20).read_text().splitlines()
-    votes[1] = "PublicTest,fer0000000.png," + ",".join(["0"] * 7 + ["10", "0", "0"])  # contempt alone
-    assert votes[0].split(",")[2 + 7] == "contempt"
-    (tmp_path / "fer2013new.csv").write_text("\n".join(votes) + "\n")
+    write_ferplus(tmp_path / "fer2013new.csv", 20, ["PublicTest"] * 20)
     args = ["evaluate", "--data", str(data), "--labels", "ferplus", "--model", str(eight_class_model)]
     proc = run_cli(*args, "--against", "fast")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "scored on different faces or labels (20 and 19 faces)" in proc.stderr
+    assert "ferplus8.onnx and emotion-fast.onnx have 8 and 7 classes" in proc.stderr
     assert "compare models with the same classes" in proc.stderr
+    # under FER-2013's labels both are scored on the same faces (the 8-class model by its most likely
+    # of the seven): paired
+    proc = run_cli(
+        "evaluate", "--data", str(data), "--model", str(eight_class_model), "--against", "fast", "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["against"]["n"] == 20
 
 
 def test_evaluate_against_seven_labels_says_why_it_has_no_confidence_figures(

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
+from facial_emotion.evaluation.evaluate import model_names
 from facial_emotion.evaluation.metrics import paired_comparison, sign_test_p, summarize
 from facial_emotion.labels import EMOTIONS
 
@@ -52,6 +53,17 @@ def test_paired_comparison_counts_the_faces_only_one_model_gets_right() -> None:
     half = 1.96 * math.sqrt(5.6) / 10
     assert got["difference_ci95"] == pytest.approx([0.2 - half, 0.2 + half], abs=1e-4)
     assert got["sign_test_p"] == pytest.approx(2 * (1 + 6 + 15) / 2**6, abs=1e-4)  # 2 of 6 one way
+    # a lead far beyond noise keeps its p (rounded to 4 decimals it read 0)
+    truth = np.zeros(60, dtype=int)
+    assert paired_comparison(truth, truth, truth + 1)["sign_test_p"] == pytest.approx(2 / 2**60, rel=1e-3)
+
+
+def test_two_runs_files_are_named_by_their_folders() -> None:
+    """Every run's file is RUN/model.onnx: "model.onnx is right on 5 faces that model.onnx gets wrong"."""
+    assert model_names("/a/run1/model.onnx", "/a/run2/model.onnx") == ("run1/model.onnx", "run2/model.onnx")
+    assert model_names("/w/emotion.onnx", "/w/emotion-fp32.onnx") == ("emotion.onnx", "emotion-fp32.onnx")
+    assert model_names("/w/m.onnx", "/w/m.onnx") == ("m.onnx", "m.onnx")  # itself
+    assert model_names("/a/x/m.onnx", "/b/x/m.onnx") == ("/a/x/m.onnx", "/b/x/m.onnx")
 
 
 def test_evaluate_against_a_model_scores_both_on_the_same_faces(tiny_csv: Path) -> None:

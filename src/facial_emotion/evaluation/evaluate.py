@@ -185,15 +185,20 @@ def compare(
     no calibration yet, and one fitted on these very faces flatters its model a little)."""
     # both files loaded first: a wrong --against is said before the first model's faces are scored
     first, second = (EmotionClassifier(m, threads=threads) for m in (model, against))
+    names = " and ".join(model_names(first.path, second.path))
+    # under FER+ labels a 7-class model reads the votes without contempt's (a face only contempt was voted
+    # for is left out), an 8-class one with them: other labels, perhaps other faces
+    if labels == "ferplus" and len(first.classes) != len(second.classes):
+        raise DatasetError(
+            f"{names} have {len(first.classes)} and {len(second.classes)} classes: under FER+ labels they "
+            "are scored on different faces or labels; compare models with the same classes"
+        )
     this = score(data, first, split, tta, skip_bad, threads, labels)
     other = score(data, second, this.split, tta, skip_bad, threads, labels)
-    # under FER+ labels a 7-class model reads the votes without contempt's (a face only contempt was voted
-    # for is left out), an 8-class one with them
-    if not np.array_equal(this.part.labels, other.part.labels):
+    if not np.array_equal(this.part.labels, other.part.labels):  # any other way they could differ
         raise DatasetError(
-            f"{this.classifier.path.name} and {other.classifier.path.name} are scored on different faces or "
-            f"labels ({len(this.part.labels)} and {len(other.part.labels)} faces): compare models with the "
-            "same classes"
+            f"{names} are scored on different faces or labels ({len(this.part.labels)} and "
+            f"{len(other.part.labels)} faces): compare models with the same classes"
         )
 
     def paired(calibrated: bool) -> dict[str, Any]:
@@ -206,10 +211,21 @@ def compare(
     return results, this.part, probs
 
 
+def model_names(a: str | Path, b: str | Path) -> tuple[str, str]:
+    """Two model files named as briefly as tells them apart: file names, else with their folders
+    (two runs' ``RUN/model.onnx``), else whole paths."""
+    a, b = Path(a), Path(b)
+    if a.name != b.name or a == b:
+        return a.name, b.name
+    if a.parent.name != b.parent.name:
+        return f"{a.parent.name}/{a.name}", f"{b.parent.name}/{b.name}"
+    return str(a), str(b)
+
+
 def describe_comparison(results: dict[str, Any]) -> str:
     """``compare``'s paired comparison in two lines: of the models' outputs, and of their raw softmax."""
-    this, against = Path(str(results["model"])).name, results["against"]
-    other, raw = Path(str(against["model"])).name, against["uncalibrated"]
+    against, raw = results["against"], results["against"]["uncalibrated"]
+    this, other = model_names(results["model"], against["model"])
 
     def difference(pairs: dict[str, Any]) -> str:
         lo, hi = pairs["difference_ci95"]

@@ -79,7 +79,8 @@ def sign_test_p(wins: int, losses: int) -> float:
 def paired_comparison(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict[str, Any]:
     """Two models' predictions on the same faces: how many each gets right that the other gets wrong,
     the sign test on those, and the accuracy difference (a minus b) with its 95 % interval (the
-    paired, Wald one). Faces both get right or wrong say nothing about which is better, so a
+    paired Wald one: a normal approximation, loose where few faces differ, where the sign test is the
+    one to read). Faces both get right or wrong say nothing about which is better, so a
     difference of a point on 3,589 faces can be noise or not depending on how many faces differ."""
     right_a, right_b = pred_a == y_true, pred_b == y_true
     n = len(y_true)
@@ -93,5 +94,5 @@ def paired_comparison(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray
         "only_other_right": only_b,
         "difference": round(diff, 4),
         "difference_ci95": [round(diff - 1.96 * se, 4), round(diff + 1.96 * se, 4)],
-        "sign_test_p": round(sign_test_p(only_a, only_b), 4),
+        "sign_test_p": float(f"{sign_test_p(only_a, only_b):.4g}"),  # significant figures: 3e-9 is no 0
     }
